@@ -1,0 +1,22 @@
+"""taskutils: run Python functions as tasks, in one process or across a fleet over Redis."""
+
+from .errors import BackendUnavailable, InvalidTask, PayloadError, TaskFailed, TaskNotFound, TaskutilsError
+from .handler import TaskHandler, TaskRef
+from .lock import LockLost, LockWrapper
+from .recurrent import Recurrent
+from .task import Task
+
+__all__ = [
+    "BackendUnavailable",
+    "InvalidTask",
+    "LockLost",
+    "LockWrapper",
+    "PayloadError",
+    "Recurrent",
+    "Task",
+    "TaskFailed",
+    "TaskHandler",
+    "TaskNotFound",
+    "TaskRef",
+    "TaskutilsError",
+]

@@ -1,0 +1,18 @@
+"""Storage backends: the embedded in-process one and Redis, behind one interface."""
+
+from __future__ import annotations
+
+from .base import Backend
+from .memory import MemoryBackend
+
+
+def backend_for(redis_url: str | None) -> Backend:
+    """The Redis backend for a URL, or a new embedded backend when there is none."""
+    if not redis_url:
+        return MemoryBackend()
+    from .redis import RedisBackend
+
+    return RedisBackend.from_url(redis_url)
+
+
+__all__ = ["Backend", "MemoryBackend", "backend_for"]

@@ -1,0 +1,152 @@
+"""The Backend interface: the storage operations a handler and its workers need, speaking bytes.
+
+Each method is one atomic step. Rules (when to retry, what a failure record says)
+live in the worker and handler; a backend only stores and moves tasks.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+# Task states as stored; a task with no state and no outcome is unknown.
+SCHEDULED, QUEUED, RUNNING, DONE, FAILED = "scheduled", "queued", "running", "done", "failed"
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """A task to enqueue: its encoded body, priority and delay in seconds."""
+
+    body: bytes
+    priority: int = 0
+    delay: float = 0.0
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A task handed to a worker under a lease; `token` fences every later transition."""
+
+    queue: str
+    task_id: str
+    token: int
+    body: bytes
+    failures: int
+    crashes: int
+
+
+@dataclass(frozen=True)
+class ClaimBatch:
+    """What one claim call returns: the claims and seconds until the next known due time."""
+
+    claims: list[Claim]
+    next_due: float | None
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Tasks of one queue in each state."""
+
+    scheduled: int
+    queued: int
+    running: int
+    failed: int
+
+    @property
+    def pending(self) -> int:
+        """Tasks not yet finished: scheduled, queued or running."""
+        return self.scheduled + self.queued + self.running
+
+
+@dataclass(frozen=True)
+class RecurrentRecord:
+    """A stored recurrent schedule; repeats -1 means forever, stop None means never."""
+
+    body: bytes
+    interval: float
+    repeats: int
+    stop: float | None
+    next_run: float
+
+
+class Backend(ABC):
+    """Storage for queues, leases, outcomes and recurrent schedules."""
+
+    @abstractmethod
+    def enqueue(self, queue: str, tasks: Sequence[NewTask]) -> list[str]:
+        """Store tasks atomically and return their ids; wakes idle workers."""
+
+    @abstractmethod
+    def claim(self, queue: str, consumer: str, limit: int, lease: float, idle_for: float = 0.0) -> ClaimBatch:
+        """Promote due work, then hand up to `limit` tasks to `consumer` under a lease, by priority.
+
+        A consumer that gets nothing says how long it will then block in `wait`, so that
+        new work wakes it."""
+
+    @abstractmethod
+    def wait(self, queues: Sequence[str], consumer: str, timeout: float) -> None:
+        """Block until work may be ready on one of `queues`, `interrupt` is called, or `timeout` passes."""
+
+    @abstractmethod
+    def interrupt(self, queues: Sequence[str], consumer: str) -> None:
+        """Wake `consumer` from `wait` at once (used when it stops)."""
+
+    @abstractmethod
+    def renew(self, queue: str, leases: Mapping[str, int], lease: float) -> list[str]:
+        """Extend the leases of task id -> token; return the ids whose lease was lost."""
+
+    @abstractmethod
+    def ack(self, claim: Claim, outcome: bytes, result_ttl: float) -> bool:
+        """Finish a task and keep its outcome; False if the lease was no longer held."""
+
+    @abstractmethod
+    def retry(self, claim: Claim, delay: float) -> bool:
+        """Put a failed attempt back (after `delay` seconds); False if the lease was no longer held."""
+
+    @abstractmethod
+    def fail(self, claim: Claim, outcome: bytes, record: bytes, result_ttl: float) -> bool:
+        """Fail a task for good into the failed store; False if the lease was no longer held."""
+
+    @abstractmethod
+    def status(self, queue: str, task_id: str) -> tuple[str | None, bytes | None]:
+        """The stored state of a task and its outcome record, if any."""
+
+    @abstractmethod
+    def counts(self, queue: str) -> Counts:
+        """How many tasks of `queue` are in each state."""
+
+    @abstractmethod
+    def failed(self, queue: str) -> dict[str, bytes]:
+        """The failed store: task id -> failure record."""
+
+    @abstractmethod
+    def set_max_concurrency(self, queue: str, limit: int | None) -> None:
+        """Store the fleet-wide cap of running tasks for `queue` (None removes it)."""
+
+    @abstractmethod
+    def recurrent_put(self, queue: str, name: str, record: RecurrentRecord) -> None:
+        """Create or replace a named schedule."""
+
+    @abstractmethod
+    def recurrent_get(self, queue: str, name: str) -> RecurrentRecord | None:
+        """A named schedule, or None."""
+
+    @abstractmethod
+    def recurrent_delete(self, queue: str, name: str) -> bool:
+        """Remove a named schedule; False if there was none."""
+
+    @abstractmethod
+    def recurrent_names(self, queue: str) -> list[str]:
+        """Names of the schedules of `queue`."""
+
+    @abstractmethod
+    def now(self) -> float:
+        """The backend's clock, in epoch seconds (the Redis server's clock for Redis)."""
+
+    @abstractmethod
+    def lock(self, name: str, lease: float) -> AbstractContextManager[object]:
+        """A lock shared by everything using this backend, held under a renewable lease."""
+
+    def close(self) -> None:
+        """Release connections."""

@@ -1,0 +1,97 @@
+-- Promote due work, then hand up to `limit` ready tasks to one consumer under a lease.
+-- KEYS[1] - queue prefix (see _prelude.lua)
+-- ARGV[1] - consumer id
+-- ARGV[2] - most tasks to claim
+-- ARGV[3] - lease seconds (the visibility timeout)
+-- ARGV[4] - seconds the consumer will block in wait() if it gets nothing
+-- returns   {seconds until the next due time or "-1", token1, envelope1, token2, envelope2, ...}
+local consumer, limit, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local now = clock()
+redis.call('ZREM', P .. 'idle', consumer)
+
+-- delayed tasks that are due
+local due = redis.call('ZRANGEBYSCORE', P .. 'scheduled', '-inf', now, 'LIMIT', 0, 1000)
+for _, member in ipairs(due) do
+  local fields = split(member, 1)
+  push_ready(fields[1], fields[2])
+  redis.call('ZREM', P .. 'scheduled', member)
+end
+
+-- recurrent runs that are due: one run each, next time on the grid start + k * interval
+local fired = redis.call('ZRANGEBYSCORE', P .. 'rec', '-inf', now, 'WITHSCORES', 'LIMIT', 0, 100)
+for i = 1, #fired, 2 do
+  local name, at = fired[i], tonumber(fired[i + 1])
+  local key = P .. 'rec:' .. name
+  local spec = redis.call('HMGET', key, 'body', 'interval', 'repeats', 'stop')
+  if spec[1] then
+    push_ready('max', new_id() .. '|0|0|' .. spec[1])
+    local interval, repeats = tonumber(spec[2]), tonumber(spec[3])
+    local upcoming = at + interval * (math.floor((now - at) / interval) + 1)
+    if repeats > 0 then repeats = repeats - 1 end
+    if repeats == 0 or (spec[4] ~= '' and upcoming > tonumber(spec[4])) then
+      redis.call('DEL', key)
+      redis.call('ZREM', P .. 'rec', name)
+    else
+      redis.call('HSET', key, 'repeats', repeats)
+      redis.call('ZADD', P .. 'rec', upcoming, name)
+    end
+  else
+    redis.call('ZREM', P .. 'rec', name)
+  end
+end
+
+-- leases that expired: their worker died or stalled; the task goes back with one more crash
+local expired = redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', now, 'LIMIT', 0, 1000)
+for _, id in ipairs(expired) do
+  local held = redis.call('HGET', P .. 'inflight', id)
+  redis.call('ZREM', P .. 'leases', id)
+  if held then
+    local fields = split(held, 2)
+    local task = split(fields[3], 3)
+    push_ready(fields[2], task[1] .. '|' .. task[2] .. '|' .. (tonumber(task[3]) + 1) .. '|' .. task[4])
+    redis.call('HDEL', P .. 'inflight', id)
+  end
+end
+
+-- the fleet-wide cap: running tasks are the leases
+local cap = redis.call('HGET', P .. 'config', 'max_concurrency')
+if cap then
+  limit = math.min(limit, tonumber(cap) - redis.call('ZCARD', P .. 'leases'))
+end
+
+local out = {'-1'}
+while limit > 0 do
+  local top = redis.call('ZRANGE', P .. 'prios', 0, 0)[1]
+  if not top then break end
+  local key = P .. 'ready:' .. top
+  local items = redis.call('LPOP', key, limit)
+  if items then
+    for _, envelope in ipairs(items) do
+      local id = string.sub(envelope, 1, 12)
+      local token = string.format('%d', redis.call('INCR', P .. 'fence'))
+      redis.call('ZADD', P .. 'leases', now + lease, id)
+      redis.call('HSET', P .. 'inflight', id, token .. '|' .. top .. '|' .. envelope)
+      redis.call('HSET', P .. 'state', id, 'r')
+      out[#out + 1] = token
+      out[#out + 1] = envelope
+    end
+    limit = limit - #items
+  end
+  if redis.call('EXISTS', key) == 0 then
+    redis.call('ZREM', P .. 'prios', top)
+  end
+end
+
+if #out == 1 then
+  redis.call('ZADD', P .. 'idle', now + tonumber(ARGV[4]), consumer)
+end
+
+local next_due = nil
+for _, key in ipairs({'scheduled', 'rec', 'leases'}) do
+  local first = redis.call('ZRANGE', P .. key, 0, 0, 'WITHSCORES')[2]
+  if first and (next_due == nil or tonumber(first) < next_due) then
+    next_due = tonumber(first)
+  end
+end
+if next_due then out[1] = tostring(math.max(next_due - now, 0)) end
+return out

@@ -1,0 +1,253 @@
+"""The embedded backend: every queue in this process's memory, one lock, same semantics as Redis."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+import weakref
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+from ..recurrent import next_run
+from .base import (
+    QUEUED,
+    RUNNING,
+    SCHEDULED,
+    Backend,
+    Claim,
+    ClaimBatch,
+    Counts,
+    NewTask,
+    RecurrentRecord,
+)
+
+TOP = float("inf")  # the level recurrent runs are queued at, above every priority
+
+
+@dataclass
+class _Entry:
+    task_id: str
+    body: bytes
+    failures: int = 0
+    crashes: int = 0
+
+
+@dataclass
+class _Lease:
+    deadline: float
+    token: int
+    level: float
+    entry: _Entry
+
+
+@dataclass
+class _Queue:
+    ready: dict[float, deque[_Entry]] = field(default_factory=dict)
+    scheduled: list[tuple[float, int, float, _Entry]] = field(default_factory=list)
+    state: dict[str, str] = field(default_factory=dict)
+    leases: dict[str, _Lease] = field(default_factory=dict)
+    outcomes: dict[str, tuple[float, bytes]] = field(default_factory=dict)
+    failed: dict[str, bytes] = field(default_factory=dict)
+    recurrent: dict[str, RecurrentRecord] = field(default_factory=dict)
+    max_concurrency: int | None = None
+
+
+class MemoryBackend(Backend):
+    """All state in dicts and heaps behind one condition variable."""
+
+    def __init__(self, clock: Callable[[], float] = time.time):
+        self._clock = clock
+        self._changed = threading.Condition()
+        self._queues: dict[str, _Queue] = {}
+        self._ids = itertools.count(1)
+
+    def _queue(self, name: str) -> _Queue:
+        return self._queues.setdefault(name, _Queue())
+
+    def now(self) -> float:
+        return self._clock()
+
+    def enqueue(self, queue: str, tasks: Sequence[NewTask]) -> list[str]:
+        with self._changed:
+            q, now = self._queue(queue), self.now()
+            ids = []
+            for task in tasks:
+                entry = _Entry(f"{next(self._ids):012x}", task.body)
+                self._put(q, task.priority, entry, now + task.delay if task.delay > 0 else None)
+                ids.append(entry.task_id)
+            self._changed.notify_all()
+            return ids
+
+    def _put(self, q: _Queue, level: float, entry: _Entry, due: float | None) -> None:
+        if due is None:
+            q.ready.setdefault(level, deque()).append(entry)
+            q.state[entry.task_id] = QUEUED
+        else:
+            heapq.heappush(q.scheduled, (due, next(self._ids), level, entry))
+            q.state[entry.task_id] = SCHEDULED
+
+    def claim(self, queue: str, consumer: str, limit: int, lease: float, idle_for: float = 0.0) -> ClaimBatch:
+        with self._changed:
+            q, now = self._queue(queue), self.now()
+            self._promote(q, now)
+            if q.max_concurrency is not None:
+                limit = min(limit, q.max_concurrency - len(q.leases))
+            claims = []
+            for level in sorted(q.ready, reverse=True):
+                entries = q.ready[level]
+                while entries and len(claims) < limit:
+                    entry = entries.popleft()
+                    token = next(self._ids)
+                    q.leases[entry.task_id] = _Lease(now + lease, token, level, entry)
+                    q.state[entry.task_id] = RUNNING
+                    claims.append(Claim(queue, entry.task_id, token, entry.body, entry.failures, entry.crashes))
+                if not entries:
+                    del q.ready[level]
+            return ClaimBatch(claims, self._next_due(q, now))
+
+    def _promote(self, q: _Queue, now: float) -> None:
+        """Move due delayed tasks, due recurrent runs and expired leases to ready."""
+        while q.scheduled and q.scheduled[0][0] <= now:
+            _, _, level, entry = heapq.heappop(q.scheduled)
+            self._put(q, level, entry, None)
+        for name, record in sorted(q.recurrent.items(), key=lambda item: item[1].next_run):
+            if record.next_run > now:
+                continue
+            self._put(q, TOP, _Entry(f"{next(self._ids):012x}", record.body), None)
+            upcoming = next_run(record.next_run, record.interval, now)
+            repeats = record.repeats - 1 if record.repeats > 0 else record.repeats
+            if repeats == 0 or (record.stop is not None and upcoming > record.stop):
+                del q.recurrent[name]
+            else:
+                q.recurrent[name] = RecurrentRecord(record.body, record.interval, repeats, record.stop, upcoming)
+        for task_id, held in list(q.leases.items()):
+            if held.deadline <= now:
+                del q.leases[task_id]
+                held.entry.crashes += 1
+                self._put(q, held.level, held.entry, None)
+
+    @staticmethod
+    def _next_due(q: _Queue, now: float) -> float | None:
+        times = [q.scheduled[0][0]] if q.scheduled else []
+        times += [record.next_run for record in q.recurrent.values()]
+        times += [held.deadline for held in q.leases.values()]
+        return max(min(times) - now, 0.0) if times else None
+
+    def wait(self, queues: Sequence[str], consumer: str, timeout: float) -> None:
+        with self._changed:
+            if not any(self._queue(name).ready for name in queues):
+                self._changed.wait(timeout)
+
+    def interrupt(self, queues: Sequence[str], consumer: str) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    def renew(self, queue: str, leases: Mapping[str, int], lease: float) -> list[str]:
+        with self._changed:
+            q, now = self._queue(queue), self.now()
+            lost = []
+            for task_id, token in leases.items():
+                held = q.leases.get(task_id)
+                if held is None or held.token != token:
+                    lost.append(task_id)
+                else:
+                    held.deadline = now + lease
+            return lost
+
+    def _release(self, claim: Claim) -> tuple[_Queue, _Lease] | None:
+        q = self._queue(claim.queue)
+        held = q.leases.get(claim.task_id)
+        if held is None or held.token != claim.token:
+            return None
+        del q.leases[claim.task_id]
+        q.state.pop(claim.task_id, None)
+        self._changed.notify_all()
+        return q, held
+
+    def ack(self, claim: Claim, outcome: bytes, result_ttl: float) -> bool:
+        with self._changed:
+            released = self._release(claim)
+            if released:
+                self._keep_outcome(released[0], claim.task_id, outcome, result_ttl)
+            return released is not None
+
+    def retry(self, claim: Claim, delay: float) -> bool:
+        with self._changed:
+            released = self._release(claim)
+            if released:
+                q, held = released
+                held.entry.failures += 1
+                self._put(q, held.level, held.entry, self.now() + delay if delay > 0 else None)
+            return released is not None
+
+    def fail(self, claim: Claim, outcome: bytes, record: bytes, result_ttl: float) -> bool:
+        with self._changed:
+            released = self._release(claim)
+            if released:
+                released[0].failed[claim.task_id] = record
+                self._keep_outcome(released[0], claim.task_id, outcome, result_ttl)
+            return released is not None
+
+    def _keep_outcome(self, q: _Queue, task_id: str, outcome: bytes, result_ttl: float) -> None:
+        now = self.now()
+        for old_id in [i for i, (expires, _) in q.outcomes.items() if expires <= now][:100]:
+            del q.outcomes[old_id]
+        if result_ttl > 0:
+            q.outcomes[task_id] = (now + result_ttl, outcome)
+
+    def status(self, queue: str, task_id: str) -> tuple[str | None, bytes | None]:
+        with self._changed:
+            q = self._queue(queue)
+            kept = q.outcomes.get(task_id)
+            outcome = kept[1] if kept and kept[0] > self.now() else None
+            return q.state.get(task_id), outcome
+
+    def counts(self, queue: str) -> Counts:
+        with self._changed:
+            q = self._queue(queue)
+            queued = sum(len(entries) for entries in q.ready.values())
+            return Counts(len(q.scheduled), queued, len(q.leases), len(q.failed))
+
+    def failed(self, queue: str) -> dict[str, bytes]:
+        with self._changed:
+            return dict(self._queue(queue).failed)
+
+    def set_max_concurrency(self, queue: str, limit: int | None) -> None:
+        with self._changed:
+            self._queue(queue).max_concurrency = limit
+
+    def recurrent_put(self, queue: str, name: str, record: RecurrentRecord) -> None:
+        with self._changed:
+            self._queue(queue).recurrent[name] = record
+            self._changed.notify_all()
+
+    def recurrent_get(self, queue: str, name: str) -> RecurrentRecord | None:
+        with self._changed:
+            return self._queue(queue).recurrent.get(name)
+
+    def recurrent_delete(self, queue: str, name: str) -> bool:
+        with self._changed:
+            return self._queue(queue).recurrent.pop(name, None) is not None
+
+    def recurrent_names(self, queue: str) -> list[str]:
+        with self._changed:
+            return sorted(self._queue(queue).recurrent)
+
+    def lock(self, name: str, lease: float) -> threading.Lock:
+        return local_lock(name)
+
+
+_LOCAL_LOCKS: "weakref.WeakValueDictionary[str, threading.Lock]" = weakref.WeakValueDictionary()
+_LOCAL_LOCKS_GUARD = threading.Lock()
+
+
+def local_lock(name: str) -> threading.Lock:
+    """The one in-process lock of this name, shared while anyone holds a reference to it."""
+    with _LOCAL_LOCKS_GUARD:
+        found = _LOCAL_LOCKS.get(name)
+        if found is None:
+            found = _LOCAL_LOCKS[name] = threading.Lock()
+        return found

@@ -1,0 +1,195 @@
+"""The Redis backend: key layout, Lua script registration and driver-error mapping.
+
+Keys of queue Q all start with "tu:{Q}:" (one hash tag, so one Cluster slot):
+
+    ready:<level>  LIST   envelopes of ready tasks at one priority level ("max": recurrent runs)
+    prios          ZSET   levels that have ready tasks, score = -priority
+    scheduled      ZSET   "<level>|<envelope>" of delayed tasks, score = due time
+    state          HASH   task id -> s(cheduled) / q(ueued) / r(unning)
+    leases         ZSET   running task ids, score = lease deadline (also the concurrency semaphore)
+    inflight       HASH   running task id -> "<token>|<level>|<envelope>"
+    result:<id>    STRING outcome record (msgpack), expires after result_ttl
+    failed         HASH   task id -> failure record (msgpack), kept until purged
+    config         HASH   max_concurrency
+    rec            ZSET   recurrent schedule names, score = next run time
+    rec:<name>     HASH   body, interval, repeats (-1: forever), stop ("" : never)
+    idle, wake     ZSET of consumers blocked in wait(), LIST of wake tokens for them
+    wake:<consumer> LIST  a token that interrupts one consumer's wait (when it stops)
+    seq, fence     counters for task ids and lease tokens
+
+The envelope and every script are described in lua/_prelude.lua.
+"""
+
+from __future__ import annotations
+
+import socket
+from importlib import resources
+from typing import Any, Callable, Mapping, Sequence, TypeVar
+
+import redis
+import redis.exceptions
+
+from ..errors import BackendUnavailable
+from .base import QUEUED, RUNNING, SCHEDULED, Backend, Claim, ClaimBatch, Counts, NewTask, RecurrentRecord
+from .memory import TOP
+
+T = TypeVar("T")
+STATES = {b"s": SCHEDULED, b"q": QUEUED, b"r": RUNNING}
+SCRIPTS = ("enqueue", "claim", "renew", "finish", "retry", "counts")
+
+
+def prefix(queue: str) -> str:
+    """The key prefix of one queue."""
+    return f"tu:{{{queue}}}:"
+
+
+def level_name(priority: float) -> str:
+    return "max" if priority == TOP else str(int(priority))
+
+
+def parse_envelope(queue: str, token: int, envelope: bytes) -> Claim:
+    """A Claim from one envelope (see lua/_prelude.lua)."""
+    task_id, failures, crashes, body = envelope.split(b"|", 3)
+    return Claim(queue, task_id.decode(), int(token), body, int(failures), int(crashes))
+
+
+class RedisBackend(Backend):
+    """Every operation one script call or one pipeline; driver errors become BackendUnavailable."""
+
+    def __init__(self, client: redis.Redis, blocking_client: redis.Redis | None = None):
+        self.client = client
+        self._blocking = blocking_client or client
+        self._scripts = {name: client.register_script(_script_source(name)) for name in SCRIPTS}
+
+    @classmethod
+    def from_url(cls, url: str) -> "RedisBackend":
+        """A backend on its own connection pools: one for commands, one for blocking waits."""
+        options: dict[str, Any] = {"health_check_interval": 30, "socket_keepalive": True}
+        client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5, **options)
+        blocking = redis.Redis.from_url(url, socket_timeout=None, socket_connect_timeout=5, **options)
+        return cls(client, blocking)
+
+    def _run(self, name: str, queue: str, args: Sequence[Any]) -> Any:
+        return _mapped(lambda: self._scripts[name](keys=[prefix(queue)], args=args))
+
+    def now(self) -> float:
+        seconds, micros = _mapped(self.client.time)
+        return seconds + micros / 1e6
+
+    def enqueue(self, queue: str, tasks: Sequence[NewTask]) -> list[str]:
+        args: list[Any] = []
+        for task in tasks:
+            args += [level_name(task.priority), repr(float(task.delay)), task.body]
+        return [task_id.decode() for task_id in self._run("enqueue", queue, args)] if args else []
+
+    def claim(self, queue: str, consumer: str, limit: int, lease: float, idle_for: float = 0.0) -> ClaimBatch:
+        reply = self._run("claim", queue, [consumer, limit, repr(lease), repr(idle_for)])
+        next_due = float(reply[0])
+        claims = [parse_envelope(queue, reply[i], reply[i + 1]) for i in range(1, len(reply), 2)]
+        return ClaimBatch(claims, None if next_due < 0 else next_due)
+
+    def wait(self, queues: Sequence[str], consumer: str, timeout: float) -> None:
+        keys = [prefix(q) + "wake" for q in queues] + [prefix(queues[0]) + "wake:" + consumer]
+        if timeout > 0:
+            _mapped(lambda: self._blocking.blpop(keys, timeout=timeout))
+
+    def interrupt(self, queues: Sequence[str], consumer: str) -> None:
+        key = prefix(queues[0]) + "wake:" + consumer
+        pipe = self.client.pipeline(transaction=True)
+        pipe.rpush(key, 1)
+        pipe.expire(key, 60)
+        _mapped(pipe.execute)
+
+    def renew(self, queue: str, leases: Mapping[str, int], lease: float) -> list[str]:
+        args: list[Any] = [repr(lease)]
+        for task_id, token in leases.items():
+            args += [task_id, token]
+        return [task_id.decode() for task_id in self._run("renew", queue, args)]
+
+    def ack(self, claim: Claim, outcome: bytes, result_ttl: float) -> bool:
+        return self._finish(claim, outcome, b"", result_ttl)
+
+    def fail(self, claim: Claim, outcome: bytes, record: bytes, result_ttl: float) -> bool:
+        return self._finish(claim, outcome, record, result_ttl)
+
+    def _finish(self, claim: Claim, outcome: bytes, record: bytes, result_ttl: float) -> bool:
+        args = [claim.task_id, claim.token, outcome, repr(result_ttl), record]
+        return bool(self._run("finish", claim.queue, args))
+
+    def retry(self, claim: Claim, delay: float) -> bool:
+        return bool(self._run("retry", claim.queue, [claim.task_id, claim.token, repr(delay)]))
+
+    def status(self, queue: str, task_id: str) -> tuple[str | None, bytes | None]:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hget(prefix(queue) + "state", task_id)
+        pipe.get(prefix(queue) + "result:" + task_id)
+        state, outcome = _mapped(pipe.execute)
+        return STATES.get(state) if state else None, outcome
+
+    def counts(self, queue: str) -> Counts:
+        return Counts(*self._run("counts", queue, []))
+
+    def failed(self, queue: str) -> dict[str, bytes]:
+        return {key.decode(): value for key, value in _mapped(lambda: self.client.hgetall(prefix(queue) + "failed")).items()}
+
+    def set_max_concurrency(self, queue: str, limit: int | None) -> None:
+        key = prefix(queue) + "config"
+        if limit is None:
+            _mapped(lambda: self.client.hdel(key, "max_concurrency"))
+        else:
+            _mapped(lambda: self.client.hset(key, "max_concurrency", limit))
+
+    def recurrent_put(self, queue: str, name: str, record: RecurrentRecord) -> None:
+        key = prefix(queue) + "rec:" + name
+        fields = {
+            "body": record.body,
+            "interval": repr(record.interval),
+            "repeats": record.repeats,
+            "stop": "" if record.stop is None else repr(record.stop),
+        }
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(key)
+        pipe.hset(key, mapping=fields)
+        pipe.zadd(prefix(queue) + "rec", {name: record.next_run})
+        _mapped(pipe.execute)
+
+    def recurrent_get(self, queue: str, name: str) -> RecurrentRecord | None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hgetall(prefix(queue) + "rec:" + name)
+        pipe.zscore(prefix(queue) + "rec", name)
+        fields, next_run = _mapped(pipe.execute)
+        if not fields or next_run is None:
+            return None
+        stop = fields[b"stop"]
+        return RecurrentRecord(
+            fields[b"body"], float(fields[b"interval"]), int(fields[b"repeats"]), float(stop) if stop else None, next_run
+        )
+
+    def recurrent_delete(self, queue: str, name: str) -> bool:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(prefix(queue) + "rec:" + name)
+        pipe.zrem(prefix(queue) + "rec", name)
+        return bool(_mapped(pipe.execute)[1])
+
+    def recurrent_names(self, queue: str) -> list[str]:
+        return [name.decode() for name in _mapped(lambda: self.client.zrange(prefix(queue) + "rec", 0, -1))]
+
+    def lock(self, name: str, lease: float) -> redis.lock.Lock:
+        return self.client.lock("tu:lock:" + name, timeout=lease, thread_local=False)
+
+    def close(self) -> None:
+        for client in {id(self.client): self.client, id(self._blocking): self._blocking}.values():
+            client.close()
+
+
+def _script_source(name: str) -> str:
+    folder = resources.files(__package__) / "lua"
+    return (folder / "_prelude.lua").read_text() + "\n" + (folder / f"{name}.lua").read_text()
+
+
+def _mapped(call: Callable[[], T]) -> T:
+    """Run a driver call, turning connection failures into BackendUnavailable."""
+    try:
+        return call()
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, socket.timeout) as exc:
+        raise BackendUnavailable(f"Redis is unreachable: {type(exc).__name__}: {exc}") from None

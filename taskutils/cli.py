@@ -1,0 +1,106 @@
+"""taskutils-worker: parse arguments into Settings, start a Worker, drain on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import signal
+import sys
+import threading
+from typing import Sequence
+
+from .backends.redis import RedisBackend
+from .config import DEFAULT_REDIS_URL, Settings
+from .errors import BackendUnavailable
+from .worker import Worker, module_allowed
+
+log = logging.getLogger("taskutils.worker")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="taskutils-worker",
+        description="Run taskutils tasks from Redis. Every option also reads TASKUTILS_<OPTION> from the environment.",
+    )
+    parser.add_argument("--redis-url", help=f"Redis URL (TASKUTILS_REDIS_URL, default {DEFAULT_REDIS_URL})")
+    parser.add_argument("--threads", type=int, help="runner threads (TASKUTILS_THREADS, default 3)")
+    parser.add_argument("--queue", dest="queues", action="append", help="queue to consume, repeatable, in precedence order (TASKUTILS_QUEUES, comma-separated; default 'default')")
+    parser.add_argument("--import", dest="imports", action="append", help="module to import at start; its functions (and its submodules') may run (TASKUTILS_IMPORTS)")
+    parser.add_argument("--allow", action="append", help="another module whose functions may run, imported on demand (TASKUTILS_ALLOW)")
+    parser.add_argument("--max-concurrency", type=int, help="fleet-wide cap of running tasks per queue, stored with the queue (TASKUTILS_MAX_CONCURRENCY)")
+    parser.add_argument("--visibility-timeout", type=float, help="seconds a task may go without this worker's heartbeat before another worker gets it (TASKUTILS_VISIBILITY_TIMEOUT, default 30)")
+    parser.add_argument("--sleep-seconds", type=float, help="longest an idle worker goes without checking for due work (TASKUTILS_SLEEP_SECONDS, default 2)")
+    parser.add_argument("--grace-period", type=float, help="seconds running tasks get to finish after SIGTERM (TASKUTILS_GRACE_PERIOD, default 30)")
+    parser.add_argument("--result-ttl", type=float, help="seconds results and status are kept (TASKUTILS_RESULT_TTL, default 3600)")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (TASKUTILS_LOG_LEVEL, default INFO)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        settings = Settings.build(**vars(args))
+    except ValueError as exc:
+        print(f"taskutils-worker: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sys.path.insert(0, "")
+    for module in settings.imports:
+        try:
+            importlib.import_module(module)
+        except Exception:
+            log.exception("cannot import --import module %r", module)
+            return 2
+    url = settings.redis_url or DEFAULT_REDIS_URL
+    backend = RedisBackend.from_url(url)
+    allowed = settings.imports + settings.allow
+    if not allowed:
+        log.warning("no --import or --allow given: this worker may run no function at all")
+    try:
+        if settings.max_concurrency is not None:
+            for queue in settings.queues:
+                backend.set_max_concurrency(queue, settings.max_concurrency)
+    except BackendUnavailable as exc:
+        log.error("%s", exc)
+        return 1
+    worker = Worker(backend, settings, lambda module: module_allowed(module, allowed))
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        if stop.is_set():
+            log.warning("second %s: exiting now", signal.Signals(signum).name)
+            sys.exit(1)
+        log.info("%s: stop taking tasks, letting %d running finish (grace %.0fs)", signal.Signals(signum).name, worker.running, settings.grace_period)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    worker.start()
+    log.info(
+        "worker %s started: redis %s, queues %s, %d threads, allowed modules %s, visibility timeout %.3gs",
+        worker.consumer, _redacted(url), ",".join(settings.queues), settings.threads, ",".join(allowed) or "-",
+        settings.visibility_timeout,
+    )
+    while not stop.wait(1.0):
+        pass
+    finished = worker.stop(settings.grace_period)
+    if not finished:
+        log.warning("grace period over with %d task(s) still running; their leases hand them to other workers", worker.running)
+    log.info("worker %s stopped", worker.consumer)
+    backend.close()
+    return 0
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password."""
+    scheme, sep, rest = url.partition("://")
+    if "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.partition(":")[0]
+    return f"{scheme}{sep}{user + ':***' if user else '***'}@{host}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

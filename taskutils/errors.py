@@ -1,0 +1,46 @@
+"""The error tree: every error taskutils raises on purpose.
+
+    TaskutilsError
+     ├── InvalidTask (also ValueError)      a Task that no worker could run
+     ├── PayloadError (also TypeError)      arguments msgpack cannot carry
+     ├── TaskFailed                         the task failed for good; holds the remote traceback
+     ├── TaskNotFound (also KeyError)       no record of that task id (never existed or expired)
+     └── BackendUnavailable                 the broker could not be reached
+
+Driver errors are converted where they cross into the library, so callers catch
+these and never redis-py internals.
+"""
+
+from __future__ import annotations
+
+
+class TaskutilsError(Exception):
+    """Root of every error raised by taskutils."""
+
+
+class InvalidTask(TaskutilsError, ValueError):
+    """A Task was built from something a worker could not import or run."""
+
+
+class PayloadError(TaskutilsError, TypeError):
+    """A task's arguments or result cannot be encoded with msgpack."""
+
+
+class TaskFailed(TaskutilsError):
+    """The task failed for good; the message holds the remote exception and traceback."""
+
+    def __init__(self, task_id: str, error: str):
+        super().__init__(f"task {task_id} failed:\n{error}")
+        self.task_id = task_id
+        self.error = error
+
+
+class TaskNotFound(TaskutilsError, KeyError):
+    """No record of the task: the id is unknown or its result has expired."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "task not found"
+
+
+class BackendUnavailable(TaskutilsError):
+    """The broker could not be reached within the configured time."""

@@ -1,0 +1,209 @@
+"""TaskHandler: the facade users hold: enqueue, task references, recurrent_tasks, join, close."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import MutableMapping
+from typing import Any, Iterable, Iterator
+
+from .backends import Backend, MemoryBackend, backend_for
+from .backends.base import FAILED, NewTask, RecurrentRecord
+from .config import Settings
+from .errors import InvalidTask, TaskFailed, TaskNotFound
+from .recurrent import Recurrent, epoch
+from .task import Task, TaskBody, unpack
+from .worker import Worker, allow_all, module_allowed
+
+
+class TaskRef:
+    """A handle on an enqueued task: its id, status and result."""
+
+    def __init__(self, backend: Backend, queue: str, task_id: str):
+        self.backend, self.queue, self.id = backend, queue, task_id
+
+    def __repr__(self) -> str:
+        return f"TaskRef({self.id!r}, queue={self.queue!r})"
+
+    def status(self) -> str:
+        """'scheduled', 'queued', 'running', 'done' or 'failed'; TaskNotFound once its record expired."""
+        state, outcome = self.backend.status(self.queue, self.id)
+        if state is not None:
+            return state
+        if outcome is not None:
+            return unpack(outcome)[0]
+        raise TaskNotFound(f"no record of task {self.id} on queue {self.queue!r}: unknown id or result expired")
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The function's return value; TaskFailed if it failed for good, TimeoutError if not finished in time."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.001
+        while True:
+            state, outcome = self.backend.status(self.queue, self.id)
+            if outcome is not None:
+                kind, value, error = unpack(outcome)
+                if kind == FAILED:
+                    raise TaskFailed(self.id, error)
+                return value
+            if state is None:
+                raise TaskNotFound(f"no result for task {self.id} on queue {self.queue!r}: unknown id, or result_ttl passed")
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"task {self.id} did not finish within {timeout}s (status: {state})")
+            time.sleep(pause if deadline is None else min(pause, max(deadline - time.monotonic(), 0)))
+            pause = min(pause * 2, 0.05)
+
+
+class RecurrentTasks(MutableMapping[str, Recurrent]):
+    """name -> Recurrent, stored in the backend so every handler and worker sees one schedule."""
+
+    def __init__(self, backend: Backend, queue: str, admit: Any):
+        self._backend, self._queue, self._admit = backend, queue, admit
+
+    def __setitem__(self, name: str, recurrent: Recurrent) -> None:
+        if not isinstance(name, str) or not name:
+            raise InvalidTask(f"a recurrent task needs a non-empty string name, got {name!r}")
+        if not isinstance(recurrent, Recurrent):
+            raise InvalidTask(f"recurrent_tasks[{name!r}] must be a Recurrent, got {recurrent!r}")
+        self._admit(recurrent.task)
+        start = epoch(recurrent.start)
+        record = RecurrentRecord(
+            body=recurrent.task.encode(),
+            interval=float(recurrent.interval),
+            repeats=-1 if recurrent.repeats is None else recurrent.repeats,
+            stop=epoch(recurrent.stop),
+            next_run=self._backend.now() if start is None else start,
+        )
+        self._backend.recurrent_put(self._queue, name, record)
+
+    def __getitem__(self, name: str) -> Recurrent:
+        record = self._backend.recurrent_get(self._queue, name)
+        if record is None:
+            raise KeyError(name)
+        body = TaskBody.decode(record.body)
+        task = Task(
+            body.ref, body.args, body.kwargs, 0, body.repeats_on_failure,
+            retry_delay=body.retry_delay, retry_backoff=body.retry_backoff,
+        )
+        repeats = None if record.repeats < 0 else record.repeats
+        return Recurrent(task, record.interval, repeats, start=record.next_run, stop=record.stop)
+
+    def __delitem__(self, name: str) -> None:
+        if not self._backend.recurrent_delete(self._queue, name):
+            raise KeyError(name)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._backend.recurrent_get(self._queue, name) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._backend.recurrent_names(self._queue))
+
+    def __len__(self) -> int:
+        return len(self._backend.recurrent_names(self._queue))
+
+
+class TaskHandler:
+    """Enqueues tasks and, with max_num_threads > 0, runs them on threads of this process."""
+
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        max_num_threads: int = 3,
+        sleep_seconds: float = 2,
+        *,
+        queue: str = "default",
+        max_concurrency: int | None = None,
+        visibility_timeout: float = 30,
+        result_ttl: float | None = None,
+        allow: Iterable[str] = (),
+        backend: Backend | None = None,
+    ):
+        self.settings = Settings.build(
+            redis_url=redis_url,
+            threads=max_num_threads,
+            sleep_seconds=float(sleep_seconds),
+            queues=(queue,),
+            max_concurrency=max_concurrency,
+            visibility_timeout=float(visibility_timeout),
+            result_ttl=result_ttl,
+            allow=tuple(allow),
+        )
+        self.queue = queue
+        self.backend = backend if backend is not None else backend_for(self.settings.redis_url)
+        self._owns_backend = backend is None
+        self._allowed_modules = {"__main__", *self.settings.allow}
+        embedded = isinstance(self.backend, MemoryBackend)
+        self._policy = allow_all if embedded else self._allowed
+        if max_concurrency is not None:
+            self.backend.set_max_concurrency(queue, max_concurrency)
+        self.recurrent_tasks = RecurrentTasks(self.backend, queue, self._admit)
+        self._worker: Worker | None = None
+        if self.settings.threads > 0:
+            self._worker = Worker(self.backend, self.settings, self._policy)
+            self._worker.start()
+
+    def _allowed(self, module: str) -> bool:
+        return module_allowed(module, self._allowed_modules)
+
+    def _admit(self, task: Task) -> None:
+        """Allow this handler's own threads to run the function of a task it enqueues."""
+        self._allowed_modules.add(task.ref.partition(":")[0])
+
+    def enqueue_task(self, task: Task) -> TaskRef:
+        """Enqueue one task; returns its TaskRef."""
+        return self.enqueue_tasks([task])[0]
+
+    def enqueue_tasks(self, tasks: Iterable[Task]) -> list[TaskRef]:
+        """Enqueue many tasks in one round trip per queue; all are encoded before any is stored."""
+        tasks = list(tasks)
+        by_queue: dict[str, list[tuple[int, NewTask]]] = {}
+        for index, task in enumerate(tasks):
+            if not isinstance(task, Task):
+                raise InvalidTask(f"enqueue_task needs a Task, got {task!r}")
+            new = NewTask(task.encode(), task.priority, float(task.delay or 0.0))
+            by_queue.setdefault(task.queue or self.queue, []).append((index, new))
+        for task in tasks:
+            self._admit(task)
+        refs: list[TaskRef | None] = [None] * len(tasks)
+        for name, items in by_queue.items():
+            ids = self.backend.enqueue(name, [new for _, new in items])
+            for (index, _), task_id in zip(items, ids):
+                refs[index] = TaskRef(self.backend, name, task_id)
+        return refs  # type: ignore[return-value]
+
+    def task(self, task_id: str, queue: str | None = None) -> TaskRef:
+        """A TaskRef for an id enqueued earlier (by any producer)."""
+        return TaskRef(self.backend, queue or self.queue, task_id)
+
+    def pause(self) -> None:
+        """This handler's threads stop taking tasks."""
+        if self._worker:
+            self._worker.pause()
+
+    def resume(self) -> None:
+        """This handler's threads take tasks again."""
+        if self._worker:
+            self._worker.resume()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until the queue has nothing ready, delayed or running, fleet-wide; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.002
+        while self.backend.counts(self.queue).pending:
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+        return True
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Stop taking tasks and let running ones finish (up to `timeout`); True if they all did."""
+        finished = self._worker.stop(timeout) if self._worker else True
+        if self._owns_backend and finished:
+            self.backend.close()
+        return finished
+
+    def __enter__(self) -> "TaskHandler":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+

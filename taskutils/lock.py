@@ -1,0 +1,124 @@
+"""LockWrapper: serialize every call wrapped by one lock, across hosts when a Redis is known.
+
+With Redis the lock is redis-py's Lock (an owner token under a lease); a background thread
+renews the lease while the holder lives, so a holder that dies frees it after `timeout`.
+Without Redis it is an in-process lock shared by name.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+import threading
+from typing import Any, Callable, TypeVar
+
+import redis.exceptions
+
+from .backends.base import Backend
+from .backends.memory import MemoryBackend, local_lock
+from .backends.redis import RedisBackend
+from .errors import TaskutilsError
+from .worker import current_backend
+
+F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("taskutils.lock")
+
+
+class LockLost(TaskutilsError):
+    """The lock's lease expired while held (the holder stalled); another holder may have run."""
+
+
+class LockWrapper:
+    """A decorator and context manager: all code under the same lock runs one at a time."""
+
+    def __init__(self, name: str | None = None, *, redis_url: str | None = None, timeout: float = 30.0):
+        if timeout <= 0:
+            raise ValueError(f"timeout (the lock's lease) must be > 0 seconds, got {timeout}")
+        self.name = name or _creation_site()
+        self.timeout = timeout
+        self._redis_url = redis_url or os.environ.get("TASKUTILS_REDIS_URL")
+        self._own_backend: RedisBackend | None = None
+        self._held = threading.local()
+
+    def __call__(self, func: F) -> F:
+        @functools.wraps(func)
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            with self:
+                return func(*args, **kwargs)
+
+        return locked  # type: ignore[return-value]
+
+    def _backend(self) -> Backend | None:
+        if self._redis_url:
+            if self._own_backend is None:
+                self._own_backend = RedisBackend.from_url(self._redis_url)
+            return self._own_backend
+        return current_backend.get()
+
+    def __enter__(self) -> "LockWrapper":
+        depth = getattr(self._held, "depth", 0)
+        if depth == 0:
+            backend = self._backend()
+            if backend is None or isinstance(backend, MemoryBackend):
+                lock: Any = local_lock(self.name)
+                lock.acquire()
+                self._held.renewer = None
+            else:
+                lock = backend.lock(self.name, self.timeout)
+                lock.acquire()
+                self._held.renewer = _Renewer(lock, self.timeout, self.name)
+            self._held.lock = lock
+        self._held.depth = depth + 1
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._held.depth -= 1
+        if self._held.depth:
+            return
+        renewer, lock = self._held.renewer, self._held.lock
+        self._held.lock = self._held.renewer = None
+        if renewer is None:
+            lock.release()
+            return
+        lost = renewer.stop()
+        try:
+            lock.release()
+        except redis.exceptions.LockError:
+            lost = True
+        if lost and exc_info[0] is None:
+            raise LockLost(f"lock {self.name!r} expired while held: its lease of {self.timeout}s was not renewed in time")
+
+
+class _Renewer:
+    """Extends a Redis lock's lease every third of it until stopped; remembers if the lease was lost."""
+
+    def __init__(self, lock: Any, lease: float, name: str):
+        self._lock, self._lease, self._name = lock, lease, name
+        self._done = threading.Event()
+        self.lost = False
+        self._thread = threading.Thread(target=self._loop, name=f"taskutils-lock-{name}", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._done.wait(self._lease / 3):
+            try:
+                self._lock.reacquire()
+            except redis.exceptions.LockNotOwnedError:
+                self.lost = True
+                log.error("lock %r: lease expired while held; another holder may run concurrently", self._name)
+                return
+            except redis.exceptions.ConnectionError as exc:
+                log.warning("lock %r: could not renew the lease: %s", self._name, exc)
+
+    def stop(self) -> bool:
+        self._done.set()
+        self._thread.join()
+        return self.lost
+
+
+def _creation_site() -> str:
+    """A name for an unnamed lock: the module and line that created it, the same on every host."""
+    frame = sys._getframe(2)
+    return f"{frame.f_globals.get('__name__', '?')}:{frame.f_lineno}"
