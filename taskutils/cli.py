@@ -54,8 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     url = settings.redis_url or DEFAULT_REDIS_URL
     backend = RedisBackend.from_url(url)
-    allowed = settings.imports + settings.allow
-    if not allowed:
+    allowed = settings.imports + settings.allow + ("__main__",)
+    if allowed == ("__main__",):
         log.warning("no --import or --allow given: this worker may run no function at all")
     try:
         if settings.max_concurrency is not None:
@@ -79,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker.start()
     log.info(
         "worker %s started: redis %s, queues %s, %d threads, allowed modules %s, visibility timeout %.3gs",
-        worker.consumer, _redacted(url), ",".join(settings.queues), settings.threads, ",".join(allowed) or "-",
+        worker.consumer, _redacted(url), ",".join(settings.queues), settings.threads, ",".join(allowed[:-1]) or "-",
         settings.visibility_timeout,
     )
     while not stop.wait(1.0):

@@ -49,6 +49,11 @@ def resolve(ref: str, allowed: Callable[[str], bool]) -> Callable[..., Any]:
     except Exception as exc:
         raise ImportError(f"cannot import module {module_name!r} for task function {ref}: {exc}") from exc
     func = _lookup(module, qualname)
+    if func is None and module_name == "__main__":
+        raise ImportError(
+            f"{ref} was defined in the producer's script, which this process cannot import; "
+            "move it to a module and start the worker with --import MODULE"
+        )
     if func is None or not callable(func):
         raise ImportError(f"module {module_name!r} has no function {qualname!r} (task function {ref})")
     defined_in = getattr(func, "__module__", None) or ""

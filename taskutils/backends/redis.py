@@ -35,7 +35,7 @@ from .memory import TOP
 
 T = TypeVar("T")
 STATES = {b"s": SCHEDULED, b"q": QUEUED, b"r": RUNNING}
-SCRIPTS = ("enqueue", "claim", "renew", "finish", "retry", "counts")
+SCRIPTS = ("enqueue", "claim", "renew", "finish", "retry", "counts", "schedule_recurrent")
 
 
 def prefix(queue: str) -> str:
@@ -140,18 +140,9 @@ class RedisBackend(Backend):
             _mapped(lambda: self.client.hset(key, "max_concurrency", limit))
 
     def recurrent_put(self, queue: str, name: str, record: RecurrentRecord) -> None:
-        key = prefix(queue) + "rec:" + name
-        fields = {
-            "body": record.body,
-            "interval": repr(record.interval),
-            "repeats": record.repeats,
-            "stop": "" if record.stop is None else repr(record.stop),
-        }
-        pipe = self.client.pipeline(transaction=True)
-        pipe.delete(key)
-        pipe.hset(key, mapping=fields)
-        pipe.zadd(prefix(queue) + "rec", {name: record.next_run})
-        _mapped(pipe.execute)
+        stop = "" if record.stop is None else repr(record.stop)
+        args = [name, record.body, repr(record.interval), record.repeats, stop, repr(record.next_run)]
+        self._run("schedule_recurrent", queue, args)
 
     def recurrent_get(self, queue: str, name: str) -> RecurrentRecord | None:
         pipe = self.client.pipeline(transaction=True)

@@ -38,11 +38,6 @@ local function push_ready(level, envelope)
   redis.call('HSET', P .. 'state', string.sub(envelope, 1, 12), 'q')
 end
 
-local function schedule(level, envelope, due)
-  redis.call('ZADD', P .. 'scheduled', due, level .. '|' .. envelope)
-  redis.call('HSET', P .. 'state', string.sub(envelope, 1, 12), 's')
-end
-
 -- give up to n consumers blocked in wait() a wake token
 local function wake(n, now)
   redis.call('ZREMRANGEBYSCORE', P .. 'idle', '-inf', now)
@@ -50,6 +45,14 @@ local function wake(n, now)
   for _ = 1, missing do
     redis.call('RPUSH', P .. 'wake', '1')
   end
+end
+
+-- delay a task; if it is now the first due, wake one idle consumer so it waits for the right time
+local function schedule(level, envelope, due, now)
+  local first = redis.call('ZRANGE', P .. 'scheduled', 0, 0, 'WITHSCORES')[2]
+  redis.call('ZADD', P .. 'scheduled', due, level .. '|' .. envelope)
+  redis.call('HSET', P .. 'state', string.sub(envelope, 1, 12), 's')
+  if not first or due < tonumber(first) then wake(1, now) end
 end
 
 -- release the lease of id if token still holds it; returns the inflight fields or nil

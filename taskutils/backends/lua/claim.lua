@@ -11,6 +11,7 @@ redis.call('ZREM', P .. 'idle', consumer)
 
 -- delayed tasks that are due
 local due = redis.call('ZRANGEBYSCORE', P .. 'scheduled', '-inf', now, 'LIMIT', 0, 1000)
+local promoted = #due
 for _, member in ipairs(due) do
   local fields = split(member, 1)
   push_ready(fields[1], fields[2])
@@ -25,6 +26,7 @@ for i = 1, #fired, 2 do
   local spec = redis.call('HMGET', key, 'body', 'interval', 'repeats', 'stop')
   if spec[1] then
     push_ready('max', new_id() .. '|0|0|' .. spec[1])
+    promoted = promoted + 1
     local interval, repeats = tonumber(spec[2]), tonumber(spec[3])
     local upcoming = at + interval * (math.floor((now - at) / interval) + 1)
     if repeats > 0 then repeats = repeats - 1 end
@@ -49,6 +51,7 @@ for _, id in ipairs(expired) do
     local fields = split(held, 2)
     local task = split(fields[3], 3)
     push_ready(fields[2], task[1] .. '|' .. task[2] .. '|' .. (tonumber(task[3]) + 1) .. '|' .. task[4])
+    promoted = promoted + 1
     redis.call('HDEL', P .. 'inflight', id)
   end
 end
@@ -85,6 +88,8 @@ end
 if #out == 1 then
   redis.call('ZADD', P .. 'idle', now + tonumber(ARGV[4]), consumer)
 end
+-- work this call made ready but did not take goes to the other idle consumers
+if promoted > 0 and redis.call('EXISTS', P .. 'prios') == 1 then wake(promoted, now) end
 
 local next_due = nil
 for _, key in ipairs({'scheduled', 'rec', 'leases'}) do

@@ -9,7 +9,7 @@ for i = 1, #ARGV, 3 do
   local envelope = id .. '|0|0|' .. ARGV[i + 2]
   local delay = tonumber(ARGV[i + 1])
   if delay > 0 then
-    schedule(ARGV[i], envelope, now + delay)
+    schedule(ARGV[i], envelope, now + delay, now)
   else
     push_ready(ARGV[i], envelope)
     ready = ready + 1

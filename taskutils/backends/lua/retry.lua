@@ -10,7 +10,7 @@ local task = split(fields[3], 3)
 local envelope = task[1] .. '|' .. (tonumber(task[2]) + 1) .. '|' .. task[3] .. '|' .. task[4]
 local now, delay = clock(), tonumber(ARGV[3])
 if delay > 0 then
-  schedule(fields[2], envelope, now + delay)
+  schedule(fields[2], envelope, now + delay, now)
 else
   push_ready(fields[2], envelope)
   wake(1, now)

@@ -1,0 +1,57 @@
+"""Start real taskutils-worker processes, as a user would, and wait for them to be up."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def worker_command() -> str:
+    found = shutil.which("taskutils-worker", path=str(Path(sys.executable).parent)) or shutil.which("taskutils-worker")
+    if not found:
+        raise RuntimeError("taskutils-worker is not installed: pip install -e '.[test]'")
+    return found
+
+
+class WorkerProcess:
+    """One taskutils-worker; its log goes to a file the test can read."""
+
+    def __init__(self, redis_url: str, *args: str):
+        self.log_path = Path(tempfile.mkstemp(prefix="taskutils-worker-", suffix=".log")[1])
+        env = dict(os.environ, TASKUTILS_REDIS_URL=redis_url, PYTHONPATH=str(ROOT))
+        command = [worker_command(), "--import", "tests.fleet_tasks", "--log-level", "INFO", *args]
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.wait_for_log("started")
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, text: str, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.log:
+            if self.process.poll() is not None:
+                raise AssertionError(f"worker exited with {self.process.returncode}:\n{self.log}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"worker log has no {text!r} after {timeout}s:\n{self.log}")
+            time.sleep(0.02)
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float = 30) -> int:
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)

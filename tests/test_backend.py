@@ -1,0 +1,98 @@
+"""Backend operations driven directly (no threads), on every backend: leases, fencing, schedules."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from taskutils import Task
+from taskutils.backends.base import NewTask, RecurrentRecord
+
+from . import jobs
+from .conftest import wait_for
+
+BODY = Task(jobs.add, (1, 2)).encode()
+
+
+def test_claim_takes_by_priority_then_fifo_in_one_batch(backend):
+    ids = backend.enqueue("q", [NewTask(BODY, p) for p in (1, 3, 1, 2)])
+    batch = backend.claim("q", "c1", 3, 30)
+    assert [c.task_id for c in batch.claims] == [ids[1], ids[3], ids[0]]
+    assert backend.claim("q", "c1", 5, 30).claims[0].task_id == ids[2]
+    assert backend.counts("q").running == 4
+
+
+def test_cap_limits_a_batch_claim(backend):
+    backend.set_max_concurrency("q", 2)
+    backend.enqueue("q", [NewTask(BODY) for _ in range(5)])
+    assert len(backend.claim("q", "c1", 5, 30).claims) == 2
+    assert backend.claim("q", "c2", 5, 30).claims == []
+    backend.set_max_concurrency("q", None)
+    assert len(backend.claim("q", "c2", 5, 30).claims) == 3
+
+
+def test_expired_lease_hands_the_task_back_and_fences_the_old_owner(backend):
+    backend.enqueue("q", [NewTask(BODY)])
+    (first,) = backend.claim("q", "c1", 1, 0.2).claims
+    second = wait_for(lambda: backend.claim("q", "c2", 1, 30).claims, what="redelivery")[0]
+    assert (second.task_id, second.crashes) == (first.task_id, 1)
+    assert second.token != first.token
+    assert backend.ack(first, b"late", 60) is False
+    assert backend.retry(first, 0) is False
+    assert backend.renew("q", {first.task_id: first.token}, 30) == [first.task_id]
+    assert backend.status("q", first.task_id)[0] == "running"
+    assert backend.ack(second, b"ok", 60) is True
+    assert backend.status("q", first.task_id) == (None, b"ok")
+
+
+def test_renewed_lease_is_not_handed_out(backend):
+    backend.enqueue("q", [NewTask(BODY)])
+    (claim,) = backend.claim("q", "c1", 1, 0.3).claims
+    for _ in range(4):
+        assert backend.renew("q", {claim.task_id: claim.token}, 0.3) == []
+        assert backend.claim("q", "c2", 1, 30).claims == []
+        time.sleep(0.1)  # let the first lease's 0.3 s pass; the renewals keep it held
+    assert backend.ack(claim, b"", 0)
+
+
+def test_retry_counts_failures(backend):
+    backend.enqueue("q", [NewTask(BODY)])
+    (claim,) = backend.claim("q", "c1", 1, 30).claims
+    assert backend.retry(claim, 0)
+    (again,) = backend.claim("q", "c1", 1, 30).claims
+    assert (again.failures, again.crashes) == (1, 0)
+
+
+def test_missed_recurrent_runs_collapse_and_stay_on_the_grid(backend):
+    now = backend.now()
+    start = now - 10.5
+    backend.recurrent_put("q", "r", RecurrentRecord(BODY, 1.0, -1, None, start))
+    assert len(backend.claim("q", "c1", 10, 30).claims) == 1
+    record = backend.recurrent_get("q", "r")
+    assert record.next_run == pytest.approx(start + 11.0)
+    assert backend.claim("q", "c1", 10, 30).claims == []
+
+
+def test_recurrent_stops_after_repeats_and_at_stop(backend):
+    now = backend.now()
+    backend.recurrent_put("q", "twice", RecurrentRecord(BODY, 0.05, 2, None, now - 1))
+    backend.recurrent_put("q", "stopped", RecurrentRecord(BODY, 100.0, -1, now + 1, now - 1))
+    assert len(backend.claim("q", "c1", 10, 30).claims) == 2
+    assert backend.recurrent_names("q") == ["twice"]
+    wait_for(lambda: backend.claim("q", "c1", 10, 30).claims, what="second run")
+    assert backend.recurrent_names("q") == []
+
+
+def test_failed_store_keeps_the_record(backend):
+    backend.enqueue("q", [NewTask(BODY)])
+    (claim,) = backend.claim("q", "c1", 1, 30).claims
+    assert backend.fail(claim, b"outcome", b"record", 60)
+    assert backend.failed("q") == {claim.task_id: b"record"}
+    assert backend.counts("q").failed == 1
+
+
+def test_next_due_reports_the_earliest_delayed_task(backend):
+    backend.enqueue("q", [NewTask(BODY, delay=5.0)])
+    batch = backend.claim("q", "c1", 1, 30)
+    assert batch.claims == [] and 4.0 < batch.next_due <= 5.0

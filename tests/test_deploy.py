@@ -1,0 +1,64 @@
+"""The shipped examples run, and the compose file and worker image are consistent (no Docker engine here)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import yaml
+
+from .fleet import ROOT, WorkerProcess
+
+
+def test_embedded_example_runs_without_a_server():
+    env = {k: v for k, v in os.environ.items() if k != "TASKUTILS_REDIS_URL"}
+    done = subprocess.run([sys.executable, "examples/hello.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("hello world from task") == 15
+    assert sorted(re.sub(r"hello world from task \d+", " ", done.stdout).split()) == ["a", "b"]
+
+
+def test_fleet_example_runs_on_redis(redis_url):
+    worker = WorkerProcess(redis_url, "--import", "examples.fleet_tasks")
+    try:
+        env = dict(os.environ, TASKUTILS_REDIS_URL=redis_url, PYTHONPATH=str(ROOT))
+        done = subprocess.run(
+            [sys.executable, "-m", "examples.fleet_producer"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        assert "tasks run per worker:" in done.stdout and "100}" in done.stdout
+    finally:
+        worker.kill()
+
+
+def test_compose_file_scales_workers_and_publishes_nothing():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"redis", "worker", "producer"} <= set(services)
+    for name, service in services.items():
+        assert "ports" not in service, f"{name} publishes a port on the host"
+    worker = services["worker"]
+    assert "container_name" not in worker, "a fixed container_name breaks --scale"
+    assert (ROOT / worker["build"]["context"] / worker["build"]["dockerfile"]).is_file()
+    env = worker["environment"]
+    assert env["TASKUTILS_REDIS_URL"].startswith("redis://redis:")
+    for module in env["TASKUTILS_IMPORTS"].split(","):
+        assert (ROOT / (module.replace(".", "/") + ".py")).is_file()
+    assert "noeviction" in services["redis"]["command"]
+
+
+def test_worker_image_copies_what_exists_and_runs_the_worker():
+    dockerfile = (ROOT / "worker" / "Dockerfile").read_text()
+    for sources in re.findall(r"^COPY (.+) \S+$", dockerfile, re.M):
+        for source in sources.split():
+            assert (ROOT / source).exists(), f"Dockerfile copies missing {source}"
+    assert 'ENTRYPOINT ["taskutils-worker"]' in dockerfile
+    assert re.search(r"^USER ", dockerfile, re.M), "the worker should not run as root"
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    command = next(line.strip() for line in readme.splitlines() if "pip install -e '.[test]'" in line)
+    assert command in (ROOT / ".ci" / "run").read_text()

@@ -1,0 +1,100 @@
+"""Fast unit tests: Task validation and encoding, schedule arithmetic, settings."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from taskutils import InvalidTask, PayloadError, Recurrent, Task
+from taskutils.cli import _redacted
+from taskutils.config import Settings
+from taskutils.recurrent import epoch, next_run
+from taskutils.task import TaskBody, resolve
+from taskutils.worker import module_allowed
+
+from . import jobs
+
+
+def nested():
+    def inner():
+        pass
+
+    return inner
+
+
+def test_task_needs_an_importable_function():
+    with pytest.raises(InvalidTask, match="lambda"):
+        Task(lambda: None)
+    with pytest.raises(InvalidTask, match="nested"):
+        Task(nested())
+    with pytest.raises(InvalidTask, match="package.module:function"):
+        Task("no_colon")
+    assert Task(jobs.add).ref == "tests.jobs:add"
+    assert Task("pkg.mod:func").ref == "pkg.mod:func"
+
+
+def test_task_validates_its_policy():
+    for bad in ({"priority": 1.5}, {"repeats_on_failure": -1}, {"delay": -1}, {"retry_delay": -1}):
+        with pytest.raises(InvalidTask):
+            Task(jobs.add, **bad)
+
+
+def test_payload_error_names_the_argument():
+    with pytest.raises(PayloadError, match="argument 1 "):
+        Task(jobs.add, (1, {1, 2})).encode()
+    with pytest.raises(PayloadError, match="argument 'x'"):
+        Task(jobs.add, kwargs={"x": 2**70}).encode()
+
+
+def test_body_round_trip_and_bad_bodies():
+    body = TaskBody.decode(Task(jobs.add, (1, 2), repeats_on_failure=2, retry_delay=0.5).encode())
+    assert (body.ref, body.args, body.kwargs, body.repeats_on_failure, body.retry_delay) == ("tests.jobs:add", [1, 2], {}, 2, 0.5)
+    for garbage in (b"", b"\xc1", b"\x93\x01\x02\x03"):
+        with pytest.raises(ValueError):
+            TaskBody.decode(garbage)
+
+
+def test_retry_backoff():
+    body = TaskBody("m:f", [], {}, 3, 1.0, 2.0)
+    assert [body.retry_delay_after(n) for n in (1, 2, 3)] == [1.0, 2.0, 4.0]
+
+
+def test_resolve_refuses_modules_not_allowed_and_reexports():
+    allow_tests = lambda module: module_allowed(module, ["tests"])  # noqa: E731
+    assert resolve("tests.jobs:add", allow_tests) is jobs.add
+    with pytest.raises(PermissionError, match="not allowed"):
+        resolve("os:system", allow_tests)
+    with pytest.raises(PermissionError, match="defined in"):
+        resolve("tests.jobs:defaultdict", allow_tests)
+    with pytest.raises(ImportError, match="has no function"):
+        resolve("tests.jobs:nothing", allow_tests)
+
+
+def test_next_run_has_no_drift_and_collapses_missed_runs():
+    assert next_run(100.0, 10.0, 95.0) == 100.0
+    assert next_run(100.0, 10.0, 100.0) == 110.0
+    assert next_run(100.0, 10.0, 1234.5) == 1240.0
+
+
+def test_epoch_accepts_datetimes_and_numbers():
+    assert epoch(datetime(2030, 1, 1, tzinfo=timezone.utc)) == 1893456000.0
+    assert epoch(5) == 5.0 and epoch(None) is None
+    with pytest.raises(InvalidTask):
+        Recurrent(Task(jobs.add), 1, start=10, stop=5)
+
+
+def test_settings_precedence_and_errors():
+    env = {"TASKUTILS_THREADS": "7", "TASKUTILS_QUEUES": "a, b", "TASKUTILS_SLEEP_SECONDS": "0.5"}
+    settings = Settings.build(env, threads=None, sleep_seconds=2.0)
+    assert (settings.threads, settings.queues, settings.sleep_seconds) == (7, ("a", "b"), 2.0)
+    with pytest.raises(ValueError, match="TASKUTILS_THREADS"):
+        Settings.build({"TASKUTILS_THREADS": "many"})
+    with pytest.raises(ValueError, match="max_concurrency"):
+        Settings.build({}, max_concurrency=0)
+
+
+def test_passwords_are_redacted():
+    assert _redacted("redis://user:secret@host:6379/0") == "redis://user:***@host:6379/0"
+    assert _redacted("rediss://:secret@host") == "rediss://***@host"
+    assert _redacted("redis://host") == "redis://host"
