@@ -24,10 +24,10 @@ def worker_command() -> str:
 class WorkerProcess:
     """One taskutils-worker; its log goes to a file the test can read."""
 
-    def __init__(self, redis_url: str, *args: str):
+    def __init__(self, redis_url: str, *args: str, env: dict[str, str] | None = None):
         self.log_path = Path(tempfile.mkstemp(prefix="taskutils-worker-", suffix=".log")[1])
-        env = dict(os.environ, TASKUTILS_REDIS_URL=redis_url, PYTHONPATH=str(ROOT))
-        command = [worker_command(), "--import", "tests.fleet_tasks", "--log-level", "INFO", *args]
+        env = dict(os.environ, TASKUTILS_REDIS_URL=redis_url, PYTHONPATH=str(ROOT), **(env or {}))
+        command = [worker_command(), *(args or ("--import", "tests.fleet_tasks"))]
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         self.wait_for_log("started")

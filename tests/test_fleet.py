@@ -33,7 +33,7 @@ def start_workers(redis_url):
     started: list[WorkerProcess] = []
 
     def start(count: int = 1, *args: str) -> list[WorkerProcess]:
-        new = [WorkerProcess(redis_url, *args) for _ in range(count)]
+        new = [WorkerProcess(redis_url, "--import", "tests.fleet_tasks", *args) for _ in range(count)]
         started.extend(new)
         return new
 
@@ -114,3 +114,14 @@ def test_unimportable_and_forbidden_functions_fail_clearly(producer, start_worke
     assert fine.result(timeout=30) is None
     assert worker.process.poll() is None
     assert "pwned" not in worker.log
+
+
+def test_worker_is_configured_by_environment_alone(redis_url, client):
+    env = {"TASKUTILS_IMPORTS": "tests.fleet_tasks", "TASKUTILS_QUEUES": "envq", "TASKUTILS_THREADS": "2"}
+    worker = WorkerProcess(redis_url, env=env)
+    try:
+        assert "queues envq, 2 threads, allowed modules tests.fleet_tasks" in worker.log
+        with TaskHandler(redis_url, max_num_threads=0, queue="envq") as producer:
+            assert producer.enqueue_task(Task(fleet_tasks.mark, ("env", "1"))).result(timeout=30) is None
+    finally:
+        worker.kill()

@@ -61,8 +61,14 @@ class MemoryBackend(Backend):
     def __init__(self, clock: Callable[[], float] = time.time):
         self._clock = clock
         self._changed = threading.Condition()
+        self._generation = 0  # bumped on every change a waiting consumer may care about
+        self._seen: dict[str, int] = {}  # consumer -> generation at its last empty claim
         self._queues: dict[str, _Queue] = {}
         self._ids = itertools.count(1)
+
+    def _notify(self) -> None:
+        self._generation += 1
+        self._changed.notify_all()
 
     def _queue(self, name: str) -> _Queue:
         return self._queues.setdefault(name, _Queue())
@@ -78,7 +84,7 @@ class MemoryBackend(Backend):
                 entry = _Entry(f"{next(self._ids):012x}", task.body)
                 self._put(q, task.priority, entry, now + task.delay if task.delay > 0 else None)
                 ids.append(entry.task_id)
-            self._changed.notify_all()
+            self._notify()
             return ids
 
     def _put(self, q: _Queue, level: float, entry: _Entry, due: float | None) -> None:
@@ -106,6 +112,8 @@ class MemoryBackend(Backend):
                     claims.append(Claim(queue, entry.task_id, token, entry.body, entry.failures, entry.crashes))
                 if not entries:
                     del q.ready[level]
+            if not claims:
+                self._seen.setdefault(consumer, self._generation)
             return ClaimBatch(claims, self._next_due(q, now))
 
     def _promote(self, q: _Queue, now: float) -> None:
@@ -137,13 +145,15 @@ class MemoryBackend(Backend):
         return max(min(times) - now, 0.0) if times else None
 
     def wait(self, queues: Sequence[str], consumer: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
         with self._changed:
-            if not any(self._queue(name).ready for name in queues):
-                self._changed.wait(timeout)
+            seen = self._seen.pop(consumer, None)
+            while seen == self._generation and time.monotonic() < deadline:
+                self._changed.wait(deadline - time.monotonic())
 
     def interrupt(self, queues: Sequence[str], consumer: str) -> None:
         with self._changed:
-            self._changed.notify_all()
+            self._notify()
 
     def renew(self, queue: str, leases: Mapping[str, int], lease: float) -> list[str]:
         with self._changed:
@@ -164,7 +174,7 @@ class MemoryBackend(Backend):
             return None
         del q.leases[claim.task_id]
         q.state.pop(claim.task_id, None)
-        self._changed.notify_all()
+        self._notify()
         return q, held
 
     def ack(self, claim: Claim, outcome: bytes, result_ttl: float) -> bool:
@@ -222,7 +232,7 @@ class MemoryBackend(Backend):
     def recurrent_put(self, queue: str, name: str, record: RecurrentRecord) -> None:
         with self._changed:
             self._queue(queue).recurrent[name] = record
-            self._changed.notify_all()
+            self._notify()
 
     def recurrent_get(self, queue: str, name: str) -> RecurrentRecord | None:
         with self._changed:
