@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -33,6 +34,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--sleep-seconds", type=float, help="longest an idle worker goes without checking for due work (TASKUTILS_SLEEP_SECONDS, default 2)")
     parser.add_argument("--grace-period", type=float, help="seconds running tasks get to finish after SIGTERM (TASKUTILS_GRACE_PERIOD, default 30)")
     parser.add_argument("--result-ttl", type=float, help="seconds results and status are kept (TASKUTILS_RESULT_TTL, default 3600)")
+    parser.add_argument("--broker-timeout", type=float, help="seconds a Redis call retries through an outage before it fails (TASKUTILS_BROKER_TIMEOUT, default 10)")
+    parser.add_argument("--max-crashes", type=int, help="crash redeliveries after which a task is quarantined (TASKUTILS_MAX_CRASHES, default 3)")
+    parser.add_argument("--max-payload", type=int, help="largest task payload in bytes (TASKUTILS_MAX_PAYLOAD, default 524288)")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (TASKUTILS_LOG_LEVEL, default INFO)")
     return parser.parse_args(argv)
 
@@ -53,30 +57,34 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.exception("cannot import --import module %r", module)
             return 2
     url = settings.redis_url or DEFAULT_REDIS_URL
-    backend = RedisBackend.from_url(url)
+    backend = RedisBackend.from_url(url, settings.broker_timeout)
     allowed = settings.imports + settings.allow + ("__main__",)
     if allowed == ("__main__",):
         log.warning("no --import or --allow given: this worker may run no function at all")
     try:
+        for warning in backend.warnings():
+            log.warning(warning)
         if settings.max_concurrency is not None:
             for queue in settings.queues:
                 backend.set_max_concurrency(queue, settings.max_concurrency)
+        worker = Worker(backend, settings, lambda module: module_allowed(module, allowed))
+        worker.start()
     except BackendUnavailable as exc:
-        log.error("%s", exc)
+        log.error("cannot start: %s", exc)
         return 1
-    worker = Worker(backend, settings, lambda module: module_allowed(module, allowed))
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
+        name = signal.Signals(signum).name
         if stop.is_set():
-            log.warning("second %s: exiting now", signal.Signals(signum).name)
-            sys.exit(1)
-        log.info("%s: stop taking tasks, letting %d running finish (grace %.0fs)", signal.Signals(signum).name, worker.running, settings.grace_period)
+            log.warning("second %s: handing running tasks back and exiting now", name)
+            worker.hand_back()
+            os._exit(1)
+        log.info("%s: stop taking tasks, letting %d running finish (grace %.0fs)", name, worker.running, settings.grace_period)
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    worker.start()
     log.info(
         "worker %s started: redis %s, queues %s, %d threads, allowed modules %s, visibility timeout %.3gs",
         worker.consumer, _redacted(url), ",".join(settings.queues), settings.threads, ",".join(allowed[:-1]) or "-",
@@ -86,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pass
     finished = worker.stop(settings.grace_period)
     if not finished:
-        log.warning("grace period over with %d task(s) still running; their leases hand them to other workers", worker.running)
+        log.warning("grace period over: running tasks were handed back to the queue")
     log.info("worker %s stopped", worker.consumer)
     backend.close()
     return 0

@@ -23,6 +23,9 @@ class Settings:
     sleep_seconds: float = 2.0
     grace_period: float = 30.0
     result_ttl: float = 3600.0
+    broker_timeout: float = 10.0
+    max_crashes: int = 3
+    max_payload: int = 512 * 1024
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
@@ -32,9 +35,11 @@ class Settings:
             raise ValueError(f"queues must be non-empty names, got {self.queues!r}")
         if self.max_concurrency is not None and self.max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1 or None, got {self.max_concurrency}")
-        for name in ("visibility_timeout", "sleep_seconds"):
+        for name in ("visibility_timeout", "sleep_seconds", "broker_timeout", "max_crashes", "max_payload"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0 seconds, got {getattr(self, name)}")
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError(f"log_level must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {self.log_level!r}")
         for name in ("grace_period", "result_ttl"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 seconds, got {getattr(self, name)}")
@@ -64,6 +69,9 @@ def _parse(name: str, raw: str) -> Any:
         "sleep_seconds": float,
         "grace_period": float,
         "result_ttl": float,
+        "broker_timeout": float,
+        "max_crashes": int,
+        "max_payload": int,
     }.get(name)
     if name in ("queues", "imports", "allow"):
         return tuple(part.strip() for part in raw.split(",") if part.strip())

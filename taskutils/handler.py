@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import MutableMapping
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
+from .admin import FailedTask, failed_tasks, purge_failed, requeue_failed
 from .backends import Backend, MemoryBackend, backend_for
 from .backends.base import FAILED, NewTask, RecurrentRecord
 from .config import Settings
-from .errors import InvalidTask, TaskFailed, TaskNotFound
+from .errors import InvalidTask, PayloadError, TaskFailed, TaskNotFound
 from .recurrent import Recurrent, epoch
 from .task import Task, TaskBody, unpack
 from .worker import Worker, allow_all, module_allowed
+
+log = logging.getLogger("taskutils.handler")
 
 
 class TaskRef:
@@ -72,6 +76,8 @@ class RecurrentTasks(MutableMapping[str, Recurrent]):
             stop=epoch(recurrent.stop),
             next_run=self._backend.now() if start is None else start,
         )
+        if record.stop is not None and record.next_run > record.stop:
+            raise InvalidTask(f"recurrent_tasks[{name!r}]: stop has already passed; it would never run")
         self._backend.recurrent_put(self._queue, name, record)
 
     def __getitem__(self, name: str) -> Recurrent:
@@ -113,6 +119,8 @@ class TaskHandler:
         max_concurrency: int | None = None,
         visibility_timeout: float = 30,
         result_ttl: float | None = None,
+        broker_timeout: float | None = None,
+        max_payload: int | None = None,
         allow: Iterable[str] = (),
         backend: Backend | None = None,
     ):
@@ -124,14 +132,23 @@ class TaskHandler:
             max_concurrency=max_concurrency,
             visibility_timeout=float(visibility_timeout),
             result_ttl=result_ttl,
+            broker_timeout=broker_timeout,
+            max_payload=max_payload,
             allow=tuple(allow),
         )
         self.queue = queue
-        self.backend = backend if backend is not None else backend_for(self.settings.redis_url)
+        self.backend = backend if backend is not None else backend_for(self.settings.redis_url, self.settings.broker_timeout)
         self._owns_backend = backend is None
+        for warning in self.backend.warnings():
+            log.warning(warning)
         self._allowed_modules = {"__main__", *self.settings.allow}
         embedded = isinstance(self.backend, MemoryBackend)
         self._policy = allow_all if embedded else self._allowed
+        if not embedded and self.settings.threads and not self.settings.allow:
+            log.warning(
+                "this handler's threads run only functions of __main__ and of tasks it enqueues itself; "
+                "tasks of other modules on queue %r fail as not allowed: pass allow=[modules] to run them", queue
+            )
         if max_concurrency is not None:
             self.backend.set_max_concurrency(queue, max_concurrency)
         self.recurrent_tasks = RecurrentTasks(self.backend, queue, self._admit)
@@ -158,7 +175,13 @@ class TaskHandler:
         for index, task in enumerate(tasks):
             if not isinstance(task, Task):
                 raise InvalidTask(f"enqueue_task needs a Task, got {task!r}")
-            new = NewTask(task.encode(), task.priority, float(task.delay or 0.0))
+            body = task.encode()
+            if len(body) > self.settings.max_payload:
+                raise PayloadError(
+                    f"task {index} ({task.ref}) encodes to {len(body)} bytes, over max_payload="
+                    f"{self.settings.max_payload}; pass a reference (a URL, a key) instead of the data"
+                )
+            new = NewTask(body, task.priority, float(task.delay or 0.0))
             by_queue.setdefault(task.queue or self.queue, []).append((index, new))
         for task in tasks:
             self._admit(task)
@@ -172,6 +195,18 @@ class TaskHandler:
     def task(self, task_id: str, queue: str | None = None) -> TaskRef:
         """A TaskRef for an id enqueued earlier (by any producer)."""
         return TaskRef(self.backend, queue or self.queue, task_id)
+
+    def failed_tasks(self) -> list[FailedTask]:
+        """The failed store of this handler's queue."""
+        return failed_tasks(self.backend, self.queue)
+
+    def requeue_failed(self, task_ids: Sequence[str] | None = None) -> list[str]:
+        """Queue failed tasks again with fresh attempts (all when None); returns their ids."""
+        return requeue_failed(self.backend, self.queue, task_ids)
+
+    def purge_failed(self, task_ids: Sequence[str] | None = None) -> int:
+        """Delete failed tasks for good (all when None); returns how many."""
+        return purge_failed(self.backend, self.queue, task_ids)
 
     def pause(self) -> None:
         """This handler's threads stop taking tasks."""

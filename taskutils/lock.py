@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import threading
+from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
 import redis.exceptions
@@ -40,7 +41,6 @@ class LockWrapper:
         self.timeout = timeout
         self._redis_url = redis_url or os.environ.get("TASKUTILS_REDIS_URL")
         self._own_backend: RedisBackend | None = None
-        self._held = threading.local()
 
     def __call__(self, func: F) -> F:
         @functools.wraps(func)
@@ -58,37 +58,57 @@ class LockWrapper:
         return current_backend.get()
 
     def __enter__(self) -> "LockWrapper":
-        depth = getattr(self._held, "depth", 0)
-        if depth == 0:
-            backend = self._backend()
-            if backend is None or isinstance(backend, MemoryBackend):
-                lock: Any = local_lock(self.name)
-                lock.acquire()
-                self._held.renewer = None
-            else:
-                lock = backend.lock(self.name, self.timeout)
-                lock.acquire()
-                self._held.renewer = _Renewer(lock, self.timeout, self.name)
-            self._held.lock = lock
-        self._held.depth = depth + 1
+        held = _held_here()
+        if self.name in held:
+            held[self.name].depth += 1
+            return self
+        backend = self._backend()
+        if backend is None or isinstance(backend, MemoryBackend):
+            lock: Any = local_lock(self.name)
+            lock.acquire()
+            held[self.name] = _Holding(lock, None)
+        else:
+            lock = backend.lock(self.name, self.timeout)
+            lock.acquire()
+            held[self.name] = _Holding(lock, _Renewer(lock, self.timeout, self.name))
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._held.depth -= 1
-        if self._held.depth:
+        held = _held_here()
+        holding = held[self.name]
+        holding.depth -= 1
+        if holding.depth:
             return
-        renewer, lock = self._held.renewer, self._held.lock
-        self._held.lock = self._held.renewer = None
-        if renewer is None:
-            lock.release()
+        del held[self.name]
+        if holding.renewer is None:
+            holding.lock.release()
             return
-        lost = renewer.stop()
+        lost = holding.renewer.stop()
         try:
-            lock.release()
+            holding.lock.release()
         except redis.exceptions.LockError:
             lost = True
         if lost and exc_info[0] is None:
             raise LockLost(f"lock {self.name!r} expired while held: its lease of {self.timeout}s was not renewed in time")
+
+
+@dataclass
+class _Holding:
+    """A lock this thread holds, how many times over, and the thread renewing its lease."""
+
+    lock: Any
+    renewer: "_Renewer | None"
+    depth: int = 1
+
+
+_HELD = threading.local()
+
+
+def _held_here() -> dict[str, _Holding]:
+    """The locks the current thread holds, by name: nesting any LockWrapper of a name is reentrant."""
+    if not hasattr(_HELD, "locks"):
+        _HELD.locks = {}
+    return _HELD.locks
 
 
 class _Renewer:

@@ -105,7 +105,7 @@ class Task:
         """The msgpack body a worker decodes; PayloadError names the argument msgpack cannot carry."""
         spec = [self.ref, list(self.args), self.kwargs, self.repeats_on_failure, self.retry_delay, self.retry_backoff]
         try:
-            return pack(spec)
+            return pack_checked(spec)
         except (TypeError, ValueError, OverflowError):
             raise PayloadError(self._unencodable() + "; use None, bool, int, float, str, bytes, list, tuple or dict") from None
 
@@ -159,9 +159,19 @@ def unpack(data: bytes) -> Any:
     return msgpack.unpackb(data, raw=False, strict_map_key=False)
 
 
+def pack_checked(value: Any) -> bytes:
+    """pack(value), refusing values that would not unpack again (such as dicts with tuple keys)."""
+    data = pack(value)
+    try:
+        unpack(data)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"does not survive a msgpack round trip: {exc}") from None
+    return data
+
+
 def _packs(value: Any) -> bool:
     try:
-        pack(value)
+        pack_checked(value)
         return True
     except (TypeError, ValueError, OverflowError):
         return False

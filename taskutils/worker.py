@@ -1,8 +1,8 @@
-"""The threads of one process consuming queues: claim, run, heartbeat, ack, graceful stop.
+"""The threads of one process consuming queues: claim, run, heartbeat, graceful stop.
 
 One dispatcher thread claims as many tasks as there are free runner threads (one script
 call per queue), hands them to the runners, and blocks on the backend when there is no
-work. A heartbeat thread renews the leases of running tasks.
+work. A heartbeat thread renews the leases of running tasks and the worker's registration.
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ import queue as queue_module
 import socket
 import threading
 import time
-import traceback
 import uuid
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 from .backends.base import Backend, Claim
 from .config import Settings
-from .errors import BackendUnavailable, PayloadError
-from .task import TaskBody, pack, resolve
+from .errors import BackendUnavailable
+from .outage import OutageLog
+from .runner import TaskRunner
 
 log = logging.getLogger("taskutils.worker")
 
@@ -39,22 +39,15 @@ def allow_all(module: str) -> bool:
     return True
 
 
-def outcome_done(value: Any) -> bytes:
-    return pack(["done", value, None])
-
-
-def outcome_failed(error: str) -> bytes:
-    return pack(["failed", None, error])
-
-
 class Worker:
     """Runs tasks from `settings.queues` on `settings.threads` threads until stopped."""
 
     def __init__(self, backend: Backend, settings: Settings, allowed: Callable[[str], bool]):
         self.backend = backend
         self.settings = settings
-        self.allowed = allowed
         self.consumer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.outage = OutageLog(log)
+        self.runner = TaskRunner(backend, settings, allowed, self.consumer, self.outage)
         self._inbox: queue_module.SimpleQueue[Claim | None] = queue_module.SimpleQueue()
         self._running: dict[tuple[str, str], Claim] = {}
         self._state = threading.Condition()
@@ -63,15 +56,18 @@ class Worker:
         self._stopping = threading.Event()
         self._idle = threading.Event()  # set once no runner is left: the heartbeat may end
         self._threads: list[threading.Thread] = []
+        self._dispatcher: threading.Thread | None = None
         self._heart: threading.Thread | None = None
 
     # -- life cycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the runner, dispatcher and heartbeat threads."""
+        """Register, then start the runner, dispatcher and heartbeat threads."""
+        self._register()
         for index in range(self.settings.threads):
             self._spawn(self._run_loop, f"taskutils-runner-{index}")
-        self._spawn(self._dispatch_loop, "taskutils-dispatcher")
+        self._dispatcher = threading.Thread(target=self._dispatch_loop, name="taskutils-dispatcher", daemon=True)
+        self._dispatcher.start()
         self._heart = threading.Thread(target=self._heartbeat_loop, name="taskutils-heartbeat", daemon=True)
         self._heart.start()
 
@@ -84,6 +80,7 @@ class Worker:
         """Stop claiming new tasks; running ones go on."""
         with self._state:
             self._paused = True
+        self.backend.interrupt(self.settings.queues, self.consumer)
 
     def resume(self) -> None:
         """Claim tasks again."""
@@ -93,7 +90,9 @@ class Worker:
         self.backend.interrupt(self.settings.queues, self.consumer)
 
     def stop(self, timeout: float | None = None) -> bool:
-        """Stop claiming, let running tasks finish (up to `timeout` seconds); True if all finished."""
+        """Stop claiming and let running tasks finish for up to `timeout` seconds.
+
+        Tasks still running then are handed back to the queue at once. True if all finished."""
         self._stopping.set()
         with self._state:
             self._state.notify_all()
@@ -101,17 +100,38 @@ class Worker:
             self.backend.interrupt(self.settings.queues, self.consumer)
         except BackendUnavailable:
             pass
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if self._dispatcher is not None:  # first, so that nothing it claimed is left behind the sentinels
+            self._dispatcher.join(self.settings.sleep_seconds + self.settings.broker_timeout)
         for _ in range(self.settings.threads):
             self._inbox.put(None)
-        deadline = None if timeout is None else time.monotonic() + timeout
         for thread in self._threads:
             thread.join(None if deadline is None else max(deadline - time.monotonic(), 0))
         finished = not any(thread.is_alive() for thread in self._threads)
-        if finished:
-            self._idle.set()
-            if self._heart is not None:
-                self._heart.join()
+        if not finished:
+            self.hand_back()
+        self._idle.set()
+        if self._heart is not None:
+            self._heart.join(self.settings.broker_timeout)
+        try:
+            self.backend.unregister_worker(self.consumer)
+        except BackendUnavailable:
+            pass
         return finished
+
+    def hand_back(self) -> int:
+        """Give every task still running here back to its queue now; returns how many went back."""
+        with self._state:
+            claims = list(self._running.values())
+        returned = 0
+        for claim in claims:
+            try:
+                returned += self.backend.release(claim)
+            except BackendUnavailable as exc:
+                log.warning("task %s: could not hand back (%s); its lease will expire", claim.task_id, exc)
+        if claims:
+            log.warning("handed %d running task(s) back to the queue", returned)
+        return returned
 
     @property
     def running(self) -> int:
@@ -122,16 +142,13 @@ class Worker:
     # -- dispatcher ---------------------------------------------------------------------------
 
     def _dispatch_loop(self) -> None:
-        failures = 0
         while not self._stopping.is_set():
             try:
                 self.dispatch_once()
-                failures = 0
+                self.outage.succeeded()
             except BackendUnavailable as exc:
-                failures += 1
-                if failures == 1:
-                    log.warning("broker unavailable, retrying: %s", exc)
-                self._stopping.wait(min(0.1 * 2**failures, self.settings.sleep_seconds))
+                self.outage.failed(exc)
+                self._stopping.wait(min(1.0, self.settings.sleep_seconds))
             except Exception:
                 log.exception("dispatcher error; going on")
                 self._stopping.wait(self.settings.sleep_seconds)
@@ -149,6 +166,10 @@ class Worker:
             batch = self.backend.claim(
                 name, self.consumer, free - handed, self.settings.visibility_timeout, self.settings.sleep_seconds
             )
+            if self._stopping.is_set():  # stop() began while claiming: these never reach a runner
+                for claim in batch.claims:
+                    self.backend.release(claim)
+                return 0
             self._hand_out(batch.claims)
             handed += len(batch.claims)
             if batch.next_due is not None:
@@ -156,7 +177,9 @@ class Worker:
             if handed == free:
                 break
         if handed == 0:
-            self.backend.wait(self.settings.queues, self.consumer, next_due)
+            woken = self.backend.wait(self.settings.queues, self.consumer, next_due)
+            if woken is not None and (self._paused or self._stopping.is_set()):
+                self.backend.nudge(woken)
         return handed
 
     def _hand_out(self, claims: list[Claim]) -> None:
@@ -176,7 +199,7 @@ class Worker:
             if claim is None:
                 return
             try:
-                self.execute(claim)
+                self.runner.execute(claim)
             except Exception:
                 log.exception("could not settle task %s; its lease will hand it back", claim.task_id)
             finally:
@@ -185,71 +208,6 @@ class Worker:
                     self._free += 1
                     self._state.notify_all()
 
-    def execute(self, claim: Claim) -> None:
-        """Run one claimed task and record its outcome: done, retried or failed."""
-        try:
-            body = TaskBody.decode(claim.body)
-            func = resolve(body.ref, self.allowed)
-        except (ValueError, ImportError, PermissionError) as exc:
-            self._fail(claim, f"{type(exc).__name__}: {exc}", ref=None)
-            return
-        try:
-            value = func(*body.args, **body.kwargs)
-        except BaseException:  # a worker survives any task, SystemExit included
-            self._failed_attempt(claim, body, traceback.format_exc())
-            return
-        try:
-            outcome = outcome_done(value)
-        except (TypeError, ValueError, OverflowError):
-            error = PayloadError(f"return value of {body.ref} ({type(value).__name__}) cannot be encoded with msgpack")
-            self._fail(claim, f"PayloadError: {error}", ref=body.ref)
-            return
-        self._settle(claim, lambda: self.backend.ack(claim, outcome, self.settings.result_ttl))
-
-    def _failed_attempt(self, claim: Claim, body: TaskBody, error: str) -> None:
-        failures = claim.failures + 1
-        if failures <= body.repeats_on_failure:
-            delay = body.retry_delay_after(failures)
-            log.warning(
-                "task %s (%s) failed, retry %d of %d in %.3gs:\n%s",
-                claim.task_id, body.ref, failures, body.repeats_on_failure, delay, error,
-            )
-            self._settle(claim, lambda: self.backend.retry(claim, delay))
-        else:
-            self._fail(claim, error, ref=body.ref)
-
-    def _fail(self, claim: Claim, error: str, ref: str | None) -> None:
-        log.error("task %s (%s) failed for good after %d attempt(s):\n%s", claim.task_id, ref, claim.failures + 1, error)
-        record = pack(
-            {
-                "id": claim.task_id,
-                "ref": ref,
-                "body": claim.body,
-                "error": error,
-                "failures": claim.failures + 1,
-                "crashes": claim.crashes,
-                "failed_at": time.time(),
-                "worker": self.consumer,
-            }
-        )
-        outcome = outcome_failed(error)
-        self._settle(claim, lambda: self.backend.fail(claim, outcome, record, self.settings.result_ttl))
-
-    def _settle(self, claim: Claim, transition: Callable[[], bool]) -> None:
-        """Apply a transition, retrying through broker outages until the lease would have expired."""
-        deadline = time.monotonic() + self.settings.visibility_timeout
-        delay = 0.05
-        while True:
-            try:
-                if not transition():
-                    log.warning("task %s: lease %d was lost before it finished; its new owner decides", claim.task_id, claim.token)
-                return
-            except BackendUnavailable:
-                if time.monotonic() + delay > deadline:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
-
     # -- heartbeat ----------------------------------------------------------------------------
 
     def _heartbeat_loop(self) -> None:
@@ -257,17 +215,29 @@ class Worker:
         while not self._idle.wait(period):
             try:
                 self.heartbeat()
+                self.outage.succeeded()
             except BackendUnavailable as exc:
-                log.warning("heartbeat failed: %s", exc)
+                self.outage.failed(exc)
             except Exception:
                 log.exception("heartbeat error; going on")
 
     def heartbeat(self) -> None:
-        """Renew the leases of every running task; log the ones that were lost."""
+        """Renew the leases of every running task and this worker's registration."""
         with self._state:
             by_queue: dict[str, dict[str, int]] = {}
             for claim in self._running.values():
                 by_queue.setdefault(claim.queue, {})[claim.task_id] = claim.token
         for name, leases in by_queue.items():
             for task_id in self.backend.renew(name, leases, self.settings.visibility_timeout):
-                log.warning("task %s: lease lost (worker stalled past the visibility timeout)", task_id)
+                log.warning("task %s: lease lost (this worker stalled past the visibility timeout)", task_id)
+        self._register()
+
+    def _register(self) -> None:
+        info = {
+            "host": socket.gethostname(),
+            "pid": str(os.getpid()),
+            "threads": str(self.settings.threads),
+            "queues": ",".join(self.settings.queues),
+            "running": str(self.running),
+        }
+        self.backend.register_worker(self.consumer, info, self.settings.visibility_timeout)

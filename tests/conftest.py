@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Callable, Iterator
 
 import fakeredis
 import pytest
 import redis
 
-from taskutils.backends import MemoryBackend
+from taskutils import TaskHandler
+from taskutils.backends import Backend, MemoryBackend
 from taskutils.backends.redis import RedisBackend
 
 from .redis_server import RedisServer
@@ -32,17 +34,55 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
 
 
 @pytest.fixture(params=["memory", "fakeredis", "redis"])
-def backend(request: pytest.FixtureRequest) -> Iterator[MemoryBackend | RedisBackend]:
-    """The same behaviour suite runs on every backend."""
+def connect(request: pytest.FixtureRequest) -> Iterator[Callable[[], Backend]]:
+    """Opens backends on one store: each call is a new client of the same data (embedded: the same object).
+
+    The same behaviour suite runs on every backend."""
     if request.param == "memory":
-        made: MemoryBackend | RedisBackend = MemoryBackend()
+        shared = MemoryBackend()
+        factory: Callable[[], Backend] = lambda: shared  # noqa: E731
     elif request.param == "fakeredis":
         server = fakeredis.FakeServer()
-        made = RedisBackend(fakeredis.FakeRedis(server=server), fakeredis.FakeRedis(server=server))
+        factory = lambda: RedisBackend(fakeredis.FakeRedis(server=server), fakeredis.FakeRedis(server=server))  # noqa: E731
     else:
-        made = RedisBackend.from_url(request.getfixturevalue("redis_url"))
-    yield made
-    made.close()
+        url = request.getfixturevalue("redis_url")
+        factory = lambda: RedisBackend.from_url(url)  # noqa: E731
+    made: list[Backend] = []
+
+    def open_backend() -> Backend:
+        made.append(factory())
+        return made[-1]
+
+    yield open_backend
+    for backend in made:
+        backend.close()
+
+
+@pytest.fixture
+def backend(connect: Callable[[], Backend]) -> Backend:
+    return connect()
+
+
+@pytest.fixture
+def key() -> str:
+    """A fresh name that keeps one test's records apart from the others'."""
+    return uuid.uuid4().hex
+
+
+@pytest.fixture
+def make_handler(backend, connect):
+    """Makes TaskHandlers on the test's backend; with own_client=True each gets its own client of it."""
+    made = []
+
+    def make(own_client: bool = False, **options) -> TaskHandler:
+        options.setdefault("sleep_seconds", 0.5)
+        handler = TaskHandler(backend=connect() if own_client else backend, **options)
+        made.append(handler)
+        return handler
+
+    yield make
+    for handler in made:
+        handler.close(timeout=10)
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> object:

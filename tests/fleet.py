@@ -26,8 +26,9 @@ class WorkerProcess:
 
     def __init__(self, redis_url: str, *args: str, env: dict[str, str] | None = None):
         self.log_path = Path(tempfile.mkstemp(prefix="taskutils-worker-", suffix=".log")[1])
-        env = dict(os.environ, TASKUTILS_REDIS_URL=redis_url, PYTHONPATH=str(ROOT), **(env or {}))
-        command = [worker_command(), *(args or ("--import", "tests.fleet_tasks"))]
+        env = {k: v for k, v in os.environ.items() if k != "TASKUTILS_REDIS_URL"} | (env or {})
+        env |= {"TASKUTILS_TEST_RECORD_URL": redis_url, "PYTHONPATH": str(ROOT)}
+        command = [worker_command(), "--redis-url", redis_url, *(args or ("--import", "tests.fleet_tasks"))]
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         self.wait_for_log("started")

@@ -1,7 +1,11 @@
-"""Task functions run by real taskutils-worker processes; they record into Redis (TASKUTILS_REDIS_URL)."""
+"""Task functions run by real taskutils-worker processes; they record into Redis at $TASKUTILS_TEST_RECORD_URL.
+
+The workers get their broker only from --redis-url, so LockWrapper here finds Redis through
+the worker running the task, as it would in production."""
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 
@@ -9,31 +13,35 @@ import redis
 
 from taskutils import LockWrapper
 
-_client = redis.Redis.from_url(os.environ.get("TASKUTILS_REDIS_URL", "redis://localhost:6379/0"))
-_enter = _client.register_script(
-    """
-    local now = redis.call('INCR', KEYS[1])
-    if now > tonumber(redis.call('GET', KEYS[2]) or '0') then redis.call('SET', KEYS[2], now) end
-    return now
-    """
-)
+
+@functools.cache
+def _client() -> redis.Redis:
+    return redis.Redis.from_url(os.environ["TASKUTILS_TEST_RECORD_URL"])
+
+
+_ENTER = """
+local now = redis.call('INCR', KEYS[1])
+if now > tonumber(redis.call('GET', KEYS[2]) or '0') then redis.call('SET', KEYS[2], now) end
+return now
+"""
+
 fleet_lock = LockWrapper("fleet-test-lock", timeout=5)
 
 
 def mark(key, item):
     """Count one run of `item`."""
-    _client.hincrby(key, item, 1)
+    _client().hincrby(key, item, 1)
 
 
 def append(key, item):
-    _client.rpush(key, item)
+    _client().rpush(key, item)
 
 
 def probe(key, seconds):
     """Count runs of `key` in progress at once; the peak lands in `<key>:peak`."""
-    _enter(keys=[key + ":now", key + ":peak"])
+    _client().eval(_ENTER, 2, key + ":now", key + ":peak")
     time.sleep(seconds)
-    _client.decr(key + ":now")
+    _client().decr(key + ":now")
 
 
 @fleet_lock
@@ -43,7 +51,7 @@ def locked_probe(key, seconds):
 
 def slow(key, seconds):
     """Record a start, sleep, record an end."""
-    _client.rpush(key + ":starts", os.getpid())
+    _client().rpush(key + ":starts", os.getpid())
     time.sleep(seconds)
-    _client.rpush(key + ":ends", os.getpid())
+    _client().rpush(key + ":ends", os.getpid())
     return os.getpid()

@@ -64,3 +64,12 @@ def probe(key, seconds):
 
 def unencodable_result():
     return object()
+
+
+def takes_one(a):
+    return a
+
+
+def sleep_for(seconds):
+    time.sleep(seconds)
+    return seconds

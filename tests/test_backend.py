@@ -96,3 +96,10 @@ def test_next_due_reports_the_earliest_delayed_task(backend):
     backend.enqueue("q", [NewTask(BODY, delay=5.0)])
     batch = backend.claim("q", "c1", 1, 30)
     assert batch.claims == [] and 4.0 < batch.next_due <= 5.0
+
+
+def test_a_run_past_stop_never_fires(backend):
+    now = backend.now()
+    backend.recurrent_put("q", "late", RecurrentRecord(BODY, 1.0, -1, now - 5, now - 1))
+    assert backend.claim("q", "c1", 10, 30).claims == []
+    assert backend.recurrent_names("q") == []

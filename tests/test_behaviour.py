@@ -2,34 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
 from taskutils import InvalidTask, PayloadError, Recurrent, Task, TaskFailed, TaskHandler, TaskNotFound
 
 from . import jobs
 from .conftest import wait_for
-
-
-@pytest.fixture
-def key() -> str:
-    return uuid.uuid4().hex
-
-
-@pytest.fixture
-def make_handler(backend):
-    made = []
-
-    def make(**options) -> TaskHandler:
-        options.setdefault("sleep_seconds", 0.5)
-        handler = TaskHandler(backend=backend, **options)
-        made.append(handler)
-        return handler
-
-    yield make
-    for handler in made:
-        handler.close(timeout=10)
 
 
 def test_runs_a_task_and_keeps_its_result(make_handler):
@@ -178,7 +156,7 @@ def test_max_concurrency_caps_running_tasks(make_handler, key):
 
 def test_cap_is_shared_by_handlers_on_one_backend(make_handler, key):
     first = make_handler(max_num_threads=4, max_concurrency=3)
-    make_handler(max_num_threads=4)
+    make_handler(own_client=True, max_num_threads=4)
     first.enqueue_tasks([Task(jobs.probe, (key, 0.05)) for _ in range(16)])
     assert first.join(timeout=20)
     assert jobs.peaks[key] == 3
@@ -226,9 +204,9 @@ def test_recurrent_mapping(make_handler):
         del handler.recurrent_tasks["a"]
 
 
-def test_recurrent_is_shared_between_handlers(make_handler, backend):
+def test_recurrent_is_shared_between_handlers(make_handler):
     producer = make_handler(max_num_threads=0)
-    other = make_handler(max_num_threads=0)
+    other = make_handler(own_client=True, max_num_threads=0)
     producer.recurrent_tasks["shared"] = Recurrent(Task(jobs.add, (1, 1)), interval=10, start=2e9)
     assert "shared" in other.recurrent_tasks
 
@@ -241,3 +219,23 @@ def test_bad_recurrent_input_is_refused(make_handler):
         Recurrent(Task(jobs.add), interval=0)
     with pytest.raises(InvalidTask):
         Recurrent(Task(jobs.add), interval=1, repeats=0)
+    with pytest.raises(InvalidTask, match="stop has already passed"):
+        handler.recurrent_tasks["late"] = Recurrent(Task(jobs.add), interval=1, stop=1.0)
+
+
+def test_due_work_wakes_every_idle_worker_it_needs(make_handler, key):
+    first = make_handler(max_num_threads=1, sleep_seconds=60, allow=["tests"])
+    make_handler(own_client=True, max_num_threads=1, sleep_seconds=60, allow=["tests"])
+    assert first.join(timeout=5)
+    refs = first.enqueue_tasks([Task(jobs.wait_gate, (key,), delay=0.2) for _ in range(2)])
+    wait_for(lambda: jobs.calls[key] == ["started", "started"], what="both tasks running at once")
+    jobs.gates[key].set()
+    assert [ref.result(timeout=10) for ref in refs] == ["released", "released"]
+
+
+def test_a_paused_handler_does_not_keep_work_from_idle_ones(make_handler, key):
+    paused = make_handler(max_num_threads=1, sleep_seconds=60, allow=["tests"])
+    make_handler(own_client=True, max_num_threads=1, sleep_seconds=60, allow=["tests"])
+    paused.pause()
+    for _ in range(3):
+        assert paused.enqueue_task(Task(jobs.add, (1, 1))).result(timeout=10) == 2

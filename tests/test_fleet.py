@@ -125,3 +125,10 @@ def test_worker_is_configured_by_environment_alone(redis_url, client):
             assert producer.enqueue_task(Task(fleet_tasks.mark, ("env", "1"))).result(timeout=30) is None
     finally:
         worker.kill()
+
+
+def test_task_longer_than_the_visibility_timeout_runs_once(producer, start_workers, client):
+    start_workers(2, "--threads", "2", "--visibility-timeout", "0.6")
+    ref = producer.enqueue_task(Task(fleet_tasks.slow, ("long", 3.0)))
+    assert ref.result(timeout=30)
+    assert client.llen("long:starts") == 1

@@ -57,7 +57,7 @@ def test_same_name_shares_the_lock_and_nesting_does_not_deadlock(monkeypatch):
     first, second, probe = LockWrapper(name), LockWrapper(name), Probe()
     run_concurrently([first(probe), second(probe)])
     assert probe.peak == 1
-    with first, first:
+    with first, second, first:
         pass
 
 
@@ -103,3 +103,9 @@ def test_holder_learns_it_lost_the_lease(redis_url):
     with pytest.raises(LockLost, match="expired while held"):
         with LockWrapper(name, redis_url=redis_url, timeout=0.3):
             client.delete("tu:lock:" + name)  # what a stall past the lease looks like to Redis
+
+
+def test_nesting_two_redis_locks_of_one_name_does_not_deadlock(redis_url):
+    name = uuid.uuid4().hex
+    with LockWrapper(name, redis_url=redis_url), LockWrapper(name, redis_url=redis_url):
+        pass

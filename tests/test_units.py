@@ -45,6 +45,8 @@ def test_payload_error_names_the_argument():
         Task(jobs.add, (1, {1, 2})).encode()
     with pytest.raises(PayloadError, match="argument 'x'"):
         Task(jobs.add, kwargs={"x": 2**70}).encode()
+    with pytest.raises(PayloadError, match="argument 0 "):
+        Task(jobs.add, ({(1, 2): "tuple keys do not come back"},)).encode()
 
 
 def test_body_round_trip_and_bad_bodies():
@@ -90,6 +92,8 @@ def test_settings_precedence_and_errors():
     assert (settings.threads, settings.queues, settings.sleep_seconds) == (7, ("a", "b"), 2.0)
     with pytest.raises(ValueError, match="TASKUTILS_THREADS"):
         Settings.build({"TASKUTILS_THREADS": "many"})
+    with pytest.raises(ValueError, match="log_level"):
+        Settings.build({}, log_level="bogus")
     with pytest.raises(ValueError, match="max_concurrency"):
         Settings.build({}, max_concurrency=0)
 

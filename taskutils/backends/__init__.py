@@ -6,13 +6,13 @@ from .base import Backend
 from .memory import MemoryBackend
 
 
-def backend_for(redis_url: str | None) -> Backend:
+def backend_for(redis_url: str | None, broker_timeout: float = 10.0) -> Backend:
     """The Redis backend for a URL, or a new embedded backend when there is none."""
     if not redis_url:
         return MemoryBackend()
     from .redis import RedisBackend
 
-    return RedisBackend.from_url(redis_url)
+    return RedisBackend.from_url(redis_url, broker_timeout)
 
 
 __all__ = ["Backend", "MemoryBackend", "backend_for"]

@@ -85,8 +85,15 @@ class Backend(ABC):
         new work wakes it."""
 
     @abstractmethod
-    def wait(self, queues: Sequence[str], consumer: str, timeout: float) -> None:
-        """Block until work may be ready on one of `queues`, `interrupt` is called, or `timeout` passes."""
+    def wait(self, queues: Sequence[str], consumer: str, timeout: float) -> str | None:
+        """Block until work may be ready on one of `queues`, `interrupt` is called, or `timeout` passes.
+
+        Returns the queue whose wake token this consumer took, if it took one: a consumer that
+        then does not claim passes the token on with `nudge`."""
+
+    @abstractmethod
+    def nudge(self, queue: str) -> None:
+        """Wake one other consumer of `queue` (to pass on a wake token this one will not use)."""
 
     @abstractmethod
     def interrupt(self, queues: Sequence[str], consumer: str) -> None:
@@ -109,6 +116,10 @@ class Backend(ABC):
         """Fail a task for good into the failed store; False if the lease was no longer held."""
 
     @abstractmethod
+    def release(self, claim: Claim) -> bool:
+        """Hand a running task back at once, to run next; False if the lease was no longer held."""
+
+    @abstractmethod
     def status(self, queue: str, task_id: str) -> tuple[str | None, bytes | None]:
         """The stored state of a task and its outcome record, if any."""
 
@@ -119,6 +130,30 @@ class Backend(ABC):
     @abstractmethod
     def failed(self, queue: str) -> dict[str, bytes]:
         """The failed store: task id -> failure record."""
+
+    @abstractmethod
+    def requeue_failed(self, queue: str, task_ids: Sequence[str]) -> list[str]:
+        """Queue failed tasks again with fresh attempts; returns the ids that were failed."""
+
+    @abstractmethod
+    def purge_failed(self, queue: str, task_ids: Sequence[str] | None) -> int:
+        """Delete failed tasks (all when `task_ids` is None); returns how many were deleted."""
+
+    @abstractmethod
+    def queues(self) -> list[str]:
+        """Names of the queues that hold or held tasks."""
+
+    @abstractmethod
+    def register_worker(self, consumer: str, info: Mapping[str, str], ttl: float) -> None:
+        """Record a live worker for `ttl` seconds, stamped with the backend's clock as "heartbeat"."""
+
+    @abstractmethod
+    def unregister_worker(self, consumer: str) -> None:
+        """Forget a worker that stopped."""
+
+    @abstractmethod
+    def workers(self) -> list[dict[str, str]]:
+        """The live workers' records, each with its "consumer" and "heartbeat" (backend time)."""
 
     @abstractmethod
     def set_max_concurrency(self, queue: str, limit: int | None) -> None:
@@ -147,6 +182,10 @@ class Backend(ABC):
     @abstractmethod
     def lock(self, name: str, lease: float) -> AbstractContextManager[object]:
         """A lock shared by everything using this backend, held under a renewable lease."""
+
+    def warnings(self) -> list[str]:
+        """Problems with the broker's set-up that risk losing tasks (checked at start-up)."""
+        return []
 
     def close(self) -> None:
         """Release connections."""

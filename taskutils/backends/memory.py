@@ -50,7 +50,7 @@ class _Queue:
     state: dict[str, str] = field(default_factory=dict)
     leases: dict[str, _Lease] = field(default_factory=dict)
     outcomes: dict[str, tuple[float, bytes]] = field(default_factory=dict)
-    failed: dict[str, bytes] = field(default_factory=dict)
+    failed: dict[str, tuple[float, _Entry, bytes]] = field(default_factory=dict)
     recurrent: dict[str, RecurrentRecord] = field(default_factory=dict)
     max_concurrency: int | None = None
 
@@ -64,6 +64,7 @@ class MemoryBackend(Backend):
         self._generation = 0  # bumped on every change a waiting consumer may care about
         self._seen: dict[str, int] = {}  # consumer -> generation at its last empty claim
         self._queues: dict[str, _Queue] = {}
+        self._workers: dict[str, tuple[float, dict[str, str]]] = {}
         self._ids = itertools.count(1)
 
     def _notify(self) -> None:
@@ -124,6 +125,9 @@ class MemoryBackend(Backend):
         for name, record in sorted(q.recurrent.items(), key=lambda item: item[1].next_run):
             if record.next_run > now:
                 continue
+            if record.stop is not None and record.next_run > record.stop:
+                del q.recurrent[name]
+                continue
             self._put(q, TOP, _Entry(f"{next(self._ids):012x}", record.body), None)
             upcoming = next_run(record.next_run, record.interval, now)
             repeats = record.repeats - 1 if record.repeats > 0 else record.repeats
@@ -144,12 +148,17 @@ class MemoryBackend(Backend):
         times += [held.deadline for held in q.leases.values()]
         return max(min(times) - now, 0.0) if times else None
 
-    def wait(self, queues: Sequence[str], consumer: str, timeout: float) -> None:
+    def wait(self, queues: Sequence[str], consumer: str, timeout: float) -> str | None:
         deadline = time.monotonic() + timeout
         with self._changed:
             seen = self._seen.pop(consumer, None)
             while seen == self._generation and time.monotonic() < deadline:
                 self._changed.wait(deadline - time.monotonic())
+        return None  # every waiting consumer sees every change: there is no token to pass on
+
+    def nudge(self, queue: str) -> None:
+        with self._changed:
+            self._notify()
 
     def interrupt(self, queues: Sequence[str], consumer: str) -> None:
         with self._changed:
@@ -197,8 +206,18 @@ class MemoryBackend(Backend):
         with self._changed:
             released = self._release(claim)
             if released:
-                released[0].failed[claim.task_id] = record
-                self._keep_outcome(released[0], claim.task_id, outcome, result_ttl)
+                q, held = released
+                q.failed[claim.task_id] = (held.level, held.entry, record)
+                self._keep_outcome(q, claim.task_id, outcome, result_ttl)
+            return released is not None
+
+    def release(self, claim: Claim) -> bool:
+        with self._changed:
+            released = self._release(claim)
+            if released:
+                q, held = released
+                q.ready.setdefault(held.level, deque()).appendleft(held.entry)
+                q.state[claim.task_id] = QUEUED
             return released is not None
 
     def _keep_outcome(self, q: _Queue, task_id: str, outcome: bytes, result_ttl: float) -> None:
@@ -223,7 +242,49 @@ class MemoryBackend(Backend):
 
     def failed(self, queue: str) -> dict[str, bytes]:
         with self._changed:
-            return dict(self._queue(queue).failed)
+            return {task_id: record for task_id, (_, _, record) in self._queue(queue).failed.items()}
+
+    def requeue_failed(self, queue: str, task_ids: Sequence[str]) -> list[str]:
+        with self._changed:
+            q, requeued = self._queue(queue), []
+            for task_id in task_ids:
+                if task_id in q.failed:
+                    level, entry, _ = q.failed.pop(task_id)
+                    q.outcomes.pop(task_id, None)
+                    self._put(q, level, _Entry(entry.task_id, entry.body), None)
+                    requeued.append(task_id)
+            self._notify()
+            return requeued
+
+    def purge_failed(self, queue: str, task_ids: Sequence[str] | None) -> int:
+        with self._changed:
+            q = self._queue(queue)
+            doomed = list(q.failed) if task_ids is None else [i for i in task_ids if i in q.failed]
+            for task_id in doomed:
+                del q.failed[task_id]
+            return len(doomed)
+
+    def queues(self) -> list[str]:
+        with self._changed:
+            return sorted(self._queues)
+
+    def register_worker(self, consumer: str, info: Mapping[str, str], ttl: float) -> None:
+        with self._changed:
+            now = self.now()
+            self._workers[consumer] = (now + ttl, dict(info, heartbeat=repr(now)))
+
+    def unregister_worker(self, consumer: str) -> None:
+        with self._changed:
+            self._workers.pop(consumer, None)
+
+    def workers(self) -> list[dict[str, str]]:
+        with self._changed:
+            now = self.now()
+            return [
+                dict(info, consumer=consumer)
+                for consumer, (expires, info) in sorted(self._workers.items())
+                if expires > now
+            ]
 
     def set_max_concurrency(self, queue: str, limit: int | None) -> None:
         with self._changed:

@@ -9,13 +9,17 @@ Keys of queue Q all start with "tu:{Q}:" (one hash tag, so one Cluster slot):
     leases         ZSET   running task ids, score = lease deadline (also the concurrency semaphore)
     inflight       HASH   running task id -> "<token>|<level>|<envelope>"
     result:<id>    STRING outcome record (msgpack), expires after result_ttl
-    failed         HASH   task id -> failure record (msgpack), kept until purged
+    failed         HASH   task id -> "<level>|<envelope>" of a task failed for good, kept until purged
+    failed_info    HASH   task id -> failure record (msgpack: reason, traceback, attempts, ...)
     config         HASH   max_concurrency
     rec            ZSET   recurrent schedule names, score = next run time
     rec:<name>     HASH   body, interval, repeats (-1: forever), stop ("" : never)
     idle, wake     ZSET of consumers blocked in wait(), LIST of wake tokens for them
     wake:<consumer> LIST  a token that interrupts one consumer's wait (when it stops)
     seq, fence     counters for task ids and lease tokens
+
+Outside the queues: "tu:workers" (ZSET consumer -> last heartbeat) and "tu:worker:<consumer>"
+(HASH host, pid, threads, queues, heartbeat; expires unless renewed).
 
 The envelope and every script are described in lua/_prelude.lua.
 """
@@ -28,6 +32,8 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import redis
 import redis.exceptions
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from ..errors import BackendUnavailable
 from .base import QUEUED, RUNNING, SCHEDULED, Backend, Claim, ClaimBatch, Counts, NewTask, RecurrentRecord
@@ -35,7 +41,11 @@ from .memory import TOP
 
 T = TypeVar("T")
 STATES = {b"s": SCHEDULED, b"q": QUEUED, b"r": RUNNING}
-SCRIPTS = ("enqueue", "claim", "renew", "finish", "retry", "counts", "schedule_recurrent")
+SCRIPTS = (
+    "enqueue", "claim", "renew", "finish", "retry", "release", "counts", "schedule_recurrent",
+    "requeue_failed", "register_worker",
+)
+WORKERS = "tu:"
 
 
 def prefix(queue: str) -> str:
@@ -62,11 +72,19 @@ class RedisBackend(Backend):
         self._scripts = {name: client.register_script(_script_source(name)) for name in SCRIPTS}
 
     @classmethod
-    def from_url(cls, url: str) -> "RedisBackend":
-        """A backend on its own connection pools: one for commands, one for blocking waits."""
-        options: dict[str, Any] = {"health_check_interval": 30, "socket_keepalive": True}
-        client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5, **options)
-        blocking = redis.Redis.from_url(url, socket_timeout=None, socket_connect_timeout=5, **options)
+    def from_url(cls, url: str, broker_timeout: float = 10.0) -> "RedisBackend":
+        """A backend on its own connection pools: one for commands, one for blocking waits.
+
+        Through an outage, each call retries with backoff for about `broker_timeout` seconds,
+        then raises BackendUnavailable."""
+        options: dict[str, Any] = {
+            "health_check_interval": 30,
+            "socket_keepalive": True,
+            "socket_connect_timeout": min(2.0, broker_timeout),
+            "retry": outage_retry(broker_timeout),
+        }
+        client = redis.Redis.from_url(url, socket_timeout=min(5.0, broker_timeout), **options)
+        blocking = redis.Redis.from_url(url, socket_timeout=None, **options)
         return cls(client, blocking)
 
     def _run(self, name: str, queue: str, args: Sequence[Any]) -> Any:
@@ -88,10 +106,16 @@ class RedisBackend(Backend):
         claims = [parse_envelope(queue, reply[i], reply[i + 1]) for i in range(1, len(reply), 2)]
         return ClaimBatch(claims, None if next_due < 0 else next_due)
 
-    def wait(self, queues: Sequence[str], consumer: str, timeout: float) -> None:
-        keys = [prefix(q) + "wake" for q in queues] + [prefix(queues[0]) + "wake:" + consumer]
-        if timeout > 0:
-            _mapped(lambda: self._blocking.blpop(keys, timeout=timeout))
+    def wait(self, queues: Sequence[str], consumer: str, timeout: float) -> str | None:
+        own = prefix(queues[0]) + "wake:" + consumer
+        wake_keys = {prefix(q) + "wake": q for q in queues}
+        if timeout <= 0:
+            return None
+        popped = _mapped(lambda: self._blocking.blpop([*wake_keys, own], timeout=timeout))
+        return wake_keys.get(popped[0].decode()) if popped else None
+
+    def nudge(self, queue: str) -> None:
+        _mapped(lambda: self.client.rpush(prefix(queue) + "wake", 1))
 
     def interrupt(self, queues: Sequence[str], consumer: str) -> None:
         key = prefix(queues[0]) + "wake:" + consumer
@@ -129,8 +153,67 @@ class RedisBackend(Backend):
     def counts(self, queue: str) -> Counts:
         return Counts(*self._run("counts", queue, []))
 
+    def release(self, claim: Claim) -> bool:
+        return bool(self._run("release", claim.queue, [claim.task_id, claim.token]))
+
     def failed(self, queue: str) -> dict[str, bytes]:
-        return {key.decode(): value for key, value in _mapped(lambda: self.client.hgetall(prefix(queue) + "failed")).items()}
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hkeys(prefix(queue) + "failed")
+        pipe.hgetall(prefix(queue) + "failed_info")
+        ids, info = _mapped(pipe.execute)
+        return {task_id.decode(): info.get(task_id, b"") for task_id in ids}
+
+    def requeue_failed(self, queue: str, task_ids: Sequence[str]) -> list[str]:
+        return [task_id.decode() for task_id in self._run("requeue_failed", queue, list(task_ids))] if task_ids else []
+
+    def purge_failed(self, queue: str, task_ids: Sequence[str] | None) -> int:
+        failed, info = prefix(queue) + "failed", prefix(queue) + "failed_info"
+        pipe = self.client.pipeline(transaction=True)
+        if task_ids is None:
+            pipe.hlen(failed)
+            pipe.delete(failed, info)
+        elif task_ids:
+            pipe.hdel(failed, *task_ids)
+            pipe.hdel(info, *task_ids)
+        return int(_mapped(pipe.execute)[0]) if task_ids is None or task_ids else 0
+
+    def queues(self) -> list[str]:
+        names = {key.decode()[4:-5] for key in _mapped(lambda: list(self.client.scan_iter("tu:{*}:seq", count=1000)))}
+        return sorted(names)
+
+    def register_worker(self, consumer: str, info: Mapping[str, str], ttl: float) -> None:
+        fields = [item for pair in info.items() for item in pair]
+        _mapped(lambda: self._scripts["register_worker"](keys=[WORKERS], args=[consumer, repr(ttl), *fields]))
+
+    def unregister_worker(self, consumer: str) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(WORKERS + "worker:" + consumer)
+        pipe.zrem(WORKERS + "workers", consumer)
+        _mapped(pipe.execute)
+
+    def workers(self) -> list[dict[str, str]]:
+        consumers = [c.decode() for c in _mapped(lambda: self.client.zrange(WORKERS + "workers", 0, -1))]
+        pipe = self.client.pipeline(transaction=False)
+        for consumer in consumers:
+            pipe.hgetall(WORKERS + "worker:" + consumer)
+        found, gone = [], []
+        for consumer, fields in zip(consumers, _mapped(pipe.execute) if consumers else []):
+            if fields:
+                found.append({k.decode(): v.decode() for k, v in fields.items()} | {"consumer": consumer})
+            else:
+                gone.append(consumer)
+        if gone:
+            _mapped(lambda: self.client.zrem(WORKERS + "workers", *gone))
+        return found
+
+    def warnings(self) -> list[str]:
+        try:
+            policy = _mapped(lambda: self.client.config_get("maxmemory-policy")).get("maxmemory-policy")
+        except redis.exceptions.ResponseError:
+            return []  # CONFIG is not allowed for this user: nothing to check
+        if policy and policy != "noeviction":
+            return [f"Redis maxmemory-policy is {policy!r}: under memory pressure Redis may evict tasks; set it to 'noeviction'"]
+        return []
 
     def set_max_concurrency(self, queue: str, limit: int | None) -> None:
         key = prefix(queue) + "config"
@@ -171,6 +254,16 @@ class RedisBackend(Backend):
     def close(self) -> None:
         for client in {id(self.client): self.client, id(self._blocking): self._blocking}.values():
             client.close()
+
+
+def outage_retry(timeout: float) -> Retry:
+    """redis-py's Retry: backoff from 50 ms doubling to 1 s, for about `timeout` seconds in all."""
+    backoff = ExponentialBackoff(cap=1.0, base=0.05)
+    retries, total = 0, 0.0
+    while total < timeout:
+        retries += 1
+        total += backoff.compute(retries)
+    return Retry(backoff, retries)
 
 
 def _script_source(name: str) -> str:

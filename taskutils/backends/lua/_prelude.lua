@@ -7,6 +7,10 @@
 --   level      = the priority as a decimal integer, or "max" for recurrent runs
 --   scheduled  = ZSET member <level> "|" <envelope>, score = due time
 --   inflight   = HASH field <id>, value <token> "|" <level> "|" <envelope>
+--   failed     = HASH field <id>, value <level> "|" <envelope> (failed_info holds the reason)
+-- Anything else found in these keys (garbage written by hand or by a bug) is wrapped as the
+-- body of a new, well-formed envelope: a worker then fails it with a reason, and nothing
+-- here raises on it.
 local P = KEYS[1]
 
 local function clock()
@@ -14,28 +18,48 @@ local function clock()
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
 
--- the first n "|"-separated fields of s, then the rest as field n + 1
-local function split(s, n)
-  local parts, pos = {}, 1
-  for i = 1, n do
-    local bar = string.find(s, '|', pos, true)
-    parts[i] = string.sub(s, pos, bar - 1)
-    pos = bar + 1
-  end
-  parts[n + 1] = string.sub(s, pos)
-  return parts
-end
-
 local function new_id()
   return string.format('%012x', redis.call('INCR', P .. 'seq'))
 end
 
-local function push_ready(level, envelope)
-  local score = '-inf'
-  if level ~= 'max' then score = -tonumber(level) end
-  redis.call('RPUSH', P .. 'ready:' .. level, envelope)
-  redis.call('ZADD', P .. 'prios', score, level)
-  redis.call('HSET', P .. 'state', string.sub(envelope, 1, 12), 'q')
+local function checked(envelope)
+  if string.find(envelope, '^%x%x%x%x%x%x%x%x%x%x%x%x|%d+|%d+|') then return envelope end
+  return new_id() .. '|0|0|' .. envelope
+end
+
+local function valid_level(level)
+  return level == 'max' or string.find(level, '^-?%d+$') ~= nil
+end
+
+-- "<level>|<envelope>" (a scheduled member or a failed entry) -> level, checked envelope
+local function level_and_envelope(text)
+  local bar = string.find(text, '|', 1, true)
+  if bar and valid_level(string.sub(text, 1, bar - 1)) then
+    return string.sub(text, 1, bar - 1), checked(string.sub(text, bar + 1))
+  end
+  return '0', checked(text)
+end
+
+-- a checked envelope -> id, failures, crashes, body
+local function envelope_fields(envelope)
+  local second = string.find(envelope, '|', 14, true)
+  local third = string.find(envelope, '|', second + 1, true)
+  return string.sub(envelope, 1, 12), tonumber(string.sub(envelope, 14, second - 1)),
+    tonumber(string.sub(envelope, second + 1, third - 1)), string.sub(envelope, third + 1)
+end
+
+local function envelope_of(id, failures, crashes, body)
+  return id .. '|' .. failures .. '|' .. crashes .. '|' .. body
+end
+
+-- an inflight value -> token, level, checked envelope
+local function inflight_fields(held)
+  local bar = string.find(held, '|', 1, true)
+  if bar then
+    local level, envelope = level_and_envelope(string.sub(held, bar + 1))
+    return string.sub(held, 1, bar - 1), level, envelope
+  end
+  return '', '0', checked(held)
 end
 
 -- give up to n consumers blocked in wait() a wake token
@@ -47,6 +71,15 @@ local function wake(n, now)
   end
 end
 
+-- make a task ready at the back of its level (or at the front, to run next)
+local function push_ready(level, envelope, front)
+  local score = '-inf'
+  if level ~= 'max' then score = -tonumber(level) end
+  redis.call(front and 'LPUSH' or 'RPUSH', P .. 'ready:' .. level, envelope)
+  redis.call('ZADD', P .. 'prios', score, level)
+  redis.call('HSET', P .. 'state', string.sub(envelope, 1, 12), 'q')
+end
+
 -- delay a task; if it is now the first due, wake one idle consumer so it waits for the right time
 local function schedule(level, envelope, due, now)
   local first = redis.call('ZRANGE', P .. 'scheduled', 0, 0, 'WITHSCORES')[2]
@@ -55,14 +88,14 @@ local function schedule(level, envelope, due, now)
   if not first or due < tonumber(first) then wake(1, now) end
 end
 
--- release the lease of id if token still holds it; returns the inflight fields or nil
+-- release the lease of id if token still holds it; returns its level and envelope, or nil
 local function release(id, token)
   local held = redis.call('HGET', P .. 'inflight', id)
   if not held then return nil end
-  local fields = split(held, 2)
-  if fields[1] ~= token then return nil end
+  local held_token, level, envelope = inflight_fields(held)
+  if held_token ~= token then return nil end
   redis.call('HDEL', P .. 'inflight', id)
   redis.call('ZREM', P .. 'leases', id)
   redis.call('HDEL', P .. 'state', id)
-  return fields
+  return level, envelope
 end

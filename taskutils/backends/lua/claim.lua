@@ -13,8 +13,7 @@ redis.call('ZREM', P .. 'idle', consumer)
 local due = redis.call('ZRANGEBYSCORE', P .. 'scheduled', '-inf', now, 'LIMIT', 0, 1000)
 local promoted = #due
 for _, member in ipairs(due) do
-  local fields = split(member, 1)
-  push_ready(fields[1], fields[2])
+  push_ready(level_and_envelope(member))
   redis.call('ZREM', P .. 'scheduled', member)
 end
 
@@ -24,13 +23,22 @@ for i = 1, #fired, 2 do
   local name, at = fired[i], tonumber(fired[i + 1])
   local key = P .. 'rec:' .. name
   local spec = redis.call('HMGET', key, 'body', 'interval', 'repeats', 'stop')
+  local stop = tonumber(spec[4] or '')
+  if spec[1] and stop and at > stop then
+    spec[1] = false -- a run past the schedule's stop: the schedule just ends
+  end
   if spec[1] then
-    push_ready('max', new_id() .. '|0|0|' .. spec[1])
+    push_ready('max', envelope_of(new_id(), 0, 0, spec[1]))
     promoted = promoted + 1
-    local interval, repeats = tonumber(spec[2]), tonumber(spec[3])
-    local upcoming = at + interval * (math.floor((now - at) / interval) + 1)
+    local interval, repeats = tonumber(spec[2]), tonumber(spec[3]) or 1
+    local upcoming = at
+    if interval and interval > 0 then
+      upcoming = at + interval * (math.floor((now - at) / interval) + 1)
+    else
+      repeats = 1 -- a schedule with no valid interval runs once, then ends
+    end
     if repeats > 0 then repeats = repeats - 1 end
-    if repeats == 0 or (spec[4] ~= '' and upcoming > tonumber(spec[4])) then
+    if repeats == 0 or (stop and upcoming > stop) then
       redis.call('DEL', key)
       redis.call('ZREM', P .. 'rec', name)
     else
@@ -38,6 +46,7 @@ for i = 1, #fired, 2 do
       redis.call('ZADD', P .. 'rec', upcoming, name)
     end
   else
+    redis.call('DEL', key)
     redis.call('ZREM', P .. 'rec', name)
   end
 end
@@ -48,9 +57,9 @@ for _, id in ipairs(expired) do
   local held = redis.call('HGET', P .. 'inflight', id)
   redis.call('ZREM', P .. 'leases', id)
   if held then
-    local fields = split(held, 2)
-    local task = split(fields[3], 3)
-    push_ready(fields[2], task[1] .. '|' .. task[2] .. '|' .. (tonumber(task[3]) + 1) .. '|' .. task[4])
+    local _, level, envelope = inflight_fields(held)
+    local task_id, failures, crashes, body = envelope_fields(envelope)
+    push_ready(level, envelope_of(task_id, failures, crashes + 1, body))
     promoted = promoted + 1
     redis.call('HDEL', P .. 'inflight', id)
   end
@@ -66,10 +75,12 @@ local out = {'-1'}
 while limit > 0 do
   local top = redis.call('ZRANGE', P .. 'prios', 0, 0)[1]
   if not top then break end
+  if not valid_level(top) then top = '0' end
   local key = P .. 'ready:' .. top
   local items = redis.call('LPOP', key, limit)
   if items then
-    for _, envelope in ipairs(items) do
+    for _, item in ipairs(items) do
+      local envelope = checked(item)
       local id = string.sub(envelope, 1, 12)
       local token = string.format('%d', redis.call('INCR', P .. 'fence'))
       redis.call('ZADD', P .. 'leases', now + lease, id)

@@ -7,7 +7,7 @@ local deadline = clock() + tonumber(ARGV[1])
 local lost = {}
 for i = 2, #ARGV, 2 do
   local held = redis.call('HGET', P .. 'inflight', ARGV[i])
-  if held and split(held, 1)[1] == ARGV[i + 1] then
+  if held and inflight_fields(held) == ARGV[i + 1] then
     redis.call('ZADD', P .. 'leases', 'XX', deadline, ARGV[i])
   else
     lost[#lost + 1] = ARGV[i]

@@ -4,15 +4,15 @@
 -- ARGV[2] - token of the claim
 -- ARGV[3] - delay seconds
 -- returns   1, or 0 if the lease was no longer held (nothing changed)
-local fields = release(ARGV[1], ARGV[2])
-if not fields then return 0 end
-local task = split(fields[3], 3)
-local envelope = task[1] .. '|' .. (tonumber(task[2]) + 1) .. '|' .. task[3] .. '|' .. task[4]
+local level, held = release(ARGV[1], ARGV[2])
+if not level then return 0 end
+local id, failures, crashes, body = envelope_fields(held)
+local envelope = envelope_of(id, failures + 1, crashes, body)
 local now, delay = clock(), tonumber(ARGV[3])
 if delay > 0 then
-  schedule(fields[2], envelope, now + delay, now)
+  schedule(level, envelope, now + delay, now)
 else
-  push_ready(fields[2], envelope)
+  push_ready(level, envelope)
   wake(1, now)
 end
 return 1

@@ -1,0 +1,81 @@
+"""The `taskutils` command: fleet status and the failed store, for operators."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime
+from typing import Sequence
+
+from .admin import failed_tasks, fleet_status, purge_failed, requeue_failed
+from .backends.redis import RedisBackend
+from .config import DEFAULT_REDIS_URL, Settings
+from .errors import BackendUnavailable
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="taskutils", description="Inspect and operate taskutils queues on Redis.")
+    parser.add_argument("--redis-url", help=f"Redis URL (TASKUTILS_REDIS_URL, default {DEFAULT_REDIS_URL})")
+    commands = parser.add_subparsers(dest="command", required=True)
+    status = commands.add_parser("status", help="per queue: scheduled, queued, running, failed; and the live workers")
+    status.add_argument("--queue", action="append", help="only this queue (repeatable); default: every queue")
+    failed = commands.add_parser("failed", help="the failed store of a queue")
+    failed.add_argument("action", choices=["list", "requeue", "purge"])
+    failed.add_argument("ids", nargs="*", help="task ids (requeue and purge need ids or --all)")
+    failed.add_argument("--queue", default="default")
+    failed.add_argument("--all", action="store_true", help="requeue or purge every failed task of the queue")
+    failed.add_argument("--traceback", action="store_true", help="list: print each full traceback")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings = Settings.build(redis_url=args.redis_url)
+    backend = RedisBackend.from_url(settings.redis_url or DEFAULT_REDIS_URL, settings.broker_timeout)
+    try:
+        if args.command == "status":
+            print_status(backend, args.queue)
+            return 0
+        return run_failed(backend, args)
+    except BackendUnavailable as exc:
+        print(f"taskutils: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        backend.close()
+
+
+def print_status(backend: RedisBackend, queues: list[str] | None) -> None:
+    status = fleet_status(backend, queues)
+    print(f"{'queue':<24} {'scheduled':>9} {'queued':>9} {'running':>9} {'failed':>9}")
+    for name, counts in status.queues.items():
+        print(f"{name:<24} {counts.scheduled:>9} {counts.queued:>9} {counts.running:>9} {counts.failed:>9}")
+    print(f"\n{len(status.workers)} live worker(s)")
+    for worker in status.workers:
+        age = status.now - float(worker.get("heartbeat", status.now))
+        print(
+            f"  {worker.get('host', '?')} pid {worker.get('pid', '?')}: {worker.get('threads', '?')} threads, "
+            f"queues {worker.get('queues', '?')}, {worker.get('running', '?')} running, last heartbeat {age:.1f}s ago"
+        )
+
+
+def run_failed(backend: RedisBackend, args: argparse.Namespace) -> int:
+    if args.action == "list":
+        for task in failed_tasks(backend, args.queue):
+            when = datetime.fromtimestamp(task.failed_at).isoformat(timespec="seconds") if task.failed_at else "?"
+            print(f"{task.id}  {task.ref or '?'}  {when}  attempts={task.failures} crashes={task.crashes}  {task.reason}")
+            if args.traceback:
+                print("    " + task.error.rstrip().replace("\n", "\n    "))
+        return 0
+    if not args.ids and not args.all:
+        print(f"taskutils failed {args.action}: give task ids, or --all", file=sys.stderr)
+        return 2
+    ids = None if args.all else args.ids
+    if args.action == "requeue":
+        print(f"requeued {len(requeue_failed(backend, args.queue, ids))} task(s)")
+    else:
+        print(f"purged {purge_failed(backend, args.queue, ids)} task(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

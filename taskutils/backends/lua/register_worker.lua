@@ -1,0 +1,12 @@
+-- Record a live worker, stamped with the server's clock; its heartbeat calls this again.
+-- KEYS[1] - "tu:" (workers are not per queue)
+-- ARGV[1] - consumer id
+-- ARGV[2] - seconds the record lives unless renewed
+-- ARGV    - then pairs: field, value (host, pid, threads, queues, ...)
+-- returns   1
+local key, now = P .. 'worker:' .. ARGV[1], clock()
+redis.call('DEL', key)
+redis.call('HSET', key, 'heartbeat', tostring(now), unpack(ARGV, 3))
+redis.call('PEXPIRE', key, math.ceil(tonumber(ARGV[2]) * 1000))
+redis.call('ZADD', P .. 'workers', now, ARGV[1])
+return 1

@@ -1,0 +1,81 @@
+"""Failed store, quarantine, hand-back and limits, on every backend."""
+
+from __future__ import annotations
+
+import pytest
+
+from taskutils import PayloadError, Task, TaskHandler
+from taskutils.backends.base import NewTask
+
+from . import jobs
+from .conftest import wait_for
+
+
+def test_failed_store_lists_requeues_and_purges(make_handler, key):
+    handler = make_handler()
+    first = handler.enqueue_task(Task(jobs.fail_times, (key, 1)))
+    second = handler.enqueue_task(Task(jobs.boom, ("never",)))
+    for ref in (first, second):
+        wait_for(lambda: ref.status() == "failed", what="failure")
+    listed = {task.id: task for task in handler.failed_tasks()}
+    assert set(listed) == {first.id, second.id}
+    assert listed[second.id].reason == "ValueError: never" and listed[second.id].ref == "tests.jobs:boom"
+    assert "Traceback" in listed[second.id].error and listed[second.id].failures == 1
+    assert handler.requeue_failed([first.id]) == [first.id]
+    assert first.result(timeout=10) == 2
+    assert [task.id for task in handler.failed_tasks()] == [second.id]
+    assert handler.purge_failed() == 1 and handler.failed_tasks() == []
+
+
+def test_crashing_task_is_quarantined(backend):
+    body = Task(jobs.add, (1, 1)).encode()
+    backend.enqueue("default", [NewTask(body)])
+    for _ in range(3):  # three workers claim it and die: each lease expires
+        wait_for(lambda: backend.claim("default", "dying", 1, 0.05).claims, what="(re)delivery")
+    handler = TaskHandler(backend=backend, sleep_seconds=0.2)
+    try:
+        wait_for(lambda: handler.failed_tasks(), what="quarantine")
+        (task,) = handler.failed_tasks()
+        assert task.reason == "quarantined: crashed its worker 3 times (max_crashes=3)"
+    finally:
+        handler.close(timeout=10)
+
+
+def test_arguments_that_do_not_fit_fail_at_once(make_handler):
+    ref = make_handler().enqueue_task(Task(jobs.takes_one, (1, 2), repeats_on_failure=5))
+    wait_for(lambda: ref.status() == "failed", what="failure")
+    (task,) = make_handler(max_num_threads=0).failed_tasks()
+    assert task.failures == 1 and "arguments do not fit tests.jobs:takes_one(a)" in task.error
+
+
+def test_oversized_payload_is_refused_at_enqueue(make_handler, backend):
+    handler = make_handler(max_num_threads=0, max_payload=1000)
+    with pytest.raises(PayloadError, match="over max_payload=1000"):
+        handler.enqueue_task(Task(jobs.echo, ("x" * 2000,)))
+    assert backend.counts("default").pending == 0
+
+
+def test_oversized_payload_found_in_the_queue_fails(make_handler, backend):
+    backend.enqueue("default", [NewTask(Task(jobs.echo, ("x" * 2000,)).encode())])
+    make_handler(max_payload=1000)
+    wait_for(lambda: backend.counts("default").failed == 1, what="failure")
+    (record,) = make_handler(max_num_threads=0).failed_tasks()
+    assert "over max_payload=1000" in record.error
+
+
+def test_close_hands_unfinished_tasks_back_at_once(make_handler, backend):
+    handler = make_handler(max_num_threads=1)
+    ref = handler.enqueue_task(Task(jobs.sleep_for, (1.0,)))
+    wait_for(lambda: ref.status() == "running", what="running")
+    assert handler.close(timeout=0.1) is False
+    assert ref.status() == "queued" and backend.counts("default").running == 0
+    assert make_handler(allow=["tests"]).enqueue_task(Task(jobs.add, (1, 1))).result(timeout=10) == 2
+    assert ref.result(timeout=10) == 1.0
+
+
+def test_live_workers_are_registered(make_handler, backend):
+    handler = make_handler(max_num_threads=2)
+    (worker,) = backend.workers()
+    assert worker["threads"] == "2" and worker["queues"] == "default" and worker["consumer"] == handler._worker.consumer
+    handler.close(timeout=10)
+    assert backend.workers() == []
