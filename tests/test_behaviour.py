@@ -156,7 +156,7 @@ def test_max_concurrency_caps_running_tasks(make_handler, key):
 
 def test_cap_is_shared_by_handlers_on_one_backend(make_handler, key):
     first = make_handler(max_num_threads=4, max_concurrency=3)
-    make_handler(own_client=True, max_num_threads=4)
+    make_handler(own_client=True, max_num_threads=4, allow=["tests"])
     first.enqueue_tasks([Task(jobs.probe, (key, 0.05)) for _ in range(16)])
     assert first.join(timeout=20)
     assert jobs.peaks[key] == 3
