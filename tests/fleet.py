@@ -24,11 +24,17 @@ def worker_command() -> str:
 class WorkerProcess:
     """One taskutils-worker; its log goes to a file the test can read."""
 
-    def __init__(self, redis_url: str, *args: str, env: dict[str, str] | None = None):
+    def __init__(self, redis_url: str, *args: str, env: dict[str, str] | None = None, record_url: str | None = None,
+                 python_prelude: str | None = None):
         self.log_path = Path(tempfile.mkstemp(prefix="taskutils-worker-", suffix=".log")[1])
         env = {k: v for k, v in os.environ.items() if k != "TASKUTILS_REDIS_URL"} | (env or {})
-        env |= {"TASKUTILS_TEST_RECORD_URL": redis_url, "PYTHONPATH": str(ROOT)}
-        command = [worker_command(), "--redis-url", redis_url, *(args or ("--import", "tests.fleet_tasks"))]
+        env |= {"TASKUTILS_TEST_RECORD_URL": record_url or redis_url, "PYTHONPATH": str(ROOT)}
+        arguments = ["--redis-url", redis_url, *(args or ("--import", "tests.fleet_tasks"))]
+        if python_prelude:  # run the worker's own main() after some test set-up (e.g. a shifted clock)
+            script = f"{python_prelude}\nimport sys\nfrom taskutils.cli import main\nsys.exit(main({arguments!r}))"
+            command = [sys.executable, "-c", script]
+        else:
+            command = [worker_command(), *arguments]
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         self.wait_for_log("started")
@@ -51,6 +57,13 @@ class WorkerProcess:
 
     def wait(self, timeout: float = 30) -> int:
         return self.process.wait(timeout)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
 
     def kill(self) -> None:
         if self.process.poll() is None:

@@ -55,3 +55,27 @@ def slow(key, seconds):
     time.sleep(seconds)
     _client().rpush(key + ":ends", os.getpid())
     return os.getpid()
+
+
+def chaos(key, n, seconds):
+    """A chaos-test task: records its start and its finished span, then counts its completion."""
+    client = _client()
+    started = time.time()
+    client.rpush(key + ":starts", f"{n}|{os.getpid()}|{started}")
+    time.sleep(seconds)
+    pipe = client.pipeline(transaction=False)
+    pipe.rpush(key + ":spans", f"{n}|{os.getpid()}|{started}|{time.time()}")
+    pipe.hincrby(key + ":done", str(n), 1)
+    pipe.execute()
+
+
+def die(key):
+    """A poison task: it kills the worker running it."""
+    _client().rpush(key + ":starts", os.getpid())
+    os._exit(1)
+
+
+def stamp(key):
+    """Record the Redis server's time at the run."""
+    seconds, micros = _client().time()
+    _client().rpush(key, repr(seconds + micros / 1e6))

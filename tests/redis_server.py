@@ -1,9 +1,10 @@
-"""Start and stop throwaway redis-server processes on free loopback ports, for tests and benches."""
+"""Start, stop and kill throwaway redis-server processes on free loopback ports, for tests and benches."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -37,41 +38,86 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class RedisServer:
-    """One redis-server this test owns: it can be stopped and started again on the same port."""
+def make_certificate(folder: str) -> tuple[str, str]:
+    """A throwaway self-signed certificate for 127.0.0.1: (cert path, key path)."""
+    cert, key = os.path.join(folder, "cert.pem"), os.path.join(folder, "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )
+    return cert, key
 
-    def __init__(self, *extra_args: str):
+
+class RedisServer:
+    """One redis-server a test owns: it can be stopped, killed and started again on the same port and data."""
+
+    def __init__(self, *extra_args: str, password: str | None = None, tls: bool = False, persist: str | None = None):
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="taskutils-redis-")
-        self.extra_args = extra_args
+        self.password = password
+        self.tls = tls
+        args = ["--appendonly", "no"] if persist is None else ["--appendonly", "yes", "--appendfsync", persist]
+        if password:
+            args += ["--requirepass", password]
+        if tls:
+            self.cert, key = make_certificate(self.dir)
+            args += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", self.cert, "--tls-key-file", key,
+                     "--tls-ca-cert-file", self.cert, "--tls-auth-clients", "no"]
+        else:
+            args += ["--port", str(self.port)]
+        self.args = [*args, *extra_args]
         self.process: subprocess.Popen[bytes] | None = None
+
+    def url_for(self, user: str | None = None, password: str | None = None) -> str:
+        credentials = f"{user or ''}:{password}@" if password else ""
+        if self.tls:
+            return f"rediss://{credentials}127.0.0.1:{self.port}/0?ssl_cert_reqs=required&ssl_ca_certs={self.cert}"
+        return f"redis://{credentials}127.0.0.1:{self.port}/0"
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return self.url_for(password=self.password)
 
     def start(self) -> "RedisServer":
         command = [
-            redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", self.dir, "--logfile", os.path.join(self.dir, "redis.log"),
-            *self.extra_args,
+            redis_server_binary(), "--bind", "127.0.0.1", "--save", "", "--dir", self.dir,
+            "--logfile", os.path.join(self.dir, "redis.log"), *self.args,
         ]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port)
+        client = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                return self
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise RuntimeError(f"redis-server did not start: {command}") from None
-                time.sleep(0.02)
-            finally:
-                client.close()
+        try:
+            while True:
+                try:
+                    client.ping()
+                    return self
+                except (redis.ConnectionError, redis.BusyLoadingError):
+                    if time.monotonic() > deadline or self.process.poll() is not None:
+                        raise RuntimeError(f"redis-server did not start: {command}") from None
+                    time.sleep(0.02)
+        finally:
+            client.close()
 
     def stop(self) -> None:
+        """A clean shutdown (SIGTERM): Redis writes what it has."""
+        self._end(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """A crash (SIGKILL): Redis gets no chance to write anything more."""
+        self._end(signal.SIGKILL)
+
+    def _end(self, signum: int) -> None:
         if self.process and self.process.poll() is None:
-            self.process.terminate()
+            self.process.send_signal(signum)
             self.process.wait(10)
         self.process = None
+
+
+def supports_tls() -> bool:
+    """Whether this redis-server was built with TLS (and openssl is here to make a certificate)."""
+    if not shutil.which("openssl"):
+        return False
+    # Redis stops at the first directive it does not know: tls-port if built without TLS, else the next one.
+    done = subprocess.run([redis_server_binary(), "--tls-port", "0", "--not-a-directive", "1"], capture_output=True, text=True)
+    return "not-a-directive" in done.stdout + done.stderr

@@ -139,7 +139,8 @@ class MemoryBackend(Backend):
             if held.deadline <= now:
                 del q.leases[task_id]
                 held.entry.crashes += 1
-                self._put(q, held.level, held.entry, None)
+                q.ready.setdefault(held.level, deque()).appendleft(held.entry)
+                q.state[task_id] = QUEUED
 
     @staticmethod
     def _next_due(q: _Queue, now: float) -> float | None:

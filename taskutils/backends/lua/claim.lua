@@ -51,7 +51,8 @@ for i = 1, #fired, 2 do
   end
 end
 
--- leases that expired: their worker died or stalled; the task goes back with one more crash
+-- leases that expired: their worker died or stalled; the task goes back to the front of its
+-- level (it was already due) with one more crash
 local expired = redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', now, 'LIMIT', 0, 1000)
 for _, id in ipairs(expired) do
   local held = redis.call('HGET', P .. 'inflight', id)
@@ -59,7 +60,7 @@ for _, id in ipairs(expired) do
   if held then
     local _, level, envelope = inflight_fields(held)
     local task_id, failures, crashes, body = envelope_fields(envelope)
-    push_ready(level, envelope_of(task_id, failures, crashes + 1, body))
+    push_ready(level, envelope_of(task_id, failures, crashes + 1, body), true)
     promoted = promoted + 1
     redis.call('HDEL', P .. 'inflight', id)
   end
