@@ -11,7 +11,6 @@ from typing import Any, Callable
 from .backends.base import Backend, Claim
 from .config import Settings
 from .errors import BackendUnavailable
-from .outage import OutageLog
 from .task import TaskBody, pack, pack_checked, resolve
 
 log = logging.getLogger("taskutils.worker")
@@ -32,9 +31,9 @@ def outcome_failed(error: str) -> bytes:
 class TaskRunner:
     """The rules for one claimed task; the backend only stores what they decide."""
 
-    def __init__(self, backend: Backend, settings: Settings, allowed: Callable[[str], bool], consumer: str, outage: OutageLog):
+    def __init__(self, backend: Backend, settings: Settings, allowed: Callable[[str], bool], consumer: str):
         self.backend, self.settings, self.allowed = backend, settings, allowed
-        self.consumer, self.outage = consumer, outage
+        self.consumer = consumer
 
     def execute(self, claim: Claim) -> None:
         """Run one claimed task and record its outcome."""
@@ -111,9 +110,7 @@ class TaskRunner:
         while True:
             try:
                 applied = transition()
-                self.outage.succeeded()
-            except BackendUnavailable as exc:
-                self.outage.failed(exc)
+            except BackendUnavailable:  # the backend has logged the outage once
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)

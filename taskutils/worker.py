@@ -20,7 +20,6 @@ from typing import Callable, Iterable
 from .backends.base import Backend, Claim
 from .config import Settings
 from .errors import BackendUnavailable
-from .outage import OutageLog
 from .runner import TaskRunner
 
 log = logging.getLogger("taskutils.worker")
@@ -46,8 +45,7 @@ class Worker:
         self.backend = backend
         self.settings = settings
         self.consumer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.outage = OutageLog(log)
-        self.runner = TaskRunner(backend, settings, allowed, self.consumer, self.outage)
+        self.runner = TaskRunner(backend, settings, allowed, self.consumer)
         self._inbox: queue_module.SimpleQueue[Claim | None] = queue_module.SimpleQueue()
         self._running: dict[tuple[str, str], Claim] = {}
         self._state = threading.Condition()
@@ -145,9 +143,8 @@ class Worker:
         while not self._stopping.is_set():
             try:
                 self.dispatch_once()
-                self.outage.succeeded()
-            except BackendUnavailable as exc:
-                self.outage.failed(exc)
+            except BackendUnavailable as exc:  # the backend has logged the outage once
+                log.debug("claim failed: %s", exc)
                 self._stopping.wait(min(1.0, self.settings.sleep_seconds))
             except Exception:
                 log.exception("dispatcher error; going on")
@@ -215,9 +212,8 @@ class Worker:
         while not self._idle.wait(period):
             try:
                 self.heartbeat()
-                self.outage.succeeded()
-            except BackendUnavailable as exc:
-                self.outage.failed(exc)
+            except BackendUnavailable as exc:  # the backend has logged the outage once
+                log.debug("heartbeat failed: %s", exc)
             except Exception:
                 log.exception("heartbeat error; going on")
 

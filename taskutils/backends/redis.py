@@ -26,6 +26,8 @@ The envelope and every script are described in lua/_prelude.lua.
 
 from __future__ import annotations
 
+import copy
+import logging
 import socket
 from importlib import resources
 from typing import Any, Callable, Mapping, Sequence, TypeVar
@@ -36,10 +38,12 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from ..errors import BackendUnavailable
+from ..outage import OutageLog
 from .base import QUEUED, RUNNING, SCHEDULED, Backend, Claim, ClaimBatch, Counts, NewTask, RecurrentRecord
 from .memory import TOP
 
 T = TypeVar("T")
+log = logging.getLogger("taskutils.redis")
 STATES = {b"s": SCHEDULED, b"q": QUEUED, b"r": RUNNING}
 SCRIPTS = (
     "enqueue", "claim", "renew", "finish", "retry", "release", "counts", "schedule_recurrent",
@@ -81,7 +85,7 @@ class RedisBackend(Backend):
             "health_check_interval": 30,
             "socket_keepalive": True,
             "socket_connect_timeout": min(2.0, broker_timeout),
-            "retry": outage_retry(broker_timeout),
+            "retry": outage_retry(broker_timeout, OutageLog(log)),
         }
         client = redis.Redis.from_url(url, socket_timeout=min(5.0, broker_timeout), **options)
         blocking = redis.Redis.from_url(url, socket_timeout=None, **options)
@@ -256,14 +260,38 @@ class RedisBackend(Backend):
             client.close()
 
 
-def outage_retry(timeout: float) -> Retry:
-    """redis-py's Retry: backoff from 50 ms doubling to 1 s, for about `timeout` seconds in all."""
+class ReportingRetry(Retry):
+    """redis-py's Retry, telling an OutageLog when calls fail and when they work again."""
+
+    def __init__(self, backoff: ExponentialBackoff, retries: int, outage: OutageLog):
+        super().__init__(backoff, retries)
+        self.outage = outage
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> "ReportingRetry":
+        # redis-py copies the Retry into each connection; the copies must share one OutageLog
+        return ReportingRetry(copy.deepcopy(self._backoff, memo), self._retries, self.outage)
+
+    def call_with_retry(self, do: Callable[[], T], fail: Callable[..., Any], *args: Any, **kwargs: Any) -> T:
+        failures = []
+
+        def reported(error: Exception, *count: int) -> Any:
+            failures.append(error)
+            self.outage.failed(error)
+            return fail(error, *count)
+
+        result = super().call_with_retry(do, reported, *args, **kwargs)
+        self.outage.succeeded(after_failing=bool(failures))
+        return result
+
+
+def outage_retry(timeout: float, outage: OutageLog) -> ReportingRetry:
+    """Backoff from 50 ms doubling to 1 s, for about `timeout` seconds in all."""
     backoff = ExponentialBackoff(cap=1.0, base=0.05)
     retries, total = 0, 0.0
     while total < timeout:
         retries += 1
         total += backoff.compute(retries)
-    return Retry(backoff, retries)
+    return ReportingRetry(backoff, retries, outage)
 
 
 def _script_source(name: str) -> str:
