@@ -1,6 +1,6 @@
 """taskutils: run Python functions as tasks, in one process or across a fleet over Redis."""
 
-from .errors import BackendUnavailable, InvalidTask, PayloadError, TaskFailed, TaskNotFound, TaskutilsError
+from .errors import BackendUnavailable, BrokerError, InvalidTask, PayloadError, TaskFailed, TaskNotFound, TaskutilsError
 from .handler import TaskHandler, TaskRef
 from .lock import LockLost, LockWrapper
 from .recurrent import Recurrent
@@ -8,6 +8,7 @@ from .task import Task
 
 __all__ = [
     "BackendUnavailable",
+    "BrokerError",
     "InvalidTask",
     "LockLost",
     "LockWrapper",

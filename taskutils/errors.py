@@ -5,7 +5,8 @@
      ├── PayloadError (also TypeError)      arguments msgpack cannot carry
      ├── TaskFailed                         the task failed for good; holds the remote traceback
      ├── TaskNotFound (also KeyError)       no record of that task id (never existed or expired)
-     └── BackendUnavailable                 the broker could not be reached
+     ├── BackendUnavailable                 the broker could not be reached
+     └── BrokerError                        the broker refused an operation (e.g. a key of the wrong type)
 
 Driver errors are converted where they cross into the library, so callers catch
 these and never redis-py internals.
@@ -44,3 +45,7 @@ class TaskNotFound(TaskutilsError, KeyError):
 
 class BackendUnavailable(TaskutilsError):
     """The broker could not be reached within the configured time."""
+
+
+class BrokerError(TaskutilsError):
+    """The broker answered with an error: a queue's key holds the wrong type, or a script was refused."""

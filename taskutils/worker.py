@@ -19,10 +19,11 @@ from typing import Callable, Iterable
 
 from .backends.base import Backend, Claim
 from .config import Settings
-from .errors import BackendUnavailable
+from .errors import BackendUnavailable, BrokerError
 from .runner import TaskRunner
 
 log = logging.getLogger("taskutils.worker")
+BROKEN_LOG_SECONDS = 60.0
 
 # The backend of the handler or worker running the current task (LockWrapper uses it).
 current_backend: contextvars.ContextVar[Backend | None] = contextvars.ContextVar("taskutils_backend", default=None)
@@ -56,6 +57,7 @@ class Worker:
         self._threads: list[threading.Thread] = []
         self._dispatcher: threading.Thread | None = None
         self._heart: threading.Thread | None = None
+        self._broken: dict[str, float] = {}  # queue -> when its broker error was last logged
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -160,9 +162,13 @@ class Worker:
             return 0
         handed, next_due = 0, self.settings.sleep_seconds
         for name in self.settings.queues:
-            batch = self.backend.claim(
-                name, self.consumer, free - handed, self.settings.visibility_timeout, self.settings.sleep_seconds
-            )
+            try:
+                batch = self.backend.claim(
+                    name, self.consumer, free - handed, self.settings.visibility_timeout, self.settings.sleep_seconds
+                )
+            except BrokerError as exc:  # one broken queue must not stop the others
+                self._report_broken(name, exc)
+                continue
             if self._stopping.is_set():  # stop() began while claiming: these never reach a runner
                 for claim in batch.claims:
                     self.backend.release(claim)
@@ -178,6 +184,13 @@ class Worker:
             if woken is not None and (self._paused or self._stopping.is_set()):
                 self.backend.nudge(woken)
         return handed
+
+    def _report_broken(self, queue: str, error: BrokerError) -> None:
+        """Log a queue the broker refuses to serve, at most once a minute."""
+        now = time.monotonic()
+        if now - self._broken.get(queue, -BROKEN_LOG_SECONDS) >= BROKEN_LOG_SECONDS:
+            self._broken[queue] = now
+            log.error("queue %r cannot be served, skipping it: %s", queue, error)
 
     def _hand_out(self, claims: list[Claim]) -> None:
         with self._state:

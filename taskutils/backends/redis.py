@@ -37,7 +37,7 @@ import redis.exceptions
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from ..errors import BackendUnavailable
+from ..errors import BackendUnavailable, BrokerError
 from ..outage import OutageLog
 from .base import QUEUED, RUNNING, SCHEDULED, Backend, Claim, ClaimBatch, Counts, NewTask, RecurrentRecord
 from .memory import TOP
@@ -213,7 +213,7 @@ class RedisBackend(Backend):
     def warnings(self) -> list[str]:
         try:
             policy = _mapped(lambda: self.client.config_get("maxmemory-policy")).get("maxmemory-policy")
-        except redis.exceptions.ResponseError:
+        except BrokerError:
             return []  # CONFIG is not allowed for this user: nothing to check
         if policy and policy != "noeviction":
             return [f"Redis maxmemory-policy is {policy!r}: under memory pressure Redis may evict tasks; set it to 'noeviction'"]
@@ -305,3 +305,5 @@ def _mapped(call: Callable[[], T]) -> T:
         return call()
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, socket.timeout) as exc:
         raise BackendUnavailable(f"Redis is unreachable: {type(exc).__name__}: {exc}") from None
+    except redis.exceptions.ResponseError as exc:
+        raise BrokerError(f"Redis refused the operation: {exc}") from None

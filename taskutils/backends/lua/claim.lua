@@ -76,16 +76,23 @@ local out = {'-1'}
 while limit > 0 do
   local top = redis.call('ZRANGE', P .. 'prios', 0, 0)[1]
   if not top then break end
-  if not valid_level(top) then top = '0' end
+  local level = top
+  if not valid_level(level) then level = '0' end -- a list no enqueue made: its items count as priority 0
   local key = P .. 'ready:' .. top
   local items = redis.call('LPOP', key, limit)
   if items then
     for _, item in ipairs(items) do
       local envelope = checked(item)
       local id = string.sub(envelope, 1, 12)
+      if redis.call('HEXISTS', P .. 'inflight', id) == 1 or redis.call('HEXISTS', P .. 'failed', id) == 1 then
+        -- an id already in use (a forged or copied envelope): give this one its own, losing neither
+        local _, failures, crashes, body = envelope_fields(envelope)
+        id = new_id()
+        envelope = envelope_of(id, failures, crashes, body)
+      end
       local token = string.format('%d', redis.call('INCR', P .. 'fence'))
       redis.call('ZADD', P .. 'leases', now + lease, id)
-      redis.call('HSET', P .. 'inflight', id, token .. '|' .. top .. '|' .. envelope)
+      redis.call('HSET', P .. 'inflight', id, token .. '|' .. level .. '|' .. envelope)
       redis.call('HSET', P .. 'state', id, 'r')
       out[#out + 1] = token
       out[#out + 1] = envelope

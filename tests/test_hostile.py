@@ -1,0 +1,141 @@
+"""Hostile and broken input written straight into Redis: it ends in the failed store, the worker goes on."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+
+import fakeredis
+import msgpack
+import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from taskutils import Task, TaskHandler
+from taskutils.backends.redis import RedisBackend, prefix
+from taskutils.config import Settings
+from taskutils.runner import TaskRunner
+from taskutils.worker import module_allowed
+
+from . import fleet_tasks
+from .fleet import WorkerProcess
+
+P = prefix("default")
+
+
+def body(ref, args=(), kwargs=None, repeats=0):
+    return msgpack.packb([ref, list(args), kwargs or {}, repeats, 0.0, 1.0])
+
+
+def push_raw(client: redis.Redis, item: bytes) -> None:
+    client.rpush(P + "ready:0", item)
+    client.zadd(P + "prios", {"0": 0})
+
+
+def test_garbage_in_every_key_ends_in_the_failed_store(redis_url):
+    client = redis.Redis.from_url(redis_url)
+    marker = os.path.join(tempfile.gettempdir(), f"pwned-{uuid.uuid4().hex}")
+    bad_items = [
+        b"plain garbage",
+        b"ffffffff0001|0|0|\x93\x01",  # truncated msgpack
+        b"ffffffff0002|0|0|" + msgpack.packb([1, 2, 3, 4, 5, 6]),  # wrong types
+        b"ffffffff0003|0|0|" + body("tests.fleet_tasks:nope"),
+        b"ffffffff0004|0|0|" + body("os:system", [f"touch {marker}"]),
+        b"ffffffff0005|0|0|" + body("tests.fleet_tasks:os.system", [f"touch {marker}"]),
+        b"ffffffff0006|0|0|" + body("builtins:exec", [f"open({marker!r}, 'w')"]),
+        b"ffffffff0007|0|0|" + body("tests.fleet_tasks:mark", []),  # does not fit the signature
+        b"ffffffff0008|0|0|" + body("tests.fleet_tasks:mark", ["k", "x" * 600_000]),  # over max_payload
+    ]
+    for item in bad_items:
+        push_raw(client, item)
+    client.zadd(P + "scheduled", {b"not a member": 0, b"max|ffffffff0009|0|0|\xc1": 0})
+    client.hset(P + "inflight", "ffffffff000a", b"junk without bars")
+    client.zadd(P + "leases", {"ffffffff000a": 0})
+    client.zadd(P + "prios", {"not-a-level": -5})
+    worker = WorkerProcess(redis_url, "--import", "tests.fleet_tasks", "--threads", "2")
+    try:
+        with TaskHandler(redis_url, max_num_threads=0) as producer:
+            good = producer.enqueue_task(Task(fleet_tasks.mark, ("ok", "1")))
+            assert good.result(timeout=30) is None
+            assert producer.join(timeout=30)
+            reasons = sorted(task.reason for task in producer.failed_tasks())
+        assert len(reasons) == len(bad_items) + 3, reasons
+        text = "\n".join(reasons)
+        for expected in ("not valid msgpack", "wrong type", "has no function 'nope'", "is not allowed",
+                         "arguments do not fit", "over max_payload"):
+            assert expected in text, (expected, reasons)
+        assert not os.path.exists(marker), "a task from Redis ran os.system"
+        assert worker.alive()
+    finally:
+        worker.kill()
+        client.close()
+
+
+def runner_on(backend: RedisBackend) -> TaskRunner:
+    allowed = ("tests.fleet_tasks",)
+    return TaskRunner(backend, Settings.build({}), lambda m: module_allowed(m, allowed), "hypothesis")
+
+
+def drain(backend: RedisBackend, runner: TaskRunner) -> None:
+    """Claim and run until nothing is ready, the way a worker does, on this thread."""
+    while True:
+        batch = backend.claim("default", "hypothesis", 10, 30)
+        if not batch.claims:
+            return
+        for claim in batch.claims:
+            runner.execute(claim)
+
+
+msgpack_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text() | st.binary(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+def fresh_fake_backend() -> tuple[RedisBackend, redis.Redis]:
+    server = fakeredis.FakeServer()
+    client = fakeredis.FakeRedis(server=server)
+    return RedisBackend(client, fakeredis.FakeRedis(server=server)), client
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(raw=st.lists(st.binary(max_size=64), min_size=1, max_size=5), bodies=st.lists(msgpack_values, max_size=3))
+def test_random_bytes_and_payloads_never_break_a_worker(raw, bodies):
+    backend, client = fresh_fake_backend()
+    for item in raw:
+        push_raw(client, item)
+    for index, value in enumerate(bodies):
+        push_raw(client, f"{index:012x}|0|0|".encode() + msgpack.packb(value))
+        client.zadd(P + "scheduled", {msgpack.packb(value) + b"#%d" % index: 0})  # members must differ
+    drain(backend, runner_on(backend))
+    counts = backend.counts("default")
+    assert (counts.queued, counts.running, counts.scheduled) == (0, 0, 0)
+    assert counts.failed == len(raw) + 2 * len(bodies)
+
+
+@settings(max_examples=25, deadline=None)
+@given(raw=st.lists(st.binary(max_size=64), min_size=1, max_size=5))
+def test_random_bytes_on_a_real_server(raw, redis_server):
+    backend = RedisBackend.from_url(redis_server.url)
+    backend.client.flushall()
+    for item in raw:
+        push_raw(backend.client, item)
+    drain(backend, runner_on(backend))
+    assert backend.counts("default").failed == len(raw)
+    backend.close()
+
+
+def test_queue_key_of_the_wrong_type_is_reported_and_the_worker_goes_on(redis_url):
+    client = redis.Redis.from_url(redis_url)
+    client.set(P + "prios", "not a sorted set")
+    worker = WorkerProcess(redis_url, "--import", "tests.fleet_tasks", "--threads", "1", "--queue", "default", "--queue", "other", "--sleep-seconds", "0.2")
+    try:
+        worker.wait_for_log("WRONGTYPE")
+        with TaskHandler(redis_url, max_num_threads=0, queue="other") as producer:
+            assert producer.enqueue_task(Task(fleet_tasks.mark, ("ok", "2"))).result(timeout=30) is None
+        assert worker.alive()
+    finally:
+        worker.kill()
+        client.close()
