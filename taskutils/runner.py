@@ -19,6 +19,10 @@ log = logging.getLogger("taskutils.worker")
 class Rejected(Exception):
     """A task that must fail at once, without retries: it can never run as given."""
 
+    def __init__(self, reason: str, ref: str | None = None):
+        super().__init__(reason)
+        self.ref = ref
+
 
 def outcome_done(value: Any) -> bytes:
     return pack_checked(["done", value, None])
@@ -40,7 +44,7 @@ class TaskRunner:
         try:
             body, func = self._prepare(claim)
         except Rejected as exc:
-            self._fail(claim, str(exc), ref=None)
+            self._fail(claim, str(exc), ref=exc.ref)
             return
         try:
             value = func(*body.args, **body.kwargs)
@@ -63,9 +67,12 @@ class TaskRunner:
             raise Rejected(f"payload of {len(claim.body)} bytes is over max_payload={self.settings.max_payload}")
         try:
             body = TaskBody.decode(claim.body)
+        except ValueError as exc:
+            raise Rejected(f"ValueError: {exc}") from None
+        try:
             func = resolve(body.ref, self.allowed)
-        except (ValueError, ImportError, PermissionError) as exc:
-            raise Rejected(f"{type(exc).__name__}: {exc}") from None
+        except (ImportError, PermissionError) as exc:
+            raise Rejected(f"{type(exc).__name__}: {exc}", body.ref) from None
         try:
             signature = inspect.signature(func)
         except (TypeError, ValueError):
@@ -73,7 +80,7 @@ class TaskRunner:
         try:
             signature.bind(*body.args, **body.kwargs)
         except TypeError as exc:
-            raise Rejected(f"arguments do not fit {body.ref}{signature}: {exc}") from None
+            raise Rejected(f"arguments do not fit {body.ref}{signature}: {exc}", body.ref) from None
         return body, func
 
     def _failed_attempt(self, claim: Claim, body: TaskBody, error: str) -> None:

@@ -271,7 +271,13 @@ class ReportingRetry(Retry):
         # redis-py copies the Retry into each connection; the copies must share one OutageLog
         return ReportingRetry(copy.deepcopy(self._backoff, memo), self._retries, self.outage)
 
-    def call_with_retry(self, do: Callable[[], T], fail: Callable[..., Any], *args: Any, **kwargs: Any) -> T:
+    def call_with_retry(
+        self,
+        do: Callable[[], T],
+        fail: Callable[..., Any],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+    ) -> T:
         failures = []
 
         def reported(error: Exception, *count: int) -> Any:
@@ -279,7 +285,12 @@ class ReportingRetry(Retry):
             self.outage.failed(error)
             return fail(error, *count)
 
-        result = super().call_with_retry(do, reported, *args, **kwargs)
+        def retryable(error: Exception) -> bool:  # wrong credentials do not get better by waiting
+            return not isinstance(error, redis.exceptions.AuthenticationError) and (
+                is_retryable is None or is_retryable(error)
+            )
+
+        result = super().call_with_retry(do, reported, retryable, with_failure_count)
         self.outage.succeeded(after_failing=bool(failures))
         return result
 
@@ -303,6 +314,8 @@ def _mapped(call: Callable[[], T]) -> T:
     """Run a driver call, turning connection failures into BackendUnavailable."""
     try:
         return call()
+    except redis.exceptions.AuthenticationError as exc:
+        raise BackendUnavailable(f"Redis refused the credentials in the URL: {exc}") from None
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, socket.timeout) as exc:
         raise BackendUnavailable(f"Redis is unreachable: {type(exc).__name__}: {exc}") from None
     except redis.exceptions.ResponseError as exc:

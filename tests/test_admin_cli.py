@@ -1,0 +1,61 @@
+"""The `taskutils` command: status of queues and workers, and the failed store."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from taskutils import Task, TaskHandler
+
+from . import fleet_tasks
+from .conftest import wait_for
+from .fleet import ROOT, WorkerProcess
+
+
+def taskutils(redis_url: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    command = shutil.which("taskutils", path=str(Path(sys.executable).parent)) or "taskutils"
+    env = dict(os.environ, TASKUTILS_REDIS_URL=redis_url, **(env or {}))
+    return subprocess.run([command, *args], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
+
+
+def test_status_shows_counts_and_live_workers(redis_url):
+    worker = WorkerProcess(redis_url, "--import", "tests.fleet_tasks", "--threads", "3", "--queue", "busy")
+    try:
+        with TaskHandler(redis_url, max_num_threads=0, queue="busy") as producer:
+            ref = producer.enqueue_task(Task(fleet_tasks.slow, ("status", 5.0)))
+            producer.enqueue_tasks([Task(fleet_tasks.mark, ("later", "1"), delay=60)] * 2)
+            wait_for(lambda: ref.status() == "running", what="running")
+            done = taskutils(redis_url, "status")
+        assert done.returncode == 0, done.stderr
+        (row,) = [line.split() for line in done.stdout.splitlines() if line.startswith("busy ")]
+        assert row == ["busy", "2", "0", "1", "0"]
+        assert f"pid {worker.pid}: 3 threads, queues busy" in done.stdout
+        assert "1 live worker(s)" in done.stdout
+    finally:
+        worker.kill()
+
+
+def test_failed_list_requeue_purge(redis_url):
+    with TaskHandler(redis_url, max_num_threads=0) as producer:
+        first, second = producer.enqueue_tasks([Task("tests.fleet_tasks:nope"), Task("tests.fleet_tasks:gone")])
+        worker = WorkerProcess(redis_url)
+        try:
+            wait_for(lambda: len(producer.failed_tasks()) == 2, what="two failures")
+        finally:
+            worker.kill()
+        listed = taskutils(redis_url, "failed", "list", "--traceback")
+        assert listed.returncode == 0
+        assert f"{first.id}  tests.fleet_tasks:nope" in listed.stdout and "has no function 'gone'" in listed.stdout
+        assert taskutils(redis_url, "failed", "requeue").returncode == 2
+        assert taskutils(redis_url, "failed", "requeue", first.id).stdout.strip() == "requeued 1 task(s)"
+        assert first.status() == "queued"
+        assert taskutils(redis_url, "failed", "purge", "--all").stdout.strip() == "purged 1 task(s)"
+        assert producer.failed_tasks() == []
+
+
+def test_unreachable_redis_is_a_clear_error():
+    done = taskutils("redis://127.0.0.1:1/0", "status", env={"TASKUTILS_BROKER_TIMEOUT": "0.5"})
+    assert done.returncode == 1 and "Redis is unreachable" in done.stderr and "Traceback" not in done.stderr
