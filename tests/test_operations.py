@@ -63,14 +63,16 @@ def test_oversized_payload_found_in_the_queue_fails(make_handler, backend):
     assert "over max_payload=1000" in record.error
 
 
-def test_close_hands_unfinished_tasks_back_at_once(make_handler, backend):
+def test_close_hands_unfinished_tasks_back_at_once(make_handler, backend, key):
     handler = make_handler(max_num_threads=1)
-    ref = handler.enqueue_task(Task(jobs.sleep_for, (1.0,)))
-    wait_for(lambda: ref.status() == "running", what="running")
+    ref = handler.enqueue_task(Task(jobs.wait_gate, (key,)))
+    wait_for(lambda: jobs.calls[key] == ["started"], what="task start")
     assert handler.close(timeout=0.1) is False
     assert ref.status() == "queued" and backend.counts("default").running == 0
+    jobs.gates[key].set()
     assert make_handler(allow=["tests"]).enqueue_task(Task(jobs.add, (1, 1))).result(timeout=10) == 2
-    assert ref.result(timeout=10) == 1.0
+    assert ref.result(timeout=10) == "released"
+    assert jobs.calls[key] == ["started", "started"]
 
 
 def test_live_workers_are_registered(make_handler, backend):
