@@ -124,8 +124,8 @@ class TaskRunner:
                 continue
             if not applied:
                 log.warning(
-                    "task %s: lease %d was lost before it finished (worker stalled past the visibility timeout); "
-                    "its outcome here is dropped and the task's new owner decides",
+                    "task %s: lease %d is no longer held (handed back at shutdown, or this worker stalled past "
+                    "the visibility timeout); its outcome here is dropped and the task's current owner decides",
                     claim.task_id, claim.token,
                 )
             return

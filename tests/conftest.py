@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 import uuid
 from typing import Callable, Iterator
@@ -14,6 +15,7 @@ from taskutils import TaskHandler
 from taskutils.backends import Backend, MemoryBackend
 from taskutils.backends.redis import RedisBackend
 
+from .fleet import WorkerProcess
 from .redis_server import RedisServer
 
 
@@ -83,6 +85,38 @@ def make_handler(backend, connect):
     yield make
     for handler in made:
         handler.close(timeout=10)
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    """A plain client of the test's Redis, to look at what tasks recorded."""
+    made = redis.Redis.from_url(redis_url)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def producer(redis_url: str) -> Iterator[TaskHandler]:
+    """A pure producer on the test's Redis."""
+    handler = TaskHandler(redis_url, max_num_threads=0)
+    yield handler
+    handler.close()
+
+
+@pytest.fixture
+def workers(redis_url: str) -> Iterator[Callable[..., list[WorkerProcess]]]:
+    """Starts `count` real taskutils-worker processes that may run tests.fleet_tasks; kills them after."""
+    started: list[WorkerProcess] = []
+
+    def start(*args: str, count: int = 1, **options: object) -> list[WorkerProcess]:
+        new = [WorkerProcess(redis_url, "--import", "tests.fleet_tasks", *args, **options) for _ in range(count)]
+        started.extend(new)
+        return new
+
+    yield start
+    for worker in started:
+        worker.signal(signal.SIGCONT)
+        worker.kill()
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> object:

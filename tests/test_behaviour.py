@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from taskutils import InvalidTask, PayloadError, Recurrent, Task, TaskFailed, TaskHandler, TaskNotFound
+from taskutils import InvalidTask, PayloadError, Recurrent, Task, TaskFailed, TaskNotFound
 
 from . import jobs
 from .conftest import wait_for

@@ -6,42 +6,12 @@ import signal
 import time
 
 import pytest
-import redis
 
-from taskutils import Recurrent, Task, TaskHandler
+from taskutils import Recurrent, Task
 
 from . import fleet_tasks
 from .chaos import run_chaos
 from .conftest import wait_for
-from .fleet import WorkerProcess
-
-
-@pytest.fixture
-def client(redis_url):
-    made = redis.Redis.from_url(redis_url)
-    yield made
-    made.close()
-
-
-@pytest.fixture
-def producer(redis_url):
-    handler = TaskHandler(redis_url, max_num_threads=0)
-    yield handler
-    handler.close()
-
-
-@pytest.fixture
-def workers(redis_url):
-    started: list[WorkerProcess] = []
-
-    def start(*args: str, **options) -> WorkerProcess:
-        started.append(WorkerProcess(redis_url, "--import", "tests.fleet_tasks", *args, **options))
-        return started[-1]
-
-    yield start
-    for worker in started:
-        worker.signal(signal.SIGCONT)
-        worker.kill()
 
 
 def check_chaos(report) -> None:
@@ -63,11 +33,11 @@ def test_chaos_long(redis_url):
 
 
 def test_stalled_worker_is_fenced_when_it_comes_back(producer, workers, client):
-    first = workers("--threads", "1", "--visibility-timeout", "1")
+    (first,) = workers("--threads", "1", "--visibility-timeout", "1")
     ref = producer.enqueue_task(Task(fleet_tasks.slow, ("stall", 1.0)))
     wait_for(lambda: client.llen("stall:starts") == 1, what="task start")
     first.signal(signal.SIGSTOP)  # a long GC pause or a partition
-    second = workers("--threads", "1", "--visibility-timeout", "1")
+    (second,) = workers("--threads", "1", "--visibility-timeout", "1")
     assert ref.result(timeout=30) == second.pid
     first.signal(signal.SIGCONT)
     first.wait_for_log("its outcome here is dropped", timeout=30)
@@ -78,11 +48,11 @@ def test_stalled_worker_is_fenced_when_it_comes_back(producer, workers, client):
 def test_poison_task_is_quarantined(producer, workers, client):
     ref = producer.enqueue_task(Task(fleet_tasks.die, ("poison",)))
     deadline = time.monotonic() + 60
-    current = workers("--threads", "1", "--visibility-timeout", "0.5")
+    (current,) = workers("--threads", "1", "--visibility-timeout", "0.5")
     while ref.status() != "failed":
         assert time.monotonic() < deadline, "poison task was not quarantined"
         if not current.alive():
-            current = workers("--threads", "1", "--visibility-timeout", "0.5")
+            (current,) = workers("--threads", "1", "--visibility-timeout", "0.5")
         time.sleep(0.05)
     (failed,) = producer.failed_tasks()
     assert failed.reason == "quarantined: crashed its worker 3 times (max_crashes=3)"
@@ -90,7 +60,7 @@ def test_poison_task_is_quarantined(producer, workers, client):
 
 
 def test_sigterm_hands_back_what_outlives_the_grace_period(producer, workers, client):
-    worker = workers("--threads", "1", "--grace-period", "0.3")
+    (worker,) = workers("--threads", "1", "--grace-period", "0.3")
     ref = producer.enqueue_task(Task(fleet_tasks.slow, ("grace", 2.0)))
     wait_for(lambda: client.llen("grace:starts") == 1, what="task start")
     worker.signal(signal.SIGTERM)
@@ -102,7 +72,7 @@ def test_sigterm_hands_back_what_outlives_the_grace_period(producer, workers, cl
 
 
 def test_second_signal_stops_at_once(producer, workers, client):
-    worker = workers("--threads", "1", "--grace-period", "60")
+    (worker,) = workers("--threads", "1", "--grace-period", "60")
     ref = producer.enqueue_task(Task(fleet_tasks.slow, ("twice", 30.0)))
     wait_for(lambda: client.llen("twice:starts") == 1, what="task start")
     worker.signal(signal.SIGTERM)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 
 import pytest
-import redis
 
 from taskutils import Recurrent, Task, TaskFailed, TaskHandler
 
@@ -14,52 +13,24 @@ from .conftest import wait_for
 from .fleet import WorkerProcess
 
 
-@pytest.fixture
-def client(redis_url):
-    made = redis.Redis.from_url(redis_url)
-    yield made
-    made.close()
-
-
-@pytest.fixture
-def producer(redis_url):
-    handler = TaskHandler(redis_url, max_num_threads=0)
-    yield handler
-    handler.close()
-
-
-@pytest.fixture
-def start_workers(redis_url):
-    started: list[WorkerProcess] = []
-
-    def start(count: int = 1, *args: str) -> list[WorkerProcess]:
-        new = [WorkerProcess(redis_url, "--import", "tests.fleet_tasks", *args) for _ in range(count)]
-        started.extend(new)
-        return new
-
-    yield start
-    for worker in started:
-        worker.kill()
-
-
-def test_each_task_runs_exactly_once_across_three_workers(producer, start_workers, client):
-    start_workers(3, "--threads", "4")
+def test_each_task_runs_exactly_once_across_three_workers(producer, workers, client):
+    workers("--threads", "4", count=3)
     producer.enqueue_tasks([Task(fleet_tasks.mark, ("runs", str(n))) for n in range(600)])
     assert producer.join(timeout=60)
     runs = client.hgetall("runs")
     assert len(runs) == 600 and set(runs.values()) == {b"1"}
 
 
-def test_one_worker_thread_takes_tasks_in_priority_order(producer, start_workers, client):
+def test_one_worker_thread_takes_tasks_in_priority_order(producer, workers, client):
     plan = [(0, "a"), (5, "b"), (0, "c"), (9, "d"), (5, "e")]
     producer.enqueue_tasks([Task(fleet_tasks.append, ("order", name), priority=p) for p, name in plan])
-    start_workers(1, "--threads", "1")
+    workers("--threads", "1")
     assert producer.join(timeout=30)
     assert client.lrange("order", 0, -1) == [b"d", b"b", b"e", b"a", b"c"]
 
 
-def test_global_cap_holds_across_processes(producer, start_workers, client):
-    start_workers(3, "--threads", "4", "--queue", "capped", "--max-concurrency", "3")
+def test_global_cap_holds_across_processes(producer, workers, client):
+    workers("--threads", "4", "--queue", "capped", "--max-concurrency", "3", count=3)
     capped = TaskHandler(producer.settings.redis_url, max_num_threads=0, queue="capped")
     capped.enqueue_tasks([Task(fleet_tasks.probe, ("cap", 0.05)) for _ in range(40)])
     assert capped.join(timeout=60)
@@ -67,33 +38,33 @@ def test_global_cap_holds_across_processes(producer, start_workers, client):
     assert int(client.get("cap:peak")) == 3
 
 
-def test_recurrent_runs_fire_exactly_once(producer, start_workers, client):
-    start_workers(3, "--threads", "2", "--sleep-seconds", "0.05")
+def test_recurrent_runs_fire_exactly_once(producer, workers, client):
+    workers("--threads", "2", "--sleep-seconds", "0.05", count=3)
     producer.recurrent_tasks["beat"] = Recurrent(Task(fleet_tasks.append, ("beats", "x")), interval=0.2, repeats=5)
     wait_for(lambda: "beat" not in producer.recurrent_tasks, timeout=20, what="schedule to end")
     assert producer.join(timeout=20)
     assert client.llen("beats") == 5
 
 
-def test_lock_excludes_across_processes(producer, start_workers, client):
-    start_workers(3, "--threads", "3")
+def test_lock_excludes_across_processes(producer, workers, client):
+    workers("--threads", "3", count=3)
     producer.enqueue_tasks([Task(fleet_tasks.locked_probe, ("locked", 0.02)) for _ in range(24)])
     assert producer.join(timeout=60)
     assert int(client.get("locked:peak")) == 1
 
 
-def test_sigkill_mid_task_loses_nothing(producer, start_workers, client):
-    (doomed,) = start_workers(1, "--threads", "1", "--visibility-timeout", "1")
+def test_sigkill_mid_task_loses_nothing(producer, workers, client):
+    (doomed,) = workers("--threads", "1", "--visibility-timeout", "1")
     ref = producer.enqueue_task(Task(fleet_tasks.slow, ("killed", 0.5)))
     wait_for(lambda: client.llen("killed:starts") == 1, what="task start")
     doomed.kill()
-    (survivor,) = start_workers(1, "--threads", "1", "--visibility-timeout", "1")
+    (survivor,) = workers("--threads", "1", "--visibility-timeout", "1")
     assert ref.result(timeout=30) == survivor.process.pid
     assert client.llen("killed:starts") == 2 and client.llen("killed:ends") == 1
 
 
-def test_sigterm_drains_running_task_and_exits_zero(producer, start_workers, client):
-    (worker,) = start_workers(1, "--threads", "2")
+def test_sigterm_drains_running_task_and_exits_zero(producer, workers, client):
+    (worker,) = workers("--threads", "2")
     ref = producer.enqueue_task(Task(fleet_tasks.slow, ("drain", 1.0)))
     wait_for(lambda: client.llen("drain:starts") == 1, what="task start")
     worker.signal(signal.SIGTERM)
@@ -102,8 +73,8 @@ def test_sigterm_drains_running_task_and_exits_zero(producer, start_workers, cli
     assert "SIGTERM" in worker.log and "stopped" in worker.log
 
 
-def test_unimportable_and_forbidden_functions_fail_clearly(producer, start_workers):
-    (worker,) = start_workers(1, "--threads", "1")
+def test_unimportable_and_forbidden_functions_fail_clearly(producer, workers):
+    (worker,) = workers("--threads", "1")
     missing, forbidden, fine = producer.enqueue_tasks(
         [Task("tests.fleet_tasks:nope"), Task("os:system", ("echo pwned",)), Task(fleet_tasks.mark, ("ok", "1"))]
     )
@@ -127,8 +98,8 @@ def test_worker_is_configured_by_environment_alone(redis_url, client):
         worker.kill()
 
 
-def test_task_longer_than_the_visibility_timeout_runs_once(producer, start_workers, client):
-    start_workers(2, "--threads", "2", "--visibility-timeout", "0.6")
+def test_task_longer_than_the_visibility_timeout_runs_once(producer, workers, client):
+    workers("--threads", "2", "--visibility-timeout", "0.6", count=2)
     ref = producer.enqueue_task(Task(fleet_tasks.slow, ("long", 3.0)))
     assert ref.result(timeout=30)
     assert client.llen("long:starts") == 1
