@@ -1,16 +1,19 @@
-"""Run one claimed task and record its outcome: done, retried, failed for good, or quarantined."""
+"""Run one claimed task and decide how its claim ends: done, retried, failed for good, or quarantined.
+
+The runner only decides; the worker sends the decisions (settlements) to the backend in batches.
+"""
 
 from __future__ import annotations
 
 import inspect
 import logging
+import threading
 import time
 import traceback
 from typing import Any, Callable
 
-from .backends.base import Backend, Claim
+from .backends.base import DONE_KIND, FAIL_KIND, RETRY_KIND, Claim, Settlement
 from .config import Settings
-from .errors import BackendUnavailable
 from .task import TaskBody, pack, pack_checked, resolve
 
 log = logging.getLogger("taskutils.worker")
@@ -33,31 +36,28 @@ def outcome_failed(error: str) -> bytes:
 
 
 class TaskRunner:
-    """The rules for one claimed task; the backend only stores what they decide."""
+    """The rules for one claimed task."""
 
-    def __init__(self, backend: Backend, settings: Settings, allowed: Callable[[str], bool], consumer: str):
-        self.backend, self.settings, self.allowed = backend, settings, allowed
-        self.consumer = consumer
+    def __init__(self, settings: Settings, allowed: Callable[[str], bool], consumer: str):
+        self.settings, self.allowed, self.consumer = settings, allowed, consumer
+        self._resolved: dict[str, tuple[Callable[..., Any], inspect.Signature | None]] = {}
+        self._resolving = threading.Lock()
 
-    def execute(self, claim: Claim) -> None:
-        """Run one claimed task and record its outcome."""
+    def execute(self, claim: Claim) -> Settlement:
+        """Run one claimed task; returns how its claim ends."""
         try:
             body, func = self._prepare(claim)
         except Rejected as exc:
-            self._fail(claim, str(exc), ref=exc.ref)
-            return
+            return self._fail(claim, str(exc), ref=exc.ref)
         try:
             value = func(*body.args, **body.kwargs)
         except BaseException:  # a worker survives any task, SystemExit included
-            self._failed_attempt(claim, body, traceback.format_exc())
-            return
+            return self._failed_attempt(claim, body, traceback.format_exc())
         try:
-            outcome = outcome_done(value)
+            return Settlement(claim, DONE_KIND, outcome_done(value))
         except (TypeError, ValueError, OverflowError):
             reason = f"PayloadError: return value of {body.ref} ({type(value).__name__}) cannot be encoded with msgpack"
-            self._fail(claim, reason, ref=body.ref)
-            return
-        self._settle(claim, lambda: self.backend.ack(claim, outcome, self.settings.result_ttl))
+            return self._fail(claim, reason, ref=body.ref)
 
     def _prepare(self, claim: Claim) -> tuple[TaskBody, Callable[..., Any]]:
         """Decode and check a claim; Rejected says why it can never run."""
@@ -69,33 +69,43 @@ class TaskRunner:
             body = TaskBody.decode(claim.body)
         except ValueError as exc:
             raise Rejected(f"ValueError: {exc}") from None
-        try:
-            func = resolve(body.ref, self.allowed)
-        except (ImportError, PermissionError) as exc:
-            raise Rejected(f"{type(exc).__name__}: {exc}", body.ref) from None
-        try:
-            signature = inspect.signature(func)
-        except (TypeError, ValueError):
-            return body, func  # some builtins have no signature to check
-        try:
-            signature.bind(*body.args, **body.kwargs)
-        except TypeError as exc:
-            raise Rejected(f"arguments do not fit {body.ref}{signature}: {exc}", body.ref) from None
+        func, signature = self._function(body.ref)
+        if signature is not None:
+            try:
+                signature.bind(*body.args, **body.kwargs)
+            except TypeError as exc:
+                raise Rejected(f"arguments do not fit {body.ref}{signature}: {exc}", body.ref) from None
         return body, func
 
-    def _failed_attempt(self, claim: Claim, body: TaskBody, error: str) -> None:
-        failures = claim.failures + 1
-        if failures <= body.repeats_on_failure:
-            delay = body.retry_delay_after(failures)
-            log.warning(
-                "task %s (%s) failed, retry %d of %d in %.3gs:\n%s",
-                claim.task_id, body.ref, failures, body.repeats_on_failure, delay, error,
-            )
-            self._settle(claim, lambda: self.backend.retry(claim, delay))
-        else:
-            self._fail(claim, error, ref=body.ref)
+    def _function(self, ref: str) -> tuple[Callable[..., Any], inspect.Signature | None]:
+        """The allowed function named `ref` and its signature, resolved once (allow lists only grow)."""
+        found = self._resolved.get(ref)
+        if found is not None:
+            return found
+        try:
+            func = resolve(ref, self.allowed)
+        except (ImportError, PermissionError) as exc:
+            raise Rejected(f"{type(exc).__name__}: {exc}", ref) from None
+        try:
+            signature: inspect.Signature | None = inspect.signature(func)
+        except (TypeError, ValueError):
+            signature = None  # some builtins have no signature to check
+        with self._resolving:
+            self._resolved[ref] = (func, signature)
+        return func, signature
 
-    def _fail(self, claim: Claim, error: str, ref: str | None) -> None:
+    def _failed_attempt(self, claim: Claim, body: TaskBody, error: str) -> Settlement:
+        failures = claim.failures + 1
+        if failures > body.repeats_on_failure:
+            return self._fail(claim, error, ref=body.ref)
+        delay = body.retry_delay_after(failures)
+        log.warning(
+            "task %s (%s) failed, retry %d of %d in %.3gs:\n%s",
+            claim.task_id, body.ref, failures, body.repeats_on_failure, delay, error,
+        )
+        return Settlement(claim, RETRY_KIND, delay=delay)
+
+    def _fail(self, claim: Claim, error: str, ref: str | None) -> Settlement:
         log.error("task %s (%s) failed for good after %d attempt(s):\n%s", claim.task_id, ref, claim.failures + 1, error)
         record = pack(
             {
@@ -108,24 +118,4 @@ class TaskRunner:
                 "worker": self.consumer,
             }
         )
-        outcome = outcome_failed(error)
-        self._settle(claim, lambda: self.backend.fail(claim, outcome, record, self.settings.result_ttl))
-
-    def _settle(self, claim: Claim, transition: Callable[[], bool]) -> None:
-        """Apply a transition, retrying through broker outages until the lease would have expired."""
-        deadline = time.monotonic() + self.settings.visibility_timeout
-        while True:
-            try:
-                applied = transition()
-            except BackendUnavailable:  # the backend has logged the outage once
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-                continue
-            if not applied:
-                log.warning(
-                    "task %s: lease %d is no longer held (handed back at shutdown, or this worker stalled past "
-                    "the visibility timeout); its outcome here is dropped and the task's current owner decides",
-                    claim.task_id, claim.token,
-                )
-            return
+        return Settlement(claim, FAIL_KIND, outcome_failed(error), record)

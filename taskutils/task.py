@@ -102,8 +102,15 @@ class Task:
             raise InvalidTask("kwargs keys must be strings")
 
     def encode(self) -> bytes:
-        """The msgpack body a worker decodes; PayloadError names the argument msgpack cannot carry."""
-        spec = [self.ref, list(self.args), self.kwargs, self.repeats_on_failure, self.retry_delay, self.retry_backoff]
+        """The msgpack body a worker decodes; PayloadError names the argument msgpack cannot carry.
+
+        The body is [ref, args, kwargs, repeats_on_failure, retry_delay, retry_backoff], without
+        the trailing fields that hold their defaults (0, 0, 1), and with whole seconds as ints:
+        every queued byte costs Redis memory."""
+        spec = [self.ref, list(self.args), self.kwargs, self.repeats_on_failure, _compact(self.retry_delay),
+                _compact(self.retry_backoff)]
+        while len(spec) > 3 and spec[-1] == BODY_DEFAULTS[len(spec) - 1]:
+            spec.pop()
         try:
             return pack_checked(spec)
         except (TypeError, ValueError, OverflowError):
@@ -137,9 +144,9 @@ class TaskBody:
             spec = unpack(body)
         except Exception as exc:
             raise ValueError(f"task payload is not valid msgpack: {exc}") from None
-        if not (isinstance(spec, list) and len(spec) == 6):
-            raise ValueError("task payload is not a list of 6 fields")
-        ref, args, kwargs, repeats, delay, backoff = spec
+        if not (isinstance(spec, list) and 3 <= len(spec) <= 6):
+            raise ValueError("task payload is not a list of 3 to 6 fields")
+        ref, args, kwargs, repeats, delay, backoff = spec + BODY_DEFAULTS[len(spec):]
         if not (isinstance(ref, str) and isinstance(args, list) and isinstance(kwargs, dict)):
             raise ValueError("task payload has a wrong type for its function, args or kwargs")
         if not (isinstance(repeats, int) and isinstance(delay, (int, float)) and isinstance(backoff, (int, float))):
@@ -149,6 +156,14 @@ class TaskBody:
     def retry_delay_after(self, failures: int) -> float:
         """Seconds to wait before the retry that follows the given number of failures."""
         return self.retry_delay * self.retry_backoff ** max(failures - 1, 0)
+
+
+BODY_DEFAULTS: list[Any] = [None, None, None, 0, 0, 1]
+
+
+def _compact(seconds: float) -> float | int:
+    """An integral float as an int (1 byte of msgpack instead of 9)."""
+    return int(seconds) if float(seconds).is_integer() else seconds
 
 
 def pack(value: Any) -> bytes:

@@ -1,8 +1,10 @@
-"""The threads of one process consuming queues: claim, run, heartbeat, graceful stop.
+"""The threads of one process consuming queues: exchange with the broker, run tasks, heartbeat, stop.
 
-One dispatcher thread claims as many tasks as there are free runner threads (one script
-call per queue), hands them to the runners, and blocks on the backend when there is no
-work. A heartbeat thread renews the leases of running tasks and the worker's registration.
+Runner threads run tasks and queue up how each claim ended (its settlement). One broker thread
+sends those settlements and claims the next tasks in a single round trip per queue, so under
+load each round trip carries many tasks. Short tasks are prefetched (claimed a little ahead)
+unless the queue has a concurrency cap; an idle worker blocks on the backend until woken.
+A heartbeat thread renews the leases of every claim the worker holds and its registration.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ import time
 import uuid
 from typing import Callable, Iterable
 
-from .backends.base import Backend, Claim
+from .backends.base import HAND_BACK_KIND, Backend, Claim, Settlement
 from .config import Settings
 from .errors import BackendUnavailable, BrokerError
 from .runner import TaskRunner
 
 log = logging.getLogger("taskutils.worker")
 BROKEN_LOG_SECONDS = 60.0
+SHORT_TASK_SECONDS = 0.05  # tasks shorter than this on average are prefetched
 
 # The backend of the handler or worker running the current task (LockWrapper uses it).
 current_backend: contextvars.ContextVar[Backend | None] = contextvars.ContextVar("taskutils_backend", default=None)
@@ -46,70 +49,72 @@ class Worker:
         self.backend = backend
         self.settings = settings
         self.consumer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.runner = TaskRunner(backend, settings, allowed, self.consumer)
+        self.runner = TaskRunner(settings, allowed, self.consumer)
         self._inbox: queue_module.SimpleQueue[Claim | None] = queue_module.SimpleQueue()
-        self._running: dict[tuple[str, str], Claim] = {}
+        self._settled: queue_module.SimpleQueue[Settlement] = queue_module.SimpleQueue()
+        self._unsent: list[Settlement] = []  # settlements the broker thread could not send yet
+        self._held: dict[tuple[str, str], Claim] = {}  # every claim not yet settled: waiting or running
         self._state = threading.Condition()
-        self._free = settings.threads
+        self._busy = 0
+        self._seconds_per_task = 1.0  # running average, decides prefetching
+        self._capped = True  # until a claim says otherwise
         self._paused = False
+        self._on_broker = False  # the broker thread is blocked in backend.wait
+        self._wakeup = threading.Event()
         self._stopping = threading.Event()
-        self._idle = threading.Event()  # set once no runner is left: the heartbeat may end
-        self._threads: list[threading.Thread] = []
-        self._dispatcher: threading.Thread | None = None
+        self._drained = threading.Event()  # runners are gone: the broker thread may end
+        self._idle = threading.Event()  # nothing is held any more: the heartbeat may end
+        self._runners: list[threading.Thread] = []
+        self._broker: threading.Thread | None = None
         self._heart: threading.Thread | None = None
         self._broken: dict[str, float] = {}  # queue -> when its broker error was last logged
 
     # -- life cycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Register, then start the runner, dispatcher and heartbeat threads."""
+        """Register, then start the runner, broker and heartbeat threads."""
         self._register()
         for index in range(self.settings.threads):
-            self._spawn(self._run_loop, f"taskutils-runner-{index}")
-        self._dispatcher = threading.Thread(target=self._dispatch_loop, name="taskutils-dispatcher", daemon=True)
-        self._dispatcher.start()
-        self._heart = threading.Thread(target=self._heartbeat_loop, name="taskutils-heartbeat", daemon=True)
-        self._heart.start()
+            self._runners.append(self._spawn(self._run_loop, f"taskutils-runner-{index}"))
+        self._broker = self._spawn(self._broker_loop, "taskutils-broker")
+        self._heart = self._spawn(self._heartbeat_loop, "taskutils-heartbeat")
 
-    def _spawn(self, target: Callable[[], None], name: str) -> None:
+    @staticmethod
+    def _spawn(target: Callable[[], None], name: str) -> threading.Thread:
         thread = threading.Thread(target=target, name=name, daemon=True)
         thread.start()
-        self._threads.append(thread)
+        return thread
 
     def pause(self) -> None:
         """Stop claiming new tasks; running ones go on."""
         with self._state:
             self._paused = True
-        self.backend.interrupt(self.settings.queues, self.consumer)
+        self._poke(always=True)
 
     def resume(self) -> None:
         """Claim tasks again."""
         with self._state:
             self._paused = False
-            self._state.notify_all()
-        self.backend.interrupt(self.settings.queues, self.consumer)
+        self._poke(always=True)
 
     def stop(self, timeout: float | None = None) -> bool:
         """Stop claiming and let running tasks finish for up to `timeout` seconds.
 
-        Tasks still running then are handed back to the queue at once. True if all finished."""
-        self._stopping.set()
-        with self._state:
-            self._state.notify_all()
-        try:
-            self.backend.interrupt(self.settings.queues, self.consumer)
-        except BackendUnavailable:
-            pass
+        Claims not started yet and tasks still running at the end go back to the queue at
+        once. True if every running task finished."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        if self._dispatcher is not None:  # first, so that nothing it claimed is left behind the sentinels
-            self._dispatcher.join(self.settings.sleep_seconds + self.settings.broker_timeout)
-        for _ in range(self.settings.threads):
+        self._stopping.set()
+        self._poke(always=True)
+        for _ in self._runners:
             self._inbox.put(None)
-        for thread in self._threads:
+        for thread in self._runners:
             thread.join(None if deadline is None else max(deadline - time.monotonic(), 0))
-        finished = not any(thread.is_alive() for thread in self._threads)
-        if not finished:
-            self.hand_back()
+        finished = not any(thread.is_alive() for thread in self._runners)
+        self._drained.set()
+        self._wakeup.set()
+        if self._broker is not None:
+            self._broker.join(self.settings.sleep_seconds + self.settings.broker_timeout)
+        self.hand_back()
         self._idle.set()
         if self._heart is not None:
             self._heart.join(self.settings.broker_timeout)
@@ -120,14 +125,15 @@ class Worker:
         return finished
 
     def hand_back(self) -> int:
-        """Give every task still running here back to its queue now; returns how many went back."""
+        """Give every claim still held here back to its queue now; returns how many went back."""
         with self._state:
-            claims = list(self._running.values())
+            claims = list(self._held.values())
+            self._held.clear()
         returned = 0
         for claim in claims:
             try:
                 returned += self.backend.release(claim)
-            except BackendUnavailable as exc:
+            except (BackendUnavailable, BrokerError) as exc:
                 log.warning("task %s: could not hand back (%s); its lease will expire", claim.task_id, exc)
         if claims:
             log.warning("handed %d running task(s) back to the queue", returned)
@@ -137,68 +143,7 @@ class Worker:
     def running(self) -> int:
         """How many tasks this worker is running now."""
         with self._state:
-            return len(self._running)
-
-    # -- dispatcher ---------------------------------------------------------------------------
-
-    def _dispatch_loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                self.dispatch_once()
-            except BackendUnavailable as exc:  # the backend has logged the outage once
-                log.debug("claim failed: %s", exc)
-                self._stopping.wait(min(1.0, self.settings.sleep_seconds))
-            except Exception:
-                log.exception("dispatcher error; going on")
-                self._stopping.wait(self.settings.sleep_seconds)
-
-    def dispatch_once(self) -> int:
-        """Claim for the free runners, or block until work may be ready; returns tasks handed out."""
-        with self._state:
-            while (self._free == 0 or self._paused) and not self._stopping.is_set():
-                self._state.wait(self.settings.sleep_seconds)
-            free = self._free
-        if self._stopping.is_set():
-            return 0
-        handed, next_due = 0, self.settings.sleep_seconds
-        for name in self.settings.queues:
-            try:
-                batch = self.backend.claim(
-                    name, self.consumer, free - handed, self.settings.visibility_timeout, self.settings.sleep_seconds
-                )
-            except BrokerError as exc:  # one broken queue must not stop the others
-                self._report_broken(name, exc)
-                continue
-            if self._stopping.is_set():  # stop() began while claiming: these never reach a runner
-                for claim in batch.claims:
-                    self.backend.release(claim)
-                return 0
-            self._hand_out(batch.claims)
-            handed += len(batch.claims)
-            if batch.next_due is not None:
-                next_due = min(next_due, batch.next_due)
-            if handed == free:
-                break
-        if handed == 0:
-            woken = self.backend.wait(self.settings.queues, self.consumer, next_due)
-            if woken is not None and (self._paused or self._stopping.is_set()):
-                self.backend.nudge(woken)
-        return handed
-
-    def _report_broken(self, queue: str, error: BrokerError) -> None:
-        """Log a queue the broker refuses to serve, at most once a minute."""
-        now = time.monotonic()
-        if now - self._broken.get(queue, -BROKEN_LOG_SECONDS) >= BROKEN_LOG_SECONDS:
-            self._broken[queue] = now
-            log.error("queue %r cannot be served, skipping it: %s", queue, error)
-
-    def _hand_out(self, claims: list[Claim]) -> None:
-        with self._state:
-            self._free -= len(claims)
-            for claim in claims:
-                self._running[(claim.queue, claim.task_id)] = claim
-        for claim in claims:
-            self._inbox.put(claim)
+            return self._busy
 
     # -- runners ------------------------------------------------------------------------------
 
@@ -208,15 +153,134 @@ class Worker:
             claim = self._inbox.get()
             if claim is None:
                 return
+            if self._stopping.is_set():  # claimed but not started: it goes back at once
+                self._settled.put(Settlement(claim, HAND_BACK_KIND))
+                self._poke()
+                continue
+            with self._state:
+                self._busy += 1
+            started = time.monotonic()
             try:
-                self.runner.execute(claim)
+                settlement = self.runner.execute(claim)
+            except Exception:  # the runner decides for every task; this is a bug, and the lease will expire
+                log.exception("could not decide the outcome of task %s", claim.task_id)
+                settlement = None
+            with self._state:
+                self._busy -= 1
+                self._seconds_per_task += (time.monotonic() - started - self._seconds_per_task) * 0.1
+            if settlement is not None:
+                self._settled.put(settlement)
+            self._poke()
+
+    def _poke(self, always: bool = False) -> None:
+        """Wake the broker thread: locally, and through the backend if it is blocked there."""
+        self._wakeup.set()
+        with self._state:
+            blocked = self._on_broker
+        if blocked or always:
+            try:
+                self.backend.interrupt(self.settings.queues, self.consumer)
+            except (BackendUnavailable, BrokerError):
+                pass  # the broker thread wakes by itself within sleep_seconds
+
+    # -- broker thread ------------------------------------------------------------------------
+
+    def _broker_loop(self) -> None:
+        while not (self._drained.is_set() and self._settled.empty() and not self._unsent):
+            try:
+                self.exchange_once()
+            except BackendUnavailable as exc:  # the backend has logged the outage once
+                log.debug("exchange failed: %s", exc)
+                self._drained.wait(min(1.0, self.settings.sleep_seconds))
             except Exception:
-                log.exception("could not settle task %s; its lease will hand it back", claim.task_id)
-            finally:
-                with self._state:
-                    self._running.pop((claim.queue, claim.task_id), None)
-                    self._free += 1
-                    self._state.notify_all()
+                log.exception("broker thread error; going on")
+                self._drained.wait(self.settings.sleep_seconds)
+
+    def exchange_once(self) -> int:
+        """Send finished claims and claim more in one round trip per queue, or wait; returns tasks claimed."""
+        self._wakeup.clear()
+        while not self._settled.empty():
+            self._unsent.append(self._settled.get())
+        want = self._room()
+        if not self._unsent and want == 0:
+            self._wakeup.wait(self.settings.sleep_seconds)
+            return 0
+        by_queue: dict[str, list[Settlement]] = {}
+        for settlement in self._unsent:
+            by_queue.setdefault(settlement.claim.queue, []).append(settlement)
+        claimed, next_due = 0, self.settings.sleep_seconds
+        for name in dict.fromkeys([*self.settings.queues, *by_queue]):
+            settling, ask = by_queue.get(name, []), want - claimed if name in self.settings.queues else 0
+            if not settling and ask <= 0:
+                continue
+            try:
+                applied, batch = self.backend.exchange(
+                    name, self.consumer, settling, ask, self.settings.visibility_timeout,
+                    self.settings.sleep_seconds, self.settings.result_ttl,
+                )
+            except BrokerError as exc:  # one broken queue must not stop the others
+                self._report_broken(name, exc)
+                continue
+            self._settled_in_broker(settling, applied)
+            claimed += self._hand_out(batch.claims)
+            self._capped = batch.capped if ask > 0 else self._capped
+            if batch.next_due is not None:
+                next_due = min(next_due, batch.next_due)
+        if want > 0 and claimed == 0 and not self._unsent:
+            self._block(next_due)
+        return claimed
+
+    def _room(self) -> int:
+        """How many more claims to ask for: free runners, plus a prefetch for short tasks."""
+        with self._state:
+            if self._paused or self._stopping.is_set():
+                return 0
+            held = len(self._held)
+            short = self._seconds_per_task < SHORT_TASK_SECONDS and not self._capped
+            target = self.settings.threads * (2 if short else 1)
+            return max(target - held, 0)
+
+    def _settled_in_broker(self, settling: list[Settlement], applied: list[bool]) -> None:
+        with self._state:
+            for settlement, done in zip(settling, applied):
+                self._held.pop((settlement.claim.queue, settlement.claim.task_id), None)
+                if not done:
+                    log.warning(
+                        "task %s: lease %d is no longer held (handed back at shutdown, or this worker stalled past "
+                        "the visibility timeout); its outcome here is dropped and the task's current owner decides",
+                        settlement.claim.task_id, settlement.claim.token,
+                    )
+        sent = set(map(id, settling))
+        self._unsent = [settlement for settlement in self._unsent if id(settlement) not in sent]
+
+    def _hand_out(self, claims: list[Claim]) -> int:
+        with self._state:
+            for claim in claims:
+                self._held[(claim.queue, claim.task_id)] = claim
+        for claim in claims:
+            self._inbox.put(claim)
+        return len(claims)
+
+    def _block(self, timeout: float) -> None:
+        """Wait for work on the backend, unless a runner finished meanwhile (it would interrupt)."""
+        with self._state:
+            if not self._settled.empty() or self._stopping.is_set():
+                return
+            self._on_broker = True
+        try:
+            woken = self.backend.wait(self.settings.queues, self.consumer, timeout)
+        finally:
+            with self._state:
+                self._on_broker = False
+        if woken is not None and self._room() == 0:
+            self.backend.nudge(woken)  # this token was meant for a worker that will claim
+
+    def _report_broken(self, queue: str, error: BrokerError) -> None:
+        """Log a queue the broker refuses to serve, at most once a minute."""
+        now = time.monotonic()
+        if now - self._broken.get(queue, -BROKEN_LOG_SECONDS) >= BROKEN_LOG_SECONDS:
+            self._broken[queue] = now
+            log.error("queue %r cannot be served, skipping it: %s", queue, error)
 
     # -- heartbeat ----------------------------------------------------------------------------
 
@@ -225,16 +289,16 @@ class Worker:
         while not self._idle.wait(period):
             try:
                 self.heartbeat()
-            except BackendUnavailable as exc:  # the backend has logged the outage once
+            except (BackendUnavailable, BrokerError) as exc:  # the backend has logged an outage once
                 log.debug("heartbeat failed: %s", exc)
             except Exception:
                 log.exception("heartbeat error; going on")
 
     def heartbeat(self) -> None:
-        """Renew the leases of every running task and this worker's registration."""
+        """Renew the leases of every claim held here and this worker's registration."""
         with self._state:
             by_queue: dict[str, dict[str, int]] = {}
-            for claim in self._running.values():
+            for claim in self._held.values():
                 by_queue.setdefault(claim.queue, {})[claim.task_id] = claim.token
         for name, leases in by_queue.items():
             for task_id in self.backend.renew(name, leases, self.settings.visibility_timeout):

@@ -74,7 +74,7 @@ def test_garbage_in_every_key_ends_in_the_failed_store(redis_url):
 
 def runner_on(backend: RedisBackend) -> TaskRunner:
     allowed = ("tests.fleet_tasks",)
-    return TaskRunner(backend, Settings.build({}), lambda m: module_allowed(m, allowed), "hypothesis")
+    return TaskRunner(Settings.build({}), lambda m: module_allowed(m, allowed), "hypothesis")
 
 
 def drain(backend: RedisBackend, runner: TaskRunner) -> None:
@@ -83,8 +83,8 @@ def drain(backend: RedisBackend, runner: TaskRunner) -> None:
         batch = backend.claim("default", "hypothesis", 10, 30)
         if not batch.claims:
             return
-        for claim in batch.claims:
-            runner.execute(claim)
+        settlements = [runner.execute(claim) for claim in batch.claims]
+        assert all(backend.exchange("default", "hypothesis", settlements, 0, 30, result_ttl=60)[0])
 
 
 msgpack_values = st.recursive(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import msgpack
 import pytest
 
 from taskutils import InvalidTask, PayloadError, Recurrent, Task
@@ -52,7 +53,8 @@ def test_payload_error_names_the_argument():
 def test_body_round_trip_and_bad_bodies():
     body = TaskBody.decode(Task(jobs.add, (1, 2), repeats_on_failure=2, retry_delay=0.5).encode())
     assert (body.ref, body.args, body.kwargs, body.repeats_on_failure, body.retry_delay) == ("tests.jobs:add", [1, 2], {}, 2, 0.5)
-    for garbage in (b"", b"\xc1", b"\x93\x01\x02\x03"):
+    assert Task(jobs.add, (1, 2)).encode() == msgpack.packb(["tests.jobs:add", [1, 2], {}])
+    for garbage in (b"", b"\xc1", b"\x93\x01\x02\x03", msgpack.packb(["m:f", [], {}, 0, 0, 1, 7])):
         with pytest.raises(ValueError):
             TaskBody.decode(garbage)
 

@@ -1,10 +1,12 @@
 """taskiq 0.13 with taskiq-redis ``RedisStreamBroker`` (Redis streams, consumer group).
 
 Configuration: ``RedisStreamBroker(url)`` with its defaults (XREADGROUP blocking 2 s, 100 messages
-per read, ack after the task ran, no maxlen, no result backend). Worker:
+per read, no maxlen, no result backend; the worker acks WHEN_SAVED, i.e. after the task ran).
+Worker:
 ``taskiq worker bench.peers.tasks_taskiq:broker --workers 1 --max-async-tasks 8`` (non-default:
 1 worker process instead of 2, 8 concurrent async tasks instead of 100); the CLI runs a supervisor
-process that starts the worker process. Enqueue: ``await task.kiq(**kwargs)`` (one XADD).
+process that starts the worker process, which logs each task at INFO by default (kept as is).
+Enqueue: ``await task.kiq(**kwargs)`` (one XADD).
 Bulk: taskiq has none.
 
 The broker creates its consumer group at "$" (new messages only) on start-up, so the bench calls

@@ -38,10 +38,28 @@ class Claim:
 
 @dataclass(frozen=True)
 class ClaimBatch:
-    """What one claim call returns: the claims and seconds until the next known due time."""
+    """What one claim returns: the claims, seconds until the next known due time, and whether
+    the queue has a concurrency cap (a worker does not prefetch from a capped queue)."""
 
     claims: list[Claim]
     next_due: float | None
+    capped: bool = False
+
+
+# Settlement kinds: how a claimed task ends its lease.
+DONE_KIND, FAIL_KIND, RETRY_KIND, HAND_BACK_KIND = "d", "f", "r", "b"
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """The end of a claim: done (with its outcome), failed for good (outcome and failure
+    record), retried (after `delay` seconds) or handed back unfinished."""
+
+    claim: Claim
+    kind: str
+    outcome: bytes = b""
+    record: bytes = b""
+    delay: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -78,11 +96,22 @@ class Backend(ABC):
         """Store tasks atomically and return their ids; wakes idle workers."""
 
     @abstractmethod
-    def claim(self, queue: str, consumer: str, limit: int, lease: float, idle_for: float = 0.0) -> ClaimBatch:
-        """Promote due work, then hand up to `limit` tasks to `consumer` under a lease, by priority.
+    def exchange(
+        self,
+        queue: str,
+        consumer: str,
+        settlements: Sequence[Settlement],
+        want: int,
+        lease: float,
+        idle_for: float = 0.0,
+        result_ttl: float = 0.0,
+    ) -> tuple[list[bool], ClaimBatch]:
+        """One atomic step of a worker: settle finished claims, then claim up to `want` more.
 
-        A consumer that gets nothing says how long it will then block in `wait`, so that
-        new work wakes it."""
+        Each settlement is refused (False) unless its token still holds the lease. Claiming
+        promotes due delayed tasks, recurrent runs and expired leases first, then takes tasks
+        by priority, FIFO within one. A consumer that gets nothing says how long it will then
+        block in `wait`, so that new work wakes it. Outcomes are kept `result_ttl` seconds."""
 
     @abstractmethod
     def wait(self, queues: Sequence[str], consumer: str, timeout: float) -> str | None:
@@ -103,21 +132,28 @@ class Backend(ABC):
     def renew(self, queue: str, leases: Mapping[str, int], lease: float) -> list[str]:
         """Extend the leases of task id -> token; return the ids whose lease was lost."""
 
-    @abstractmethod
+    def claim(self, queue: str, consumer: str, limit: int, lease: float, idle_for: float = 0.0) -> ClaimBatch:
+        """Claim up to `limit` tasks (an exchange that settles nothing)."""
+        return self.exchange(queue, consumer, (), limit, lease, idle_for)[1]
+
     def ack(self, claim: Claim, outcome: bytes, result_ttl: float) -> bool:
         """Finish a task and keep its outcome; False if the lease was no longer held."""
+        return self._settle(Settlement(claim, DONE_KIND, outcome), result_ttl)
 
-    @abstractmethod
     def retry(self, claim: Claim, delay: float) -> bool:
         """Put a failed attempt back (after `delay` seconds); False if the lease was no longer held."""
+        return self._settle(Settlement(claim, RETRY_KIND, delay=delay))
 
-    @abstractmethod
     def fail(self, claim: Claim, outcome: bytes, record: bytes, result_ttl: float) -> bool:
         """Fail a task for good into the failed store; False if the lease was no longer held."""
+        return self._settle(Settlement(claim, FAIL_KIND, outcome, record), result_ttl)
 
-    @abstractmethod
     def release(self, claim: Claim) -> bool:
-        """Hand a running task back at once, to run next; False if the lease was no longer held."""
+        """Hand a claimed task back at once, to run next; False if the lease was no longer held."""
+        return self._settle(Settlement(claim, HAND_BACK_KIND))
+
+    def _settle(self, settlement: Settlement, result_ttl: float = 0.0) -> bool:
+        return self.exchange(settlement.claim.queue, "", [settlement], 0, 0.0, 0.0, result_ttl)[0][0]
 
     @abstractmethod
     def status(self, queue: str, task_id: str) -> tuple[str | None, bytes | None]:

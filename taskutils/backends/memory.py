@@ -13,7 +13,10 @@ from typing import Callable, Mapping, Sequence
 
 from ..recurrent import next_run
 from .base import (
+    FAIL_KIND,
+    HAND_BACK_KIND,
     QUEUED,
+    RETRY_KIND,
     RUNNING,
     SCHEDULED,
     Backend,
@@ -22,6 +25,7 @@ from .base import (
     Counts,
     NewTask,
     RecurrentRecord,
+    Settlement,
 )
 
 TOP = float("inf")  # the level recurrent runs are queued at, above every priority
@@ -96,26 +100,43 @@ class MemoryBackend(Backend):
             heapq.heappush(q.scheduled, (due, next(self._ids), level, entry))
             q.state[entry.task_id] = SCHEDULED
 
-    def claim(self, queue: str, consumer: str, limit: int, lease: float, idle_for: float = 0.0) -> ClaimBatch:
+    def exchange(
+        self,
+        queue: str,
+        consumer: str,
+        settlements: Sequence[Settlement],
+        want: int,
+        lease: float,
+        idle_for: float = 0.0,
+        result_ttl: float = 0.0,
+    ) -> tuple[list[bool], ClaimBatch]:
         with self._changed:
             q, now = self._queue(queue), self.now()
-            self._promote(q, now)
-            if q.max_concurrency is not None:
-                limit = min(limit, q.max_concurrency - len(q.leases))
-            claims = []
-            for level in sorted(q.ready, reverse=True):
-                entries = q.ready[level]
-                while entries and len(claims) < limit:
-                    entry = entries.popleft()
-                    token = next(self._ids)
-                    q.leases[entry.task_id] = _Lease(now + lease, token, level, entry)
-                    q.state[entry.task_id] = RUNNING
-                    claims.append(Claim(queue, entry.task_id, token, entry.body, entry.failures, entry.crashes))
-                if not entries:
-                    del q.ready[level]
-            if not claims:
-                self._seen.setdefault(consumer, self._generation)
-            return ClaimBatch(claims, self._next_due(q, now))
+            applied = [self._settle_one(q, settlement, result_ttl, now) for settlement in settlements]
+            if any(applied):
+                self._notify()
+            if want <= 0:
+                return applied, ClaimBatch([], None, q.max_concurrency is not None)
+            return applied, self._claim(q, queue, consumer, want, lease, now)
+
+    def _claim(self, q: _Queue, queue: str, consumer: str, limit: int, lease: float, now: float) -> ClaimBatch:
+        self._promote(q, now)
+        if q.max_concurrency is not None:
+            limit = min(limit, q.max_concurrency - len(q.leases))
+        claims = []
+        for level in sorted(q.ready, reverse=True):
+            entries = q.ready[level]
+            while entries and len(claims) < limit:
+                entry = entries.popleft()
+                token = next(self._ids)
+                q.leases[entry.task_id] = _Lease(now + lease, token, level, entry)
+                q.state[entry.task_id] = RUNNING
+                claims.append(Claim(queue, entry.task_id, token, entry.body, entry.failures, entry.crashes))
+            if not entries:
+                del q.ready[level]
+        if not claims:
+            self._seen.setdefault(consumer, self._generation)
+        return ClaimBatch(claims, self._next_due(q, now), q.max_concurrency is not None)
 
     def _promote(self, q: _Queue, now: float) -> None:
         """Move due delayed tasks, due recurrent runs and expired leases to ready."""
@@ -177,54 +198,32 @@ class MemoryBackend(Backend):
                     held.deadline = now + lease
             return lost
 
-    def _release(self, claim: Claim) -> tuple[_Queue, _Lease] | None:
-        q = self._queue(claim.queue)
+    def _settle_one(self, q: _Queue, settlement: Settlement, result_ttl: float, now: float) -> bool:
+        claim = settlement.claim
         held = q.leases.get(claim.task_id)
         if held is None or held.token != claim.token:
-            return None
+            return False
         del q.leases[claim.task_id]
         q.state.pop(claim.task_id, None)
-        self._notify()
-        return q, held
+        if settlement.kind == RETRY_KIND:
+            held.entry.failures += 1
+            self._put(q, held.level, held.entry, now + settlement.delay if settlement.delay > 0 else None)
+        elif settlement.kind == HAND_BACK_KIND:
+            q.ready.setdefault(held.level, deque()).appendleft(held.entry)
+            q.state[claim.task_id] = QUEUED
+        else:
+            if settlement.kind == FAIL_KIND:
+                q.failed[claim.task_id] = (held.level, held.entry, settlement.record)
+            self._keep_outcome(q, claim.task_id, settlement.outcome, result_ttl, now)
+        return True
 
-    def ack(self, claim: Claim, outcome: bytes, result_ttl: float) -> bool:
-        with self._changed:
-            released = self._release(claim)
-            if released:
-                self._keep_outcome(released[0], claim.task_id, outcome, result_ttl)
-            return released is not None
-
-    def retry(self, claim: Claim, delay: float) -> bool:
-        with self._changed:
-            released = self._release(claim)
-            if released:
-                q, held = released
-                held.entry.failures += 1
-                self._put(q, held.level, held.entry, self.now() + delay if delay > 0 else None)
-            return released is not None
-
-    def fail(self, claim: Claim, outcome: bytes, record: bytes, result_ttl: float) -> bool:
-        with self._changed:
-            released = self._release(claim)
-            if released:
-                q, held = released
-                q.failed[claim.task_id] = (held.level, held.entry, record)
-                self._keep_outcome(q, claim.task_id, outcome, result_ttl)
-            return released is not None
-
-    def release(self, claim: Claim) -> bool:
-        with self._changed:
-            released = self._release(claim)
-            if released:
-                q, held = released
-                q.ready.setdefault(held.level, deque()).appendleft(held.entry)
-                q.state[claim.task_id] = QUEUED
-            return released is not None
-
-    def _keep_outcome(self, q: _Queue, task_id: str, outcome: bytes, result_ttl: float) -> None:
-        now = self.now()
-        for old_id in [i for i, (expires, _) in q.outcomes.items() if expires <= now][:100]:
-            del q.outcomes[old_id]
+    @staticmethod
+    def _keep_outcome(q: _Queue, task_id: str, outcome: bytes, result_ttl: float, now: float) -> None:
+        while q.outcomes:  # oldest first: drop the expired ones at the front
+            oldest = next(iter(q.outcomes))
+            if q.outcomes[oldest][0] > now:
+                break
+            del q.outcomes[oldest]
         if result_ttl > 0:
             q.outcomes[task_id] = (now + result_ttl, outcome)
 

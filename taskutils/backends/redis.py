@@ -39,16 +39,34 @@ from redis.retry import Retry
 
 from ..errors import BackendUnavailable, BrokerError
 from ..outage import OutageLog
-from .base import QUEUED, RUNNING, SCHEDULED, Backend, Claim, ClaimBatch, Counts, NewTask, RecurrentRecord
+from .base import (
+    QUEUED,
+    RETRY_KIND,
+    RUNNING,
+    SCHEDULED,
+    Backend,
+    Claim,
+    ClaimBatch,
+    Counts,
+    NewTask,
+    RecurrentRecord,
+    Settlement,
+)
 from .memory import TOP
 
 T = TypeVar("T")
 log = logging.getLogger("taskutils.redis")
 STATES = {b"s": SCHEDULED, b"q": QUEUED, b"r": RUNNING}
-SCRIPTS = (
-    "enqueue", "claim", "renew", "finish", "retry", "release", "counts", "schedule_recurrent",
-    "requeue_failed", "register_worker",
-)
+# Each script: the helper files it needs (in order), then its own file.
+SCRIPTS = {
+    "enqueue": ("_prelude",),
+    "exchange": ("_prelude", "_settle", "_claim"),
+    "renew": ("_prelude",),
+    "counts": ("_prelude",),
+    "schedule_recurrent": ("_prelude",),
+    "requeue_failed": ("_prelude",),
+    "register_worker": ("_prelude",),
+}
 WORKERS = "tu:"
 
 
@@ -73,7 +91,7 @@ class RedisBackend(Backend):
     def __init__(self, client: redis.Redis, blocking_client: redis.Redis | None = None):
         self.client = client
         self._blocking = blocking_client or client
-        self._scripts = {name: client.register_script(_script_source(name)) for name in SCRIPTS}
+        self._scripts = {name: client.register_script(_script_source(name, parts)) for name, parts in SCRIPTS.items()}
 
     @classmethod
     def from_url(cls, url: str, broker_timeout: float = 10.0) -> "RedisBackend":
@@ -104,11 +122,27 @@ class RedisBackend(Backend):
             args += [level_name(task.priority), repr(float(task.delay)), task.body]
         return [task_id.decode() for task_id in self._run("enqueue", queue, args)] if args else []
 
-    def claim(self, queue: str, consumer: str, limit: int, lease: float, idle_for: float = 0.0) -> ClaimBatch:
-        reply = self._run("claim", queue, [consumer, limit, repr(lease), repr(idle_for)])
-        next_due = float(reply[0])
-        claims = [parse_envelope(queue, reply[i], reply[i + 1]) for i in range(1, len(reply), 2)]
-        return ClaimBatch(claims, None if next_due < 0 else next_due)
+    def exchange(
+        self,
+        queue: str,
+        consumer: str,
+        settlements: Sequence[Settlement],
+        want: int,
+        lease: float,
+        idle_for: float = 0.0,
+        result_ttl: float = 0.0,
+    ) -> tuple[list[bool], ClaimBatch]:
+        args: list[Any] = [consumer, want, repr(lease), repr(idle_for), repr(result_ttl)]
+        for settled in settlements:
+            data = repr(settled.delay) if settled.kind == RETRY_KIND else settled.outcome
+            args += [settled.kind, settled.claim.task_id, settled.claim.token, data, settled.record]
+        reply = self._run("exchange", queue, args)
+        applied = [flag == ord("1") for flag in reply[0]]
+        if want <= 0:
+            return applied, ClaimBatch([], None)
+        next_due = float(reply[1])
+        claims = [parse_envelope(queue, reply[i], reply[i + 1]) for i in range(3, len(reply), 2)]
+        return applied, ClaimBatch(claims, None if next_due < 0 else next_due, reply[2] == 1)
 
     def wait(self, queues: Sequence[str], consumer: str, timeout: float) -> str | None:
         own = prefix(queues[0]) + "wake:" + consumer
@@ -134,19 +168,6 @@ class RedisBackend(Backend):
             args += [task_id, token]
         return [task_id.decode() for task_id in self._run("renew", queue, args)]
 
-    def ack(self, claim: Claim, outcome: bytes, result_ttl: float) -> bool:
-        return self._finish(claim, outcome, b"", result_ttl)
-
-    def fail(self, claim: Claim, outcome: bytes, record: bytes, result_ttl: float) -> bool:
-        return self._finish(claim, outcome, record, result_ttl)
-
-    def _finish(self, claim: Claim, outcome: bytes, record: bytes, result_ttl: float) -> bool:
-        args = [claim.task_id, claim.token, outcome, repr(result_ttl), record]
-        return bool(self._run("finish", claim.queue, args))
-
-    def retry(self, claim: Claim, delay: float) -> bool:
-        return bool(self._run("retry", claim.queue, [claim.task_id, claim.token, repr(delay)]))
-
     def status(self, queue: str, task_id: str) -> tuple[str | None, bytes | None]:
         pipe = self.client.pipeline(transaction=False)
         pipe.hget(prefix(queue) + "state", task_id)
@@ -156,9 +177,6 @@ class RedisBackend(Backend):
 
     def counts(self, queue: str) -> Counts:
         return Counts(*self._run("counts", queue, []))
-
-    def release(self, claim: Claim) -> bool:
-        return bool(self._run("release", claim.queue, [claim.task_id, claim.token]))
 
     def failed(self, queue: str) -> dict[str, bytes]:
         pipe = self.client.pipeline(transaction=True)
@@ -305,9 +323,9 @@ def outage_retry(timeout: float, outage: OutageLog) -> ReportingRetry:
     return ReportingRetry(backoff, retries, outage)
 
 
-def _script_source(name: str) -> str:
+def _script_source(name: str, helpers: Sequence[str]) -> str:
     folder = resources.files(__package__) / "lua"
-    return (folder / "_prelude.lua").read_text() + "\n" + (folder / f"{name}.lua").read_text()
+    return "\n".join((folder / f"{part}.lua").read_text() for part in (*helpers, name))
 
 
 def _mapped(call: Callable[[], T]) -> T:

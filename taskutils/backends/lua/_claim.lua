@@ -1,0 +1,121 @@
+-- The claim step, shared by the scripts that hand out tasks (needs _prelude.lua).
+
+-- Promote due work, then hand up to `limit` ready tasks to one consumer under a lease.
+-- Returns {seconds until the next due time or "-1", 1 if the queue is capped else 0,
+--          token1, envelope1, token2, envelope2, ...}
+local function claim(consumer, limit, lease, idle_for, now)
+  redis.call('ZREM', P .. 'idle', consumer)
+
+  -- delayed tasks that are due
+  local due = redis.call('ZRANGEBYSCORE', P .. 'scheduled', '-inf', now, 'LIMIT', 0, 1000)
+  local promoted = #due
+  for _, member in ipairs(due) do
+    push_ready(level_and_envelope(member))
+    redis.call('ZREM', P .. 'scheduled', member)
+  end
+
+  -- recurrent runs that are due: one run each, next time on the grid start + k * interval
+  local fired = redis.call('ZRANGEBYSCORE', P .. 'rec', '-inf', now, 'WITHSCORES', 'LIMIT', 0, 100)
+  for i = 1, #fired, 2 do
+    local name, at = fired[i], tonumber(fired[i + 1])
+    local key = P .. 'rec:' .. name
+    local spec = redis.call('HMGET', key, 'body', 'interval', 'repeats', 'stop')
+    local stop = tonumber(spec[4] or '')
+    if spec[1] and stop and at > stop then
+      spec[1] = false -- a run past the schedule's stop: the schedule just ends
+    end
+    if spec[1] then
+      push_ready('max', envelope_of(new_id(), 0, 0, spec[1]))
+      promoted = promoted + 1
+      local interval, repeats = tonumber(spec[2]), tonumber(spec[3]) or 1
+      local upcoming = at
+      if interval and interval > 0 then
+        upcoming = at + interval * (math.floor((now - at) / interval) + 1)
+      else
+        repeats = 1 -- a schedule with no valid interval runs once, then ends
+      end
+      if repeats > 0 then repeats = repeats - 1 end
+      if repeats == 0 or (stop and upcoming > stop) then
+        redis.call('DEL', key)
+        redis.call('ZREM', P .. 'rec', name)
+      else
+        redis.call('HSET', key, 'repeats', repeats)
+        redis.call('ZADD', P .. 'rec', upcoming, name)
+      end
+    else
+      redis.call('DEL', key)
+      redis.call('ZREM', P .. 'rec', name)
+    end
+  end
+
+  -- leases that expired: their worker died or stalled; the task goes back to the front of its
+  -- level (it was already due) with one more crash
+  local expired = redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', now, 'LIMIT', 0, 1000)
+  for _, id in ipairs(expired) do
+    local held = redis.call('HGET', P .. 'inflight', id)
+    redis.call('ZREM', P .. 'leases', id)
+    if held then
+      local _, level, envelope = inflight_fields(held)
+      local task_id, failures, crashes, body = envelope_fields(envelope)
+      push_ready(level, envelope_of(task_id, failures, crashes + 1, body), true)
+      promoted = promoted + 1
+      redis.call('HDEL', P .. 'inflight', id)
+    end
+  end
+
+  -- the fleet-wide cap: running tasks are the leases
+  local cap = redis.call('HGET', P .. 'config', 'max_concurrency')
+  local capped = 0
+  if cap then
+    capped = 1
+    limit = math.min(limit, tonumber(cap) - redis.call('ZCARD', P .. 'leases'))
+  end
+
+  local out = {'-1', capped}
+  while limit > 0 do
+    local top = redis.call('ZRANGE', P .. 'prios', 0, 0)[1]
+    if not top then break end
+    local level = top
+    if not valid_level(level) then level = '0' end -- a list no enqueue made: its items count as priority 0
+    local key = P .. 'ready:' .. top
+    local items = redis.call('LPOP', key, limit)
+    if items then
+      for _, item in ipairs(items) do
+        local envelope = checked(item)
+        local id = string.sub(envelope, 1, 12)
+        if redis.call('HEXISTS', P .. 'inflight', id) == 1 or redis.call('HEXISTS', P .. 'failed', id) == 1 then
+          -- an id already in use (a forged or copied envelope): give this one its own, losing neither
+          local _, failures, crashes, body = envelope_fields(envelope)
+          id = new_id()
+          envelope = envelope_of(id, failures, crashes, body)
+        end
+        local token = string.format('%d', redis.call('INCR', P .. 'fence'))
+        redis.call('ZADD', P .. 'leases', now + lease, id)
+        redis.call('HSET', P .. 'inflight', id, token .. '|' .. level .. '|' .. envelope)
+        redis.call('HSET', P .. 'state', id, 'r')
+        out[#out + 1] = token
+        out[#out + 1] = envelope
+      end
+      limit = limit - #items
+    end
+    if redis.call('EXISTS', key) == 0 then
+      redis.call('ZREM', P .. 'prios', top)
+    end
+  end
+
+  if #out == 2 then
+    redis.call('ZADD', P .. 'idle', now + idle_for, consumer)
+  end
+  -- work this call made ready but did not take goes to the other idle consumers
+  if promoted > 0 and redis.call('EXISTS', P .. 'prios') == 1 then wake(promoted, now) end
+
+  local next_due = nil
+  for _, key in ipairs({'scheduled', 'rec', 'leases'}) do
+    local first = redis.call('ZRANGE', P .. key, 0, 0, 'WITHSCORES')[2]
+    if first and (next_due == nil or tonumber(first) < next_due) then
+      next_due = tonumber(first)
+    end
+  end
+  if next_due then out[1] = tostring(math.max(next_due - now, 0)) end
+  return out
+end
