@@ -68,7 +68,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             for queue in settings.queues:
                 backend.set_max_concurrency(queue, settings.max_concurrency)
         worker = Worker(backend, settings, lambda module: module_allowed(module, allowed))
-        worker.start()
     except BackendUnavailable as exc:
         log.error("cannot start: %s", exc)
         return 1
@@ -90,6 +89,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         worker.consumer, _redacted(url), ",".join(settings.queues), settings.threads, ",".join(allowed[:-1]) or "-",
         settings.visibility_timeout,
     )
+    try:
+        worker.start()
+    except BackendUnavailable as exc:
+        log.error("cannot start: %s", exc)
+        return 1
     while not stop.wait(1.0):
         pass
     finished = worker.stop(settings.grace_period)

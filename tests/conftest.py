@@ -119,13 +119,16 @@ def workers(redis_url: str) -> Iterator[Callable[..., list[WorkerProcess]]]:
         worker.kill()
 
 
-def wait_for(condition: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> object:
-    """Poll `condition` until it is truthy; fail the test with `what` after `timeout` seconds."""
+def wait_for(condition: Callable[[], object], timeout: float = 10.0, what: str = "condition", fail: bool = True) -> object:
+    """Poll `condition` until it is truthy; after `timeout` seconds fail the test with `what`
+    (or, with fail=False, return the last value and let the caller's assertion judge it)."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() > deadline:
+            if not fail:
+                return value
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.01)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from taskutils import InvalidTask, PayloadError, Recurrent, Task, TaskFailed, TaskNotFound
@@ -164,8 +166,9 @@ def test_cap_is_shared_by_handlers_on_one_backend(make_handler, key):
 
 def test_close_lets_running_tasks_finish(make_handler, key):
     handler = make_handler(max_num_threads=1)
-    ref = handler.enqueue_task(Task(jobs.probe, (key, 0.3)))
-    wait_for(lambda: ref.status() == "running", what="running")
+    ref = handler.enqueue_task(Task(jobs.wait_gate, (key,)))
+    wait_for(lambda: jobs.calls[key] == ["started"], what="task start")  # "running" already once claimed
+    threading.Timer(0.2, jobs.gates[key].set).start()
     assert handler.close(timeout=10)
     assert ref.status() == "done"
 

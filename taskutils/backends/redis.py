@@ -5,7 +5,7 @@ Keys of queue Q all start with "tu:{Q}:" (one hash tag, so one Cluster slot):
     ready:<level>  LIST   envelopes of ready tasks at one priority level ("max": recurrent runs)
     prios          ZSET   levels that have ready tasks, score = -priority
     scheduled      ZSET   "<level>|<envelope>" of delayed tasks, score = due time
-    state          HASH   task id -> s(cheduled) / q(ueued) / r(unning)
+    state:<bucket> HASH   task id % 64 -> s(cheduled) / q(ueued) / r(unning), for ids id // 64 == bucket (hex)
     leases         ZSET   running task ids, score = lease deadline (also the concurrency semaphore)
     inflight       HASH   running task id -> "<token>|<level>|<envelope>"
     result:<id>    STRING outcome record (msgpack), expires after result_ttl
@@ -57,6 +57,7 @@ from .memory import TOP
 T = TypeVar("T")
 log = logging.getLogger("taskutils.redis")
 STATES = {b"s": SCHEDULED, b"q": QUEUED, b"r": RUNNING}
+STATE_BUCKET = 64  # task states per state hash, as in lua/_prelude.lua
 # Each script: the helper files it needs (in order), then its own file.
 SCRIPTS = {
     "enqueue": ("_prelude",),
@@ -169,8 +170,12 @@ class RedisBackend(Backend):
         return [task_id.decode() for task_id in self._run("renew", queue, args)]
 
     def status(self, queue: str, task_id: str) -> tuple[str | None, bytes | None]:
+        try:
+            number = int(task_id, 16)
+        except ValueError:
+            return None, None
         pipe = self.client.pipeline(transaction=False)
-        pipe.hget(prefix(queue) + "state", task_id)
+        pipe.hget(prefix(queue) + f"state:{number // STATE_BUCKET:x}", str(number % STATE_BUCKET))
         pipe.get(prefix(queue) + "result:" + task_id)
         state, outcome = _mapped(pipe.execute)
         return STATES.get(state) if state else None, outcome

@@ -92,7 +92,7 @@ local function claim(consumer, limit, lease, idle_for, now)
         local token = string.format('%d', redis.call('INCR', P .. 'fence'))
         redis.call('ZADD', P .. 'leases', now + lease, id)
         redis.call('HSET', P .. 'inflight', id, token .. '|' .. level .. '|' .. envelope)
-        redis.call('HSET', P .. 'state', id, 'r')
+        set_state(id, 'r')
         out[#out + 1] = token
         out[#out + 1] = envelope
       end

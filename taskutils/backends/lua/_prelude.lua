@@ -8,6 +8,9 @@
 --   scheduled  = ZSET member <level> "|" <envelope>, score = due time
 --   inflight   = HASH field <id>, value <token> "|" <level> "|" <envelope>
 --   failed     = HASH field <id>, value <level> "|" <envelope> (failed_info holds the reason)
+--   state      = task states live in small hashes of STATE_BUCKET ids each, "state:<id // 64 in hex>",
+--                field <id % 64>: Redis keeps hashes that small as compact listpacks (a few bytes a
+--                task instead of ~60 in one big hash), and an emptied bucket disappears
 -- Anything else found in these keys (garbage written by hand or by a bug) is wrapped as the
 -- body of a new, well-formed envelope: a worker then fails it with a reason, and nothing
 -- here raises on it.
@@ -16,6 +19,19 @@ local P = KEYS[1]
 local function clock()
   local t = redis.call('TIME')
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+
+local STATE_BUCKET = 64
+
+-- the key and field holding the state of task id
+local function state_of(id)
+  local number = tonumber(id, 16)
+  return P .. 'state:' .. string.format('%x', math.floor(number / STATE_BUCKET)), tostring(number % STATE_BUCKET)
+end
+
+local function set_state(id, state)
+  local key, field = state_of(id)
+  redis.call('HSET', key, field, state)
 end
 
 local function new_id()
@@ -77,14 +93,14 @@ local function push_ready(level, envelope, front)
   if level ~= 'max' then score = -tonumber(level) end
   redis.call(front and 'LPUSH' or 'RPUSH', P .. 'ready:' .. level, envelope)
   redis.call('ZADD', P .. 'prios', score, level)
-  redis.call('HSET', P .. 'state', string.sub(envelope, 1, 12), 'q')
+  set_state(string.sub(envelope, 1, 12), 'q')
 end
 
 -- delay a task; if it is now the first due, wake one idle consumer so it waits for the right time
 local function schedule(level, envelope, due, now)
   local first = redis.call('ZRANGE', P .. 'scheduled', 0, 0, 'WITHSCORES')[2]
   redis.call('ZADD', P .. 'scheduled', due, level .. '|' .. envelope)
-  redis.call('HSET', P .. 'state', string.sub(envelope, 1, 12), 's')
+  set_state(string.sub(envelope, 1, 12), 's')
   if not first or due < tonumber(first) then wake(1, now) end
 end
 
@@ -96,6 +112,7 @@ local function release(id, token)
   if held_token ~= token then return nil end
   redis.call('HDEL', P .. 'inflight', id)
   redis.call('ZREM', P .. 'leases', id)
-  redis.call('HDEL', P .. 'state', id)
+  local key, field = state_of(id)
+  redis.call('HDEL', key, field)
   return level, envelope
 end

@@ -1,0 +1,116 @@
+"""taskutils, measured exactly like the peers, plus the figures only taskutils reports.
+
+Configuration: library defaults. Producer: ``TaskHandler(url, max_num_threads=0)``; enqueue is
+``enqueue_task(Task(func, kwargs=...))``, bulk is ``enqueue_tasks([...])`` (one script call).
+Worker: ``taskutils-worker --import bench.peers.tasks_taskutils --threads 8`` (non-default: 8
+threads instead of 3), log level INFO (it logs nothing per task).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+from taskutils import Task, TaskHandler
+from taskutils.backends.base import DONE_KIND, Settlement
+from taskutils.backends.redis import RedisBackend
+
+from .base import POLL, REPO_ROOT, START_TIMEOUT, Peer, bin_path
+
+
+class TaskutilsPeer(Peer):
+    name = "taskutils"
+    key = "taskutils"
+    tasks_module = "bench.peers.tasks_taskutils"
+
+    def setup(self) -> None:
+        self.handler = TaskHandler(self.redis_url, max_num_threads=0)
+
+    def send(self, task, kwargs):
+        self.handler.enqueue_task(Task(getattr(self.tasks, task), kwargs=kwargs))
+
+    def send_bulk(self, task, n):
+        self.handler.enqueue_tasks([Task(getattr(self.tasks, task))] * n)
+
+    def worker_command(self, *extra: str) -> list[str]:
+        return [bin_path("taskutils-worker"), "--redis-url", self.redis_url, "--import", self.tasks_module,
+                "--threads", "8", *extra]
+
+    def teardown(self) -> None:
+        self.handler.close()
+
+    # -- figures only taskutils reports ---------------------------------------------------------
+
+    def overhead(self, n: int) -> float:
+        """tasks/s of one worker over n truly empty tasks, completion seen through taskutils itself."""
+        self.flush()
+        for start in range(0, n, 10_000):
+            self.handler.enqueue_tasks([Task(self.tasks.noop)] * min(10_000, n - start))
+        self.start_worker()
+        try:
+            return self._time_backlog(n)
+        finally:
+            self.stop_worker()
+            self.flush()
+
+    def drain_with(self, n: int, workers: int = 1, cap: int | None = None) -> float:
+        """Like drain(), with several worker processes or a fleet-wide cap."""
+        self.flush()
+        self.handler.backend.set_max_concurrency("default", cap)
+        self.handler.enqueue_tasks([Task(self.tasks.body, kwargs={"n": i}) for i in range(n)])
+        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+        extra = [subprocess.Popen(self.worker_command(), cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL) for _ in range(workers - 1)]
+        self.start_worker()
+        try:
+            deadline = time.monotonic() + START_TIMEOUT
+            while (first := self._done()) < 1:
+                self._check_worker()
+                if time.monotonic() > deadline:
+                    raise TimeoutError("taskutils: worker ran no task")
+                time.sleep(POLL)
+            started = time.perf_counter()
+            while self._done() < n:
+                time.sleep(POLL)
+            return (n - first) / (time.perf_counter() - started)
+        finally:
+            for process in extra:
+                process.terminate()
+                process.wait(15)
+            self.stop_worker()
+            self.handler.backend.set_max_concurrency("default", None)
+            self.flush()
+
+    def _time_backlog(self, n: int) -> float:
+        counts = self.handler.backend.counts
+        deadline = time.monotonic() + START_TIMEOUT
+        while (left := counts("default").pending) >= n:
+            self._check_worker()
+            if time.monotonic() > deadline:
+                raise TimeoutError("taskutils: worker ran no task")
+            time.sleep(POLL)
+        started = time.perf_counter()
+        while counts("default").pending:
+            time.sleep(POLL)
+        return left / (time.perf_counter() - started)
+
+    def scale(self, depth: int, probe: int = 2000) -> tuple[float, float]:
+        """(µs per enqueue, µs per claim+ack) with `depth` tasks already queued."""
+        self.flush()
+        for start in range(0, depth, 10_000):
+            self.handler.enqueue_tasks([Task(self.tasks.noop)] * min(10_000, depth - start))
+        started = time.perf_counter()
+        for _ in range(probe):
+            self.send("noop", {})
+        enqueue_us = (time.perf_counter() - started) / probe * 1e6
+        backend: RedisBackend = self.handler.backend  # type: ignore[assignment]
+        held: list[Settlement] = []
+        started = time.perf_counter()
+        for _ in range(probe // 8):  # what a worker of 8 threads does: settle 8, claim 8
+            _, batch = backend.exchange("default", "scale-probe", held, 8, 30.0, 0.0, 0.0)
+            held = [Settlement(claim, DONE_KIND, b"") for claim in batch.claims]
+        backend.exchange("default", "scale-probe", held, 0, 30.0)
+        claim_us = (time.perf_counter() - started) / probe * 1e6
+        self.flush()
+        return enqueue_us, claim_us

@@ -1,0 +1,199 @@
+"""The benchmark: taskutils and its Python peers, same workloads, side by side in one run.
+
+    pip install -e '.[bench]'
+    python -m bench.run                       # 20,000 tasks, 3 interleaved rounds (about 30 minutes)
+    python -m bench.run --tasks 2000 --rounds 1 --samples 50 --idle-samples 3 --scale 1000,10000   # a quick look
+
+Starts its own redis-server on a free port (no persistence), measures every system in every round
+in a shuffled order, prints one table of medians with taskutils' ratio to the best peer, says how
+much the rounds varied, and writes the table to bench/RESULTS.md. See bench/peers/base.py for how
+each figure is measured and bench/peers/<name>_peer.py for how each system is configured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import redis
+
+from tests.redis_server import RedisServer, redis_server_binary
+
+from .peers import PEERS
+from .peers.taskutils_peer import TaskutilsPeer
+
+OUT = Path(__file__).with_name("RESULTS.md")
+# figure -> (column title, higher is better)
+FIGURES = {
+    "enqueue": ("enqueue/s (one by one)", True),
+    "bulk": ("bulk enqueue/s", True),
+    "drain": ("drain/s", True),
+    "p50": ("latency p50 ms", False),
+    "p99": ("latency p99 ms", False),
+    "idle_p50": ("after 1 s idle p50 ms", False),
+    "idle_p99": ("after 1 s idle p99 ms", False),
+    "bytes": ("Redis bytes per queued task", False),
+}
+
+
+def measure(system, args) -> dict[str, float | None]:
+    n = args.tasks
+    bulk = system.enqueue_bulk(n)
+    p50, p99, idle_p50, idle_p99 = system.latency(args.samples, args.idle_samples)
+    return {
+        "enqueue": n / system.enqueue_one_by_one(n),
+        "bulk": None if bulk is None else n / bulk,
+        "drain": system.drain(n),
+        "p50": p50, "p99": p99, "idle_p50": idle_p50, "idle_p99": idle_p99,
+        "bytes": system.queued_bytes(n),
+    }
+
+
+def measure_taskutils_only(system: TaskutilsPeer, args) -> dict[str, float]:
+    return {
+        "overhead": system.overhead(args.tasks),
+        "drain_2": system.drain_with(args.tasks, workers=2),
+        "drain_capped": system.drain_with(args.tasks, cap=8),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--samples", type=int, default=200, help="back-to-back latency samples")
+    parser.add_argument("--idle-samples", type=int, default=10, help="latency samples after 1 s idle")
+    parser.add_argument("--systems", default="taskutils," + ",".join(PEERS))
+    parser.add_argument("--scale", default="1000,10000,100000,1000000", help="queue depths for the scale curve")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+    names = args.systems.split(",")
+    classes = {"taskutils": TaskutilsPeer, **PEERS}
+    server = RedisServer().start()
+    workdir = tempfile.mkdtemp(prefix="bench-")
+    results: dict[str, list[dict[str, float | None]]] = {name: [] for name in names}
+    extra: list[dict[str, float]] = []
+    started = time.monotonic()
+    try:
+        for round_number in range(args.rounds):
+            order = random.sample(names, len(names))
+            for name in order:
+                print(f"round {round_number + 1}/{args.rounds}: {name}", file=sys.stderr, flush=True)
+                system = classes[name](server.url, workdir)
+                try:
+                    results[name].append(measure(system, args))
+                    if name == "taskutils":
+                        extra.append(measure_taskutils_only(system, args))
+                finally:
+                    system.close()
+        curve = scale_curve(server.url, workdir, [int(d) for d in args.scale.split(",") if d]) if "taskutils" in names else []
+    finally:
+        server.kill()
+    report = render(results, extra, curve, args, time.monotonic() - started)
+    print(report)
+    args.out.write_text(report)
+    print(f"\nwritten to {args.out}", file=sys.stderr)
+    return 0
+
+
+def scale_curve(url: str, workdir: str, depths: list[int]) -> list[tuple[int, float, float]]:
+    system = TaskutilsPeer(url, workdir)
+    try:
+        return [(depth, *system.scale(depth)) for depth in depths]
+    finally:
+        system.close()
+
+
+def median(values: list[float | None]) -> float | None:
+    present = [value for value in values if value is not None]
+    return statistics.median(present) if present else None
+
+
+def spread(values: list[float | None]) -> float | None:
+    present = [value for value in values if value is not None]
+    if len(present) < 2 or not statistics.median(present):
+        return None
+    return (max(present) - min(present)) / statistics.median(present)
+
+
+def fmt(value: float | None, figure: str) -> str:
+    if value is None:
+        return "—"
+    if figure in ("p50", "p99", "idle_p50", "idle_p99"):
+        return f"{value:,.2f}" if value < 10 else f"{value:,.0f}"
+    return f"{value:,.0f}"
+
+
+def render(results, extra, curve, args, seconds: float) -> str:
+    medians = {name: {figure: median([run[figure] for run in runs]) for figure in FIGURES} for name, runs in results.items()}
+    spreads = [s for runs in results.values() for figure in FIGURES if (s := spread([run[figure] for run in runs])) is not None]
+    peers = [name for name in medians if name != "taskutils"]
+    lines = [
+        f"# Benchmark results ({date.today().isoformat()})",
+        "",
+        f"Command: `python -m bench.run --tasks {args.tasks} --rounds {args.rounds} --samples {args.samples} "
+        f"--idle-samples {args.idle_samples}`; {seconds / 60:.0f} minutes.",
+        f"Machine: {platform.machine()}, {_cpus()} cores, {platform.python_implementation()} {platform.python_version()}, "
+        f"{_redis_version()} started by the bench (no persistence). One worker process, concurrency 8, "
+        f"{args.tasks:,} tasks; medians of {args.rounds} rounds, systems in a shuffled order each round.",
+    ]
+    if spreads:
+        lines.append(
+            f"Noise: between rounds a figure varied by {statistics.median(spreads):.0%} of its median typically "
+            f"(largest: {max(spreads):.0%})."
+        )
+    lines += ["", "| system | " + " | ".join(title for title, _ in FIGURES.values()) + " |",
+              "|---|" + "---:|" * len(FIGURES)]
+    for name, values in medians.items():
+        lines.append(f"| {name} | " + " | ".join(fmt(values[figure], figure) for figure in FIGURES) + " |")
+    if "taskutils" in medians and peers:
+        ratios = []
+        for figure, (_, higher) in FIGURES.items():
+            ours = medians["taskutils"][figure]
+            theirs = [medians[name][figure] for name in peers if medians[name][figure] is not None]
+            if ours is None or not theirs:
+                ratios.append("—")
+                continue
+            best = max(theirs) if higher else min(theirs)
+            ratios.append(f"×{(ours / best if higher else best / ours):.1f}")
+        lines.append("| **taskutils vs best peer** | " + " | ".join(ratios) + " |")
+        lines += ["", "Ratios: how many times better taskutils is than the best peer on that figure (above 1: better)."]
+    if extra:
+        lines += [
+            "",
+            "## taskutils only",
+            "",
+            f"- framework overhead, truly empty tasks, completion seen through taskutils: "
+            f"{median([e['overhead'] for e in extra]):,.0f} tasks/s (one worker process, 8 threads)",
+            f"- drain with 2 worker processes: {median([e['drain_2'] for e in extra]):,.0f} tasks/s",
+            f"- drain with `max_concurrency=8`: {median([e['drain_capped'] for e in extra]):,.0f} tasks/s "
+            f"({median([e['drain_capped'] for e in extra]) / medians['taskutils']['drain']:.0%} of uncapped)",
+        ]
+    if curve:
+        lines += ["", "Scale: cost per operation with the queue already holding N tasks.", "",
+                  "| queued tasks | µs per enqueue | µs per claim + ack (batches of 8) |", "|---:|---:|---:|"]
+        lines += [f"| {depth:,} | {enqueue:.0f} | {claim:.0f} |" for depth, enqueue, claim in curve]
+    return "\n".join(lines) + "\n"
+
+
+def _cpus() -> int:
+    import os
+
+    return os.cpu_count() or 0
+
+
+def _redis_version() -> str:
+    done = subprocess.run([redis_server_binary(), "--version"], capture_output=True, text=True)
+    return "Redis " + done.stdout.split("v=")[1].split()[0] if "v=" in done.stdout else "Redis"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
