@@ -1,5 +1,5 @@
 """Peer task queues measured the same way as taskutils: see base.py for the measurement and each
-``<peer>_peer.py`` docstring for how that peer is configured. Install bench/requirements.txt."""
+``<peer>_peer.py`` docstring for how that peer is configured. Install them with `pip install -e .[bench]`."""
 
 from .arq_peer import ArqPeer
 from .base import Peer
