@@ -165,32 +165,36 @@ class TaskHandler:
         self._allowed_modules.add(task.ref.partition(":")[0])
 
     def enqueue_task(self, task: Task) -> TaskRef:
-        """Enqueue one task; returns its TaskRef."""
-        return self.enqueue_tasks([task])[0]
+        """Enqueue one task (one round trip); returns its TaskRef."""
+        queue = task.queue or self.queue
+        (task_id,) = self.backend.enqueue(queue, [self._new_task(0, task)])
+        return TaskRef(self.backend, queue, task_id)
 
     def enqueue_tasks(self, tasks: Iterable[Task]) -> list[TaskRef]:
         """Enqueue many tasks in one round trip per queue; all are encoded before any is stored."""
         tasks = list(tasks)
         by_queue: dict[str, list[tuple[int, NewTask]]] = {}
         for index, task in enumerate(tasks):
-            if not isinstance(task, Task):
-                raise InvalidTask(f"enqueue_task needs a Task, got {task!r}")
-            body = task.encode()
-            if len(body) > self.settings.max_payload:
-                raise PayloadError(
-                    f"task {index} ({task.ref}) encodes to {len(body)} bytes, over max_payload="
-                    f"{self.settings.max_payload}; pass a reference (a URL, a key) instead of the data"
-                )
-            new = NewTask(body, task.priority, float(task.delay or 0.0))
-            by_queue.setdefault(task.queue or self.queue, []).append((index, new))
-        for task in tasks:
-            self._admit(task)
+            by_queue.setdefault(task.queue or self.queue, []).append((index, self._new_task(index, task)))
         refs: list[TaskRef | None] = [None] * len(tasks)
         for name, items in by_queue.items():
             ids = self.backend.enqueue(name, [new for _, new in items])
             for (index, _), task_id in zip(items, ids):
                 refs[index] = TaskRef(self.backend, name, task_id)
         return refs  # type: ignore[return-value]
+
+    def _new_task(self, index: int, task: Task) -> NewTask:
+        """A task checked and encoded for the backend; its module may now run on this handler's threads."""
+        if not isinstance(task, Task):
+            raise InvalidTask(f"enqueue_task needs a Task, got {task!r}")
+        body = task.encode()
+        if len(body) > self.settings.max_payload:
+            raise PayloadError(
+                f"task {index} ({task.ref}) encodes to {len(body)} bytes, over max_payload="
+                f"{self.settings.max_payload}; pass a reference (a URL, a key) instead of the data"
+            )
+        self._admit(task)
+        return NewTask(body, task.priority, float(task.delay or 0.0))
 
     def task(self, task_id: str, queue: str | None = None) -> TaskRef:
         """A TaskRef for an id enqueued earlier (by any producer)."""

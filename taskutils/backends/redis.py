@@ -61,11 +61,11 @@ STATE_BUCKET = 64  # task states per state hash, as in lua/_prelude.lua
 # Each script: the helper files it needs (in order), then its own file.
 SCRIPTS = {
     "enqueue": ("_prelude",),
-    "exchange": ("_prelude", "_settle", "_claim"),
-    "renew": ("_prelude",),
+    "exchange": ("_prelude", "_envelope", "_settle", "_claim"),
+    "renew": ("_prelude", "_envelope"),
     "counts": ("_prelude",),
     "schedule_recurrent": ("_prelude",),
-    "requeue_failed": ("_prelude",),
+    "requeue_failed": ("_prelude", "_envelope"),
     "register_worker": ("_prelude",),
 }
 WORKERS = "tu:"
@@ -111,7 +111,22 @@ class RedisBackend(Backend):
         return cls(client, blocking)
 
     def _run(self, name: str, queue: str, args: Sequence[Any]) -> Any:
-        return _mapped(lambda: self._scripts[name](keys=[prefix(queue)], args=args))
+        return self._call(name, prefix(queue), args)
+
+    def _call(self, name: str, key: str, args: Sequence[Any]) -> Any:
+        """EVALSHA of a registered script, loading it once if the server lost it (a restart).
+
+        redis-py's Script object does the same with more work per call; this is the hot path."""
+        script = self._scripts[name]
+
+        def run() -> Any:
+            try:
+                return self.client.execute_command("EVALSHA", script.sha, 1, key, *args)
+            except redis.exceptions.NoScriptError:
+                self.client.script_load(script.script)
+                return self.client.execute_command("EVALSHA", script.sha, 1, key, *args)
+
+        return _mapped(run)
 
     def now(self) -> float:
         seconds, micros = _mapped(self.client.time)
@@ -210,7 +225,7 @@ class RedisBackend(Backend):
 
     def register_worker(self, consumer: str, info: Mapping[str, str], ttl: float) -> None:
         fields = [item for pair in info.items() for item in pair]
-        _mapped(lambda: self._scripts["register_worker"](keys=[WORKERS], args=[consumer, repr(ttl), *fields]))
+        self._call("register_worker", WORKERS, [consumer, repr(ttl), *fields])
 
     def unregister_worker(self, consumer: str) -> None:
         pipe = self.client.pipeline(transaction=True)
