@@ -51,6 +51,11 @@ class TaskRunner:
             return self._fail(claim, str(exc), ref=exc.ref)
         try:
             value = func(*body.args, **body.kwargs)
+        except TypeError:
+            misfit = self._misfit(body)  # checked only now: binding a signature costs more than the call
+            if misfit:
+                return self._fail(claim, misfit, ref=body.ref)
+            return self._failed_attempt(claim, body, traceback.format_exc())
         except BaseException:  # a worker survives any task, SystemExit included
             return self._failed_attempt(claim, body, traceback.format_exc())
         try:
@@ -69,13 +74,18 @@ class TaskRunner:
             body = TaskBody.decode(claim.body)
         except ValueError as exc:
             raise Rejected(f"ValueError: {exc}") from None
-        func, signature = self._function(body.ref)
-        if signature is not None:
-            try:
-                signature.bind(*body.args, **body.kwargs)
-            except TypeError as exc:
-                raise Rejected(f"arguments do not fit {body.ref}{signature}: {exc}", body.ref) from None
-        return body, func
+        return body, self._function(body.ref)[0]
+
+    def _misfit(self, body: TaskBody) -> str | None:
+        """Why the arguments do not fit the function's signature, or None if they do."""
+        signature = self._function(body.ref)[1]
+        if signature is None:
+            return None
+        try:
+            signature.bind(*body.args, **body.kwargs)
+        except TypeError as exc:
+            return f"arguments do not fit {body.ref}{signature}: {exc}"
+        return None
 
     def _function(self, ref: str) -> tuple[Callable[..., Any], inspect.Signature | None]:
         """The allowed function named `ref` and its signature, resolved once (allow lists only grow)."""
