@@ -23,7 +23,6 @@ import time
 from datetime import date
 from pathlib import Path
 
-import redis
 
 from tests.redis_server import RedisServer, redis_server_binary
 

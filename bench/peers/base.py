@@ -226,28 +226,31 @@ class Peer:
         self._enqueue("body", [{"n": i} for i in range(n)])
         self.start_worker()
         try:
-            deadline = time.monotonic() + START_TIMEOUT
-            while (first := self._done()) < 1:
-                self._check_worker()
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{self.name}: worker ran no task within {START_TIMEOUT}s")
-                time.sleep(POLL)
-            t0 = time.perf_counter()
-            done, last_change = first, t0
-            while done < n:
-                time.sleep(POLL)
-                now_done = self._done()
-                now = time.perf_counter()
-                if now_done != done:
-                    done, last_change = now_done, now
-                elif now - last_change > STALL_TIMEOUT:
-                    self._check_worker()
-                    raise TimeoutError(f"{self.name}: drain stalled at {done}/{n}")
-            elapsed = time.perf_counter() - t0
+            return self.time_drain(n)
         finally:
             self.stop_worker()
             self.flush()
-        return (n - first) / elapsed
+
+    def time_drain(self, n: int) -> float:
+        """With the worker(s) started on a backlog of n BODY tasks: the rate described in drain()."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while (first := self._done()) < 1:
+            self._check_worker()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name}: worker ran no task within {START_TIMEOUT}s")
+            time.sleep(POLL)
+        t0 = time.perf_counter()
+        done, last_change = first, t0
+        while done < n:
+            time.sleep(POLL)
+            now_done = self._done()
+            now = time.perf_counter()
+            if now_done != done:
+                done, last_change = now_done, now
+            elif now - last_change > STALL_TIMEOUT:
+                self._check_worker()
+                raise TimeoutError(f"{self.name}: drain stalled at {done}/{n}")
+        return (n - first) / (time.perf_counter() - t0)
 
     def latency(self, samples: int, idle_samples: int | None = None) -> tuple[float, float, float, float]:
         """(p50, p99) ms enqueue->start back to back, then (p50, p99) after 1.0 s idle each.

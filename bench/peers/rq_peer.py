@@ -18,7 +18,7 @@ from .base import Peer, bin_path
 class RqPeer(Peer):
     name = "rq 3.0 (SimpleWorker, 1 at a time)"
     key = "rq"
-    tasks_module = "bench.peers.tasks_rq"
+    tasks_module = "bench.peers.tasks_plain"
 
     def setup(self):
         self.queue = Queue("default", connection=Redis.from_url(self.redis_url))

@@ -2,7 +2,7 @@
 
 Configuration: library defaults. Producer: ``TaskHandler(url, max_num_threads=0)``; enqueue is
 ``enqueue_task(Task(func, kwargs=...))``, bulk is ``enqueue_tasks([...])`` (one script call).
-Worker: ``taskutils-worker --import bench.peers.tasks_taskutils --threads 8`` (non-default: 8
+Worker: ``taskutils-worker --import bench.peers.tasks_plain --threads 8`` (non-default: 8
 threads instead of 3), log level INFO (it logs nothing per task).
 """
 
@@ -22,7 +22,7 @@ from .base import POLL, REPO_ROOT, START_TIMEOUT, Peer, bin_path
 class TaskutilsPeer(Peer):
     name = "taskutils"
     key = "taskutils"
-    tasks_module = "bench.peers.tasks_taskutils"
+    tasks_module = "bench.peers.tasks_plain"
 
     def setup(self) -> None:
         self.handler = TaskHandler(self.redis_url, max_num_threads=0)
@@ -64,16 +64,7 @@ class TaskutilsPeer(Peer):
                                   stderr=subprocess.DEVNULL) for _ in range(workers - 1)]
         self.start_worker()
         try:
-            deadline = time.monotonic() + START_TIMEOUT
-            while (first := self._done()) < 1:
-                self._check_worker()
-                if time.monotonic() > deadline:
-                    raise TimeoutError("taskutils: worker ran no task")
-                time.sleep(POLL)
-            started = time.perf_counter()
-            while self._done() < n:
-                time.sleep(POLL)
-            return (n - first) / (time.perf_counter() - started)
+            return self.time_drain(n)
         finally:
             for process in extra:
                 process.terminate()

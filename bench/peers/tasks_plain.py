@@ -1,4 +1,6 @@
-"""RQ job functions for the peer benchmark (see base.py for what noop, body and mark do)."""
+"""Plain module-level task functions, for the systems that run any importable function (rq, taskutils).
+
+See base.py for what noop, body and mark do."""
 
 import os
 import time
