@@ -110,7 +110,11 @@ class RedisServer:
     def _end(self, signum: int) -> None:
         if self.process and self.process.poll() is None:
             self.process.send_signal(signum)
-            self.process.wait(10)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:  # e.g. busy in a runaway script: never leave it behind
+                self.process.kill()
+                self.process.wait(10)
         self.process = None
 
 
