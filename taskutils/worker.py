@@ -89,7 +89,15 @@ class Worker:
         """Stop claiming new tasks; running ones go on."""
         with self._state:
             self._paused = True
+        self._rest()
         self._poke(always=True)
+
+    def _rest(self) -> None:
+        """Tell the backend not to wake this worker or hand it tasks while it does not claim."""
+        try:
+            self.backend.rest(self.settings.queues, self.consumer)
+        except (BackendUnavailable, BrokerError):
+            pass  # an entry left behind expires within sleep_seconds
 
     def resume(self) -> None:
         """Claim tasks again."""
@@ -104,6 +112,7 @@ class Worker:
         once. True if every running task finished."""
         deadline = None if timeout is None else time.monotonic() + timeout
         self._stopping.set()
+        self._rest()
         self._poke(always=True)
         for _ in self._runners:
             self._inbox.put(None)
@@ -203,6 +212,8 @@ class Worker:
             self._unsent.append(self._settled.get())
         want = self._room()
         if not self._unsent and want == 0:
+            if self._paused or self._stopping.is_set():
+                self._rest()  # an exchange that ended as it paused may have left it registered idle
             self._wakeup.wait(self.settings.sleep_seconds)
             return 0
         by_queue: dict[str, list[Settlement]] = {}
@@ -272,7 +283,12 @@ class Worker:
         finally:
             with self._state:
                 self._on_broker = False
-        if woken is not None and self._room() == 0:
+        if isinstance(woken, Claim):  # an enqueue leased this task straight to us
+            if self._paused or self._stopping.is_set():
+                self.backend.release(woken)
+            else:
+                self._hand_out([woken])
+        elif woken is not None and self._room() == 0:
             self.backend.nudge(woken)  # this token was meant for a worker that will claim
 
     def _report_broken(self, queue: str, error: BrokerError) -> None:

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from taskutils import Task
-from taskutils.backends.base import NewTask, RecurrentRecord
+from taskutils.backends.base import Claim, NewTask, RecurrentRecord
 
 from . import jobs
 from .conftest import wait_for
@@ -103,3 +103,21 @@ def test_a_run_past_stop_never_fires(backend):
     backend.recurrent_put("q", "late", RecurrentRecord(BODY, 1.0, -1, now - 5, now - 1))
     assert backend.claim("q", "c1", 10, 30).claims == []
     assert backend.recurrent_names("q") == []
+
+
+def test_new_work_goes_straight_to_an_idle_consumer(backend):
+    assert backend.claim("q", "c1", 1, 30, idle_for=5).claims == []
+    (task_id,) = backend.enqueue("q", [NewTask(BODY)])
+    woken = backend.wait(["q"], "c1", 2)
+    # Redis leases it to the waiting consumer in the enqueue itself; embedded, the consumer claims it
+    claims = [woken] if isinstance(woken, Claim) else backend.claim("q", "c1", 1, 30).claims
+    assert [claim.task_id for claim in claims] == [task_id]
+    assert backend.status("q", task_id)[0] == "running"
+    assert backend.ack(claims[0], b"ok", 60)
+
+
+def test_work_handed_to_a_consumer_that_claims_instead_keeps_priority_order(backend):
+    assert backend.claim("q", "c1", 1, 30, idle_for=5).claims == []
+    low, high = backend.enqueue("q", [NewTask(BODY, 0)]), backend.enqueue("q", [NewTask(BODY, 5)])
+    assert [claim.task_id for claim in backend.claim("q", "c1", 2, 30).claims] == high + low
+    assert backend.counts("q").running == 2

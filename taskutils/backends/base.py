@@ -114,11 +114,15 @@ class Backend(ABC):
         block in `wait`, so that new work wakes it. Outcomes are kept `result_ttl` seconds."""
 
     @abstractmethod
-    def wait(self, queues: Sequence[str], consumer: str, timeout: float) -> str | None:
+    def wait(self, queues: Sequence[str], consumer: str, timeout: float) -> str | Claim | None:
         """Block until work may be ready on one of `queues`, `interrupt` is called, or `timeout` passes.
 
-        Returns the queue whose wake token this consumer took, if it took one: a consumer that
-        then does not claim passes the token on with `nudge`."""
+        Returns the queue whose wake token this consumer took, if it took one (a consumer that
+        then does not claim passes the token on with `nudge`), or a task an enqueue leased
+        straight to this idle consumer (it must run it or release it)."""
+
+    def rest(self, queues: Sequence[str], consumer: str) -> None:
+        """`consumer` (paused or stopping) is no longer to be woken or handed tasks."""
 
     @abstractmethod
     def nudge(self, queue: str) -> None:

@@ -170,7 +170,7 @@ class MemoryBackend(Backend):
         times += [held.deadline for held in q.leases.values()]
         return max(min(times) - now, 0.0) if times else None
 
-    def wait(self, queues: Sequence[str], consumer: str, timeout: float) -> str | None:
+    def wait(self, queues: Sequence[str], consumer: str, timeout: float) -> str | Claim | None:
         deadline = time.monotonic() + timeout
         with self._changed:
             seen = self._seen.pop(consumer, None)

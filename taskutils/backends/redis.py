@@ -14,8 +14,10 @@ Keys of queue Q all start with "tu:{Q}:" (one hash tag, so one Cluster slot):
     config         HASH   max_concurrency
     rec            ZSET   recurrent schedule names, score = next run time
     rec:<name>     HASH   body, interval, repeats (-1: forever), stop ("" : never)
-    idle, wake     ZSET of consumers blocked in wait(), LIST of wake tokens for them
-    wake:<consumer> LIST  a token that interrupts one consumer's wait (when it stops)
+    idle, wake     ZSET "<consumer>|<lease>" of consumers blocked in wait() (score: until when),
+                   LIST of wake tokens for them
+    wake:<consumer> LIST  tasks leased straight to that idle consumer by an enqueue ("<token>|<level>|<envelope>"),
+                   or "1" to interrupt its wait (when it stops)
     seq, fence     counters for task ids and lease tokens
 
 Outside the queues: "tu:workers" (ZSET consumer -> last heartbeat) and "tu:worker:<consumer>"
@@ -67,6 +69,7 @@ SCRIPTS = {
     "schedule_recurrent": ("_prelude",),
     "requeue_failed": ("_prelude", "_envelope"),
     "register_worker": ("_prelude",),
+    "rest": ("_prelude",),
 }
 WORKERS = "tu:"
 
@@ -160,13 +163,25 @@ class RedisBackend(Backend):
         claims = [parse_envelope(queue, reply[i], reply[i + 1]) for i in range(3, len(reply), 2)]
         return applied, ClaimBatch(claims, None if next_due < 0 else next_due, reply[2] == 1)
 
-    def wait(self, queues: Sequence[str], consumer: str, timeout: float) -> str | None:
-        own = prefix(queues[0]) + "wake:" + consumer
-        wake_keys = {prefix(q) + "wake": q for q in queues}
+    def wait(self, queues: Sequence[str], consumer: str, timeout: float) -> str | Claim | None:
         if timeout <= 0:
             return None
-        popped = _mapped(lambda: self._blocking.blpop([*wake_keys, own], timeout=timeout))
-        return wake_keys.get(popped[0].decode()) if popped else None
+        wake_keys = {prefix(q) + "wake": q for q in queues}
+        own_keys = {prefix(q) + "wake:" + consumer: q for q in queues}
+        popped = _mapped(lambda: self._blocking.blpop([*wake_keys, *own_keys], timeout=timeout))
+        if not popped:
+            return None
+        key, value = popped[0].decode(), popped[1]
+        if key in wake_keys:
+            return wake_keys[key]
+        if value == b"1":  # interrupt()
+            return None
+        token, _, envelope = value.split(b"|", 2)  # a task handed straight to this consumer
+        return parse_envelope(own_keys[key], token, envelope)
+
+    def rest(self, queues: Sequence[str], consumer: str) -> None:
+        for queue in queues:
+            self._run("rest", queue, [consumer])
 
     def nudge(self, queue: str) -> None:
         _mapped(lambda: self.client.rpush(prefix(queue) + "wake", 1))

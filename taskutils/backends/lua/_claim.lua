@@ -4,7 +4,24 @@
 -- Returns {seconds until the next due time or "-1", 1 if the queue is capped else 0,
 --          token1, envelope1, token2, envelope2, ...}
 local function claim(consumer, limit, lease, idle_for, now)
-  redis.call('ZREM', P .. 'idle', consumer)
+  local idle_member = consumer .. '|' .. lease
+  redis.call('ZREM', P .. 'idle', idle_member)
+  local out = {'-1', 0}
+
+  -- tasks an enqueue handed straight to this consumer (see hand_off in _prelude.lua) that it did
+  -- not take from its wake list while waiting: back to the front of their level, to be claimed
+  -- below in priority order like the rest
+  local own = P .. 'wake:' .. consumer
+  if redis.call('EXISTS', own) == 1 then
+    for _, item in ipairs(redis.call('LRANGE', own, 0, -1)) do
+      if item ~= '1' then
+        local token, _, envelope = inflight_fields(item)
+        local level, held = release(string.sub(envelope, 1, 12), token)
+        if level then push_ready(level, held, true) end
+      end
+    end
+    redis.call('DEL', own)
+  end
 
   -- delayed tasks that are due
   local due = redis.call('ZRANGEBYSCORE', P .. 'scheduled', '-inf', now, 'LIMIT', 0, 1000)
@@ -71,7 +88,7 @@ local function claim(consumer, limit, lease, idle_for, now)
     limit = math.min(limit, tonumber(cap) - redis.call('ZCARD', P .. 'leases'))
   end
 
-  local out = {'-1', capped}
+  out[2] = capped
   while limit > 0 do
     local top = redis.call('ZRANGE', P .. 'prios', 0, 0)[1]
     if not top then break end
@@ -104,7 +121,7 @@ local function claim(consumer, limit, lease, idle_for, now)
   end
 
   if #out == 2 then
-    redis.call('ZADD', P .. 'idle', now + idle_for, consumer)
+    redis.call('ZADD', P .. 'idle', now + idle_for, idle_member)
   end
   -- work this call made ready but did not take goes to the other idle consumers
   if promoted > 0 and redis.call('EXISTS', P .. 'prios') == 1 then wake(promoted, now) end

@@ -49,6 +49,31 @@ local function wake(n, now)
   end
 end
 
+-- lease a new ready task straight to a consumer blocked in wait(), pushing the claim on its own
+-- wake list: it starts without another round trip. Only when nothing else is ready (so priority
+-- and FIFO order hold) and the cap allows. Returns true if handed off.
+local function hand_off(level, envelope)
+  if redis.call('EXISTS', P .. 'idle') == 0 or redis.call('EXISTS', P .. 'prios') == 1 then return false end
+  local now = clock()
+  redis.call('ZREMRANGEBYSCORE', P .. 'idle', '-inf', now)
+  local member = redis.call('ZRANGE', P .. 'idle', -1, -1)[1]
+  if not member then return false end
+  local cap = redis.call('HGET', P .. 'config', 'max_concurrency')
+  if cap and redis.call('ZCARD', P .. 'leases') >= tonumber(cap) then return false end
+  local bar = string.find(member, '|[^|]*$')
+  local consumer, lease = string.sub(member, 1, bar - 1), tonumber(string.sub(member, bar + 1))
+  if not lease then return false end
+  redis.call('ZREM', P .. 'idle', member)
+  local id = string.sub(envelope, 1, 12)
+  local token = string.format('%d', redis.call('INCR', P .. 'fence'))
+  redis.call('ZADD', P .. 'leases', now + lease, id)
+  redis.call('HSET', P .. 'inflight', id, token .. '|' .. level .. '|' .. envelope)
+  set_state(id, 'r')
+  redis.call('RPUSH', P .. 'wake:' .. consumer, token .. '|' .. level .. '|' .. envelope)
+  redis.call('EXPIRE', P .. 'wake:' .. consumer, 60)
+  return true
+end
+
 -- make a task ready at the back of its level (or at the front, to run next)
 local function push_ready(level, envelope, front)
   local score = '-inf'

@@ -1,4 +1,5 @@
--- Enqueue tasks: ready ones onto their priority's list, delayed ones into the schedule.
+-- Enqueue tasks: ready ones to an idle consumer or onto their priority's list, delayed ones
+-- into the schedule.
 -- KEYS[1] - queue prefix (see _prelude.lua)
 -- ARGV    - triples: priority, delay seconds, msgpack body
 -- returns   the new task ids, in order
@@ -11,7 +12,7 @@ for i = 1, #ARGV, 3 do
   if delay > 0 then
     now = now or clock()
     schedule(ARGV[i], envelope, now + delay, now)
-  else
+  elseif not hand_off(ARGV[i], envelope) then
     push_ready(ARGV[i], envelope)
     ready = ready + 1
   end
