@@ -13,6 +13,7 @@ each figure is measured and bench/peers/<name>_peer.py for how each system is co
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import random
 import statistics
@@ -140,7 +141,7 @@ def render(results, extra, curve, args, seconds: float) -> str:
         "",
         f"Command: `python -m bench.run --tasks {args.tasks} --rounds {args.rounds} --samples {args.samples} "
         f"--idle-samples {args.idle_samples}`; {seconds / 60:.0f} minutes.",
-        f"Machine: {platform.machine()}, {_cpus()} cores, {platform.python_implementation()} {platform.python_version()}, "
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}, "
         f"{_redis_version()} started by the bench (no persistence). One worker process, concurrency 8, "
         f"{args.tasks:,} tasks; medians of {args.rounds} rounds, systems in a shuffled order each round.",
     ]
@@ -181,12 +182,6 @@ def render(results, extra, curve, args, seconds: float) -> str:
                   "| queued tasks | µs per enqueue | µs per claim + ack (batches of 8) |", "|---:|---:|---:|"]
         lines += [f"| {depth:,} | {enqueue:.0f} | {claim:.0f} |" for depth, enqueue, claim in curve]
     return "\n".join(lines) + "\n"
-
-
-def _cpus() -> int:
-    import os
-
-    return os.cpu_count() or 0
 
 
 def _redis_version() -> str:

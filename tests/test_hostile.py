@@ -72,7 +72,8 @@ def test_garbage_in_every_key_ends_in_the_failed_store(redis_url):
         client.close()
 
 
-def runner_on(backend: RedisBackend) -> TaskRunner:
+def hostile_runner() -> TaskRunner:
+    """A runner allowed to run tests.fleet_tasks only, as a worker started with --import would be."""
     allowed = ("tests.fleet_tasks",)
     return TaskRunner(Settings.build({}), lambda m: module_allowed(m, allowed), "hypothesis")
 
@@ -109,7 +110,7 @@ def test_random_bytes_and_payloads_never_break_a_worker(raw, bodies):
     for index, value in enumerate(bodies):
         push_raw(client, f"{index:012x}|0|0|".encode() + msgpack.packb(value))
         client.zadd(P + "scheduled", {msgpack.packb(value) + b"#%d" % index: 0})  # members must differ
-    drain(backend, runner_on(backend))
+    drain(backend, hostile_runner())
     counts = backend.counts("default")
     assert (counts.queued, counts.running, counts.scheduled) == (0, 0, 0)
     assert counts.failed == len(raw) + 2 * len(bodies)
@@ -122,7 +123,7 @@ def test_random_bytes_on_a_real_server(raw, redis_server):
     backend.client.flushall()
     for item in raw:
         push_raw(backend.client, item)
-    drain(backend, runner_on(backend))
+    drain(backend, hostile_runner())
     assert backend.counts("default").failed == len(raw)
     backend.close()
 
