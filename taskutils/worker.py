@@ -60,6 +60,7 @@ class Worker:
         self._capped = True  # until a claim says otherwise
         self._paused = False
         self._on_broker = False  # the broker thread is blocked in backend.wait
+        self._exchanging = threading.Lock()  # held by the broker thread around its exchanges
         self._wakeup = threading.Event()
         self._stopping = threading.Event()
         self._drained = threading.Event()  # runners are gone: the broker thread may end
@@ -95,7 +96,8 @@ class Worker:
     def _rest(self) -> None:
         """Tell the backend not to wake this worker or hand it tasks while it does not claim."""
         try:
-            self.backend.rest(self.settings.queues, self.consumer)
+            with self._exchanging:  # an exchange in flight may register it idle: rest after it
+                self.backend.rest(self.settings.queues, self.consumer)
         except (BackendUnavailable, BrokerError):
             pass  # an entry left behind expires within sleep_seconds
 
@@ -210,12 +212,20 @@ class Worker:
         self._wakeup.clear()
         while not self._settled.empty():
             self._unsent.append(self._settled.get())
-        want = self._room()
-        if not self._unsent and want == 0:
-            if self._paused or self._stopping.is_set():
-                self._rest()  # an exchange that ended as it paused may have left it registered idle
+        with self._exchanging:  # pause() and stop() rest between exchanges: none registers this worker idle after them
+            want = self._room()
+            nothing_to_do = not self._unsent and want == 0
+            if not nothing_to_do:
+                claimed, next_due = self._exchange_queues(want)
+        if nothing_to_do:
             self._wakeup.wait(self.settings.sleep_seconds)
             return 0
+        if want > 0 and claimed == 0 and not self._unsent:
+            self._block(next_due)
+        return claimed
+
+    def _exchange_queues(self, want: int) -> tuple[int, float]:
+        """One exchange per queue with something to settle or claim; (tasks claimed, seconds to the next due)."""
         by_queue: dict[str, list[Settlement]] = {}
         for settlement in self._unsent:
             by_queue.setdefault(settlement.claim.queue, []).append(settlement)
@@ -237,9 +247,7 @@ class Worker:
             self._capped = batch.capped if ask > 0 else self._capped
             if batch.next_due is not None:
                 next_due = min(next_due, batch.next_due)
-        if want > 0 and claimed == 0 and not self._unsent:
-            self._block(next_due)
-        return claimed
+        return claimed, next_due
 
     def _room(self) -> int:
         """How many more claims to ask for: free runners, plus a prefetch for short tasks."""

@@ -55,6 +55,7 @@ from .base import (
     Settlement,
 )
 from .memory import TOP
+from .pinned import PinnedConnections
 
 T = TypeVar("T")
 log = logging.getLogger("taskutils.redis")
@@ -95,6 +96,7 @@ class RedisBackend(Backend):
     def __init__(self, client: redis.Redis, blocking_client: redis.Redis | None = None):
         self.client = client
         self._blocking = blocking_client or client
+        self._pinned = PinnedConnections(client)
         self._scripts = {name: client.register_script(_script_source(name, parts)) for name, parts in SCRIPTS.items()}
 
     @classmethod
@@ -119,15 +121,16 @@ class RedisBackend(Backend):
     def _call(self, name: str, key: str, args: Sequence[Any]) -> Any:
         """EVALSHA of a registered script, loading it once if the server lost it (a restart).
 
-        redis-py's Script object does the same with more work per call; this is the hot path."""
+        redis-py's Script object does the same with more work per call; this is the hot path, so
+        it goes out on the calling thread's own connection (see pinned.py)."""
         script = self._scripts[name]
 
         def run() -> Any:
             try:
-                return self.client.execute_command("EVALSHA", script.sha, 1, key, *args)
+                return self._pinned.execute("EVALSHA", script.sha, 1, key, *args)
             except redis.exceptions.NoScriptError:
                 self.client.script_load(script.script)
-                return self.client.execute_command("EVALSHA", script.sha, 1, key, *args)
+                return self._pinned.execute("EVALSHA", script.sha, 1, key, *args)
 
         return _mapped(run)
 
