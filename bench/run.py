@@ -27,10 +27,13 @@ from pathlib import Path
 
 from tests.redis_server import RedisServer, redis_server_binary
 
+from .limits import measure_limits
 from .peers import PEERS
+from .peers.base import ENV_URL
 from .peers.taskutils_peer import TaskutilsPeer
 
 OUT = Path(__file__).with_name("RESULTS.md")
+LIMITS = "machine limits"  # measured in the shuffled order like a system (see limits.py)
 # figure -> (column title, higher is better)
 FIGURES = {
     "enqueue": ("enqueue/s (one by one)", True),
@@ -81,12 +84,17 @@ def main(argv: list[str] | None = None) -> int:
     workdir = tempfile.mkdtemp(prefix="bench-")
     results: dict[str, list[dict[str, float | None]]] = {name: [] for name in names}
     extra: list[dict[str, float]] = []
+    limits: list[dict[str, float]] = []
     started = time.monotonic()
     try:
         for round_number in range(args.rounds):
-            order = random.sample(names, len(names))
+            order = random.sample([*names, LIMITS], len(names) + 1)
             for name in order:
                 print(f"round {round_number + 1}/{args.rounds}: {name}", file=sys.stderr, flush=True)
+                if name == LIMITS:
+                    os.environ[ENV_URL] = server.url
+                    limits.append(measure_limits(server.url, args.tasks, args.samples, args.idle_samples))
+                    continue
                 system = classes[name](server.url, workdir)
                 try:
                     results[name].append(measure(system, args))
@@ -97,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         curve = scale_curve(server.url, workdir, [int(d) for d in args.scale.split(",") if d]) if "taskutils" in names else []
     finally:
         server.kill()
-    report = render(results, extra, curve, args, time.monotonic() - started)
+    report = render(results, extra, limits, curve, args, time.monotonic() - started)
     print(report)
     args.out.write_text(report)
     print(f"\nwritten to {args.out}", file=sys.stderr)
@@ -132,7 +140,7 @@ def fmt(value: float | None, figure: str) -> str:
     return f"{value:,.0f}"
 
 
-def render(results, extra, curve, args, seconds: float) -> str:
+def render(results, extra, limits, curve, args, seconds: float) -> str:
     medians = {name: {figure: median([run[figure] for run in runs]) for figure in FIGURES} for name, runs in results.items()}
     spreads = [s for runs in results.values() for figure in FIGURES if (s := spread([run[figure] for run in runs])) is not None]
     peers = [name for name in medians if name != "taskutils"]
@@ -177,11 +185,39 @@ def render(results, extra, curve, args, seconds: float) -> str:
             f"- drain with `max_concurrency=8`: {median([e['drain_capped'] for e in extra]):,.0f} tasks/s "
             f"({median([e['drain_capped'] for e in extra]) / medians['taskutils']['drain']:.0%} of uncapped)",
         ]
+    if limits and "taskutils" in medians:
+        lines += render_limits(medians["taskutils"], extra, limits)
     if curve:
         lines += ["", "Scale: cost per operation with the queue already holding N tasks.", "",
                   "| queued tasks | µs per enqueue | µs per claim + ack (batches of 8) |", "|---:|---:|---:|"]
         lines += [f"| {depth:,} | {enqueue:.0f} | {claim:.0f} |" for depth, enqueue, claim in curve]
     return "\n".join(lines) + "\n"
+
+
+def render_limits(ours: dict[str, float | None], extra: list[dict[str, float]], limits: list[dict[str, float]]) -> list[str]:
+    """The machine's ceilings in this run (limits.py) beside the taskutils figure each one bounds."""
+    limit = {key: median([run[key] for run in limits]) for key in limits[0]}
+    overhead = median([e["overhead"] for e in extra]) if extra else None
+
+    def row(what: str, ceiling: float, figure: str, value: float | None, rate: bool = True) -> str:
+        if value is None:
+            return f"| {what} | {ceiling:,.0f} | {figure}: — | — |"
+        if rate:
+            return f"| {what} | {ceiling:,.0f}/s | {figure}: {value:,.0f}/s | {value / ceiling:.0%} |"
+        return f"| {what} | {ceiling:,.2f} ms | {figure}: {value:,.2f} ms | ×{value / ceiling:.1f} |"
+
+    return [
+        "", "## Machine limits in this run", "",
+        "What the machine allowed with no task queue at all, measured in the same rounds (bench/limits.py), "
+        "beside the taskutils figure each one bounds.", "",
+        "| limit | measured | taskutils | share of the limit |", "|---|---:|---|---:|",
+        row("BODY on 8 threads of one process, no queue (1 thread: "
+            f"{limit['body_1']:,.0f}/s)", limit["body_8"], "drain", ours["drain"]),
+        row("one ZADD per round trip (redis-py)", limit["push"], "enqueue one by one", ours["enqueue"]),
+        row("ZADD + ZPOPMIN pairs pipelined by 100", limit["pairs"], "truly empty tasks", overhead),
+        row("RPUSH → BLPOP in another process, p50, back to back", limit["wake_p50"], "latency p50", ours["p50"], rate=False),
+        row("the same after 1 s idle", limit["wake_idle_p50"], "after 1 s idle p50", ours["idle_p50"], rate=False),
+    ]
 
 
 def _redis_version() -> str:
