@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from taskutils import Task, TaskHandler
+from taskutils.backends.base import RETRY_KIND, Settlement
 from taskutils.backends.redis import RedisBackend, prefix
 from taskutils.config import Settings
 from taskutils.runner import TaskRunner
@@ -140,3 +141,36 @@ def test_queue_key_of_the_wrong_type_is_reported_and_the_worker_goes_on(redis_ur
     finally:
         worker.kill()
         client.close()
+
+
+def raw_backends(redis_url: str) -> list[RedisBackend]:
+    """A real server's backend and a fakeredis one, both flushed."""
+    real = RedisBackend.from_url(redis_url)
+    real.client.flushall()
+    return [real, fresh_fake_backend()[0]]
+
+
+def test_copied_envelopes_run_under_their_own_ids_and_lose_nothing(redis_url):
+    for backend in raw_backends(redis_url):
+        envelope = b"ffffffff0001|0|0|" + body("tests.fleet_tasks:mark", ["k", "v"])
+        backend.client.hset(P + "failed", "ffffffff0002", b"0|ffffffff0002|0|0|kept")
+        for item in (envelope, envelope, b"ffffffff0002|0|0|" + body("tests.fleet_tasks:mark", ["k", "w"])):
+            push_raw(backend.client, item)  # two copies in one batch, and one whose id is in the failed store
+        claims = backend.claim("default", "copies", 10, 30).claims
+        assert len(claims) == 3 and len({claim.task_id for claim in claims}) == 3
+        assert claims[0].task_id == "ffffffff0001" and claims[0].body == claims[1].body
+        assert claims[2].task_id != "ffffffff0002"  # that id belongs to the failed task
+        assert backend.client.hget(P + "failed", "ffffffff0002") == b"0|ffffffff0002|0|0|kept"
+        assert all(backend.status("default", claim.task_id)[0] == "running" for claim in claims)
+        backend.close()
+
+
+def test_a_settlement_sent_twice_in_one_round_trip_applies_once(redis_url):
+    for backend in raw_backends(redis_url):
+        push_raw(backend.client, b"ffffffff0001|0|0|" + body("tests.fleet_tasks:mark", ["k", "v"]))
+        (claim,) = backend.claim("default", "twice", 1, 30).claims
+        retry = Settlement(claim, RETRY_KIND)
+        applied, _ = backend.exchange("default", "twice", [retry, retry], 0, 30)
+        assert applied == [True, False]
+        assert backend.counts("default").queued == 1  # put back once, not twice
+        backend.close()

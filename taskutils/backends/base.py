@@ -38,8 +38,9 @@ class Claim:
 
 @dataclass(frozen=True)
 class ClaimBatch:
-    """What one claim returns: the claims, seconds until the next known due time, and whether
-    the queue has a concurrency cap (a worker does not prefetch from a capped queue)."""
+    """What one claim returns: the claims; when there are none, seconds until the next known due
+    time (None if nothing is due), so the consumer knows how long it may wait; and whether the
+    queue has a concurrency cap (a worker does not prefetch from a capped queue)."""
 
     claims: list[Claim]
     next_due: float | None

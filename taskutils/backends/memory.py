@@ -136,7 +136,7 @@ class MemoryBackend(Backend):
                 del q.ready[level]
         if not claims:
             self._seen.setdefault(consumer, self._generation)
-        return ClaimBatch(claims, self._next_due(q, now), q.max_concurrency is not None)
+        return ClaimBatch(claims, None if claims else self._next_due(q, now), q.max_concurrency is not None)
 
     def _promote(self, q: _Queue, now: float) -> None:
         """Move due delayed tasks, due recurrent runs and expired leases to ready."""

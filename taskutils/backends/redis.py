@@ -6,7 +6,7 @@ Keys of queue Q all start with "tu:{Q}:" (one hash tag, so one Cluster slot):
     prios          ZSET   levels that have ready tasks, score = -priority
     scheduled      ZSET   "<level>|<envelope>" of delayed tasks, score = due time
     state:<bucket> HASH   task id % 64 -> s(cheduled) / q(ueued) / r(unning), for ids id // 64 == bucket (hex)
-    leases         ZSET   running task ids, score = lease deadline (also the concurrency semaphore)
+    leases         ZSET   running task ids, score = lease deadline in whole ms (also the concurrency semaphore)
     inflight       HASH   running task id -> "<token>|<level>|<envelope>"
     result:<id>    STRING outcome record (msgpack), expires after result_ttl
     failed         HASH   task id -> "<level>|<envelope>" of a task failed for good, kept until purged

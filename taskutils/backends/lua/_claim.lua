@@ -1,7 +1,56 @@
 -- The claim step, shared by the scripts that hand out tasks (needs _prelude.lua).
 
+-- lease popped items of one level until `deadline`: one call per key for the whole batch (see
+-- _settle.lua); appends token, envelope pairs to out
+local function lease_batch(items, level, deadline, taken, out)
+  local ids, envelopes = {}, {}
+  for k, item in ipairs(items) do
+    envelopes[k] = checked(item)
+    ids[k] = string.sub(envelopes[k], 1, 12)
+  end
+  local running = redis.call('HMGET', P .. 'inflight', unpack(ids))
+  local failed = redis.call('HMGET', P .. 'failed', unpack(ids))
+  local first_token = redis.call('INCRBY', P .. 'fence', #items) - #items
+  local leases, inflight = {}, {}
+  for k = 1, #items do
+    local id, envelope = ids[k], envelopes[k]
+    if running[k] or failed[k] or taken[id] then
+      -- an id already in use (a forged or copied envelope): give this one its own, losing neither
+      local _, failures, crashes, body = envelope_fields(envelope)
+      id = new_id()
+      envelope = envelope_of(id, failures, crashes, body)
+      ids[k] = id
+    end
+    taken[id] = true
+    local token = string.format('%d', first_token + k)
+    leases[#leases + 1] = lease_score(deadline)
+    leases[#leases + 1] = id
+    inflight[#inflight + 1] = id
+    inflight[#inflight + 1] = token .. '|' .. level .. '|' .. envelope
+    out[#out + 1] = token
+    out[#out + 1] = envelope
+  end
+  redis.call('ZADD', P .. 'leases', unpack(leases))
+  redis.call('HSET', P .. 'inflight', unpack(inflight))
+  set_states(ids, 'r')
+end
+
+-- seconds until the first delayed task, recurrent run or lease deadline, or "-1" if none: how long a
+-- consumer that got nothing may wait
+local function seconds_to_next_due(now)
+  local next_due = nil
+  for _, key in ipairs({'scheduled', 'rec', 'leases'}) do
+    local first = tonumber(redis.call('ZRANGE', P .. key, 0, 0, 'WITHSCORES')[2])
+    if first and key == 'leases' then first = first / 1000 end
+    if first and (next_due == nil or first < next_due) then next_due = first end
+  end
+  if next_due then return tostring(math.max(next_due - now, 0)) end
+  return '-1'
+end
+
 -- Promote due work, then hand up to `limit` ready tasks to one consumer under a lease.
--- Returns {seconds until the next due time or "-1", 1 if the queue is capped else 0,
+-- Returns {seconds until the next due time or "-1" (always "-1" when it claimed something),
+--          1 if the queue is capped else 0,
 --          token1, envelope1, token2, envelope2, ...}
 local function claim(consumer, limit, lease, idle_for, now)
   local idle_member = consumer .. '|' .. lease
@@ -67,7 +116,7 @@ local function claim(consumer, limit, lease, idle_for, now)
 
   -- leases that expired: their worker died or stalled; the task goes back to the front of its
   -- level (it was already due) with one more crash
-  local expired = redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', now, 'LIMIT', 0, 1000)
+  local expired = redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', lease_score(now), 'LIMIT', 0, 1000)
   for _, id in ipairs(expired) do
     local held = redis.call('HGET', P .. 'inflight', id)
     redis.call('ZREM', P .. 'leases', id)
@@ -89,50 +138,28 @@ local function claim(consumer, limit, lease, idle_for, now)
   end
 
   out[2] = capped
+  local taken = {} -- ids leased by this call
   while limit > 0 do
     local top = redis.call('ZRANGE', P .. 'prios', 0, 0)[1]
     if not top then break end
     local level = top
     if not valid_level(level) then level = '0' end -- a list no enqueue made: its items count as priority 0
     local key = P .. 'ready:' .. top
-    local items = redis.call('LPOP', key, limit)
+    local items = redis.call('LPOP', key, math.min(limit, 500))
     if items then
-      for _, item in ipairs(items) do
-        local envelope = checked(item)
-        local id = string.sub(envelope, 1, 12)
-        if redis.call('HEXISTS', P .. 'inflight', id) == 1 or redis.call('HEXISTS', P .. 'failed', id) == 1 then
-          -- an id already in use (a forged or copied envelope): give this one its own, losing neither
-          local _, failures, crashes, body = envelope_fields(envelope)
-          id = new_id()
-          envelope = envelope_of(id, failures, crashes, body)
-        end
-        local token = string.format('%d', redis.call('INCR', P .. 'fence'))
-        redis.call('ZADD', P .. 'leases', now + lease, id)
-        redis.call('HSET', P .. 'inflight', id, token .. '|' .. level .. '|' .. envelope)
-        set_state(id, 'r')
-        out[#out + 1] = token
-        out[#out + 1] = envelope
-      end
+      lease_batch(items, level, now + lease, taken, out)
       limit = limit - #items
     end
     if redis.call('EXISTS', key) == 0 then
       redis.call('ZREM', P .. 'prios', top)
     end
   end
-
   if #out == 2 then
     redis.call('ZADD', P .. 'idle', now + idle_for, idle_member)
   end
   -- work this call made ready but did not take goes to the other idle consumers
   if promoted > 0 and redis.call('EXISTS', P .. 'prios') == 1 then wake(promoted, now) end
 
-  local next_due = nil
-  for _, key in ipairs({'scheduled', 'rec', 'leases'}) do
-    local first = redis.call('ZRANGE', P .. key, 0, 0, 'WITHSCORES')[2]
-    if first and (next_due == nil or tonumber(first) < next_due) then
-      next_due = tonumber(first)
-    end
-  end
-  if next_due then out[1] = tostring(math.max(next_due - now, 0)) end
+  if #out == 2 then out[1] = seconds_to_next_due(now) end
   return out
 end

@@ -23,6 +23,12 @@ end
 
 local STATE_BUCKET = 64
 
+-- a lease deadline as a leases score: whole milliseconds, which Redis keeps as integers in a
+-- small sorted set (adding and removing members is about 3 times cheaper than with fractions)
+local function lease_score(seconds)
+  return string.format('%d', math.floor(seconds * 1000))
+end
+
 -- the key and field holding the state of task id
 local function state_of(id)
   local number = tonumber(id, 16)
@@ -32,6 +38,56 @@ end
 local function set_state(id, state)
   local key, field = state_of(id)
   redis.call('HSET', key, field, state)
+end
+
+-- redis.call(command, key, args...) in slices of at most 1000 arguments (Lua's unpack has a stack
+-- limit); returns the replies joined when they are lists (HMGET's missing fields stay false)
+local function call_in_chunks(command, key, args)
+  if #args <= 1000 then return redis.call(command, key, unpack(args)) end
+  local replies = {}
+  for first = 1, #args, 1000 do
+    local reply = redis.call(command, key, unpack(args, first, math.min(first + 999, #args)))
+    if type(reply) == 'table' then
+      for _, item in ipairs(reply) do replies[#replies + 1] = item end
+    end
+  end
+  return replies
+end
+
+-- the state buckets of ids: {key = {field, ...}} and the keys in first-seen order
+local function state_buckets(ids)
+  local buckets, keys = {}, {}
+  for _, id in ipairs(ids) do
+    local key, field = state_of(id)
+    if not buckets[key] then
+      buckets[key] = {}
+      keys[#keys + 1] = key
+    end
+    local fields = buckets[key]
+    fields[#fields + 1] = field
+  end
+  return buckets, keys
+end
+
+-- set the state of many tasks: one HSET per bucket (consecutive ids share one)
+local function set_states(ids, state)
+  local buckets, keys = state_buckets(ids)
+  for _, key in ipairs(keys) do
+    local pairs_ = {}
+    for _, field in ipairs(buckets[key]) do
+      pairs_[#pairs_ + 1] = field
+      pairs_[#pairs_ + 1] = state
+    end
+    call_in_chunks('HSET', key, pairs_)
+  end
+end
+
+-- forget the state of many tasks: one HDEL per bucket
+local function drop_states(ids)
+  local buckets, keys = state_buckets(ids)
+  for _, key in ipairs(keys) do
+    call_in_chunks('HDEL', key, buckets[key])
+  end
 end
 
 local function new_id()
@@ -66,7 +122,7 @@ local function hand_off(level, envelope)
   redis.call('ZREM', P .. 'idle', member)
   local id = string.sub(envelope, 1, 12)
   local token = string.format('%d', redis.call('INCR', P .. 'fence'))
-  redis.call('ZADD', P .. 'leases', now + lease, id)
+  redis.call('ZADD', P .. 'leases', lease_score(now + lease), id)
   redis.call('HSET', P .. 'inflight', id, token .. '|' .. level .. '|' .. envelope)
   set_state(id, 'r')
   redis.call('RPUSH', P .. 'wake:' .. consumer, token .. '|' .. level .. '|' .. envelope)

@@ -1,10 +1,10 @@
--- The transitions of a claimed task, each refused unless its token still holds the lease
--- (needs _prelude.lua). Each returns 1 if applied, 0 if the lease was no longer held.
+-- Settling the tasks a worker finished (needs _prelude.lua and _envelope.lua). Each settlement is
+-- refused unless its token still holds the lease. The lease bookkeeping of the whole batch is one
+-- call per key (HMGET, HDEL, ZREM, one HDEL per state bucket), not a few calls per task: a call
+-- from Lua costs more than the work it does on these small keys.
 
--- done (failure_record == '') or failed for good; the outcome is kept ttl seconds as result:<id>
-local function finish(id, token, outcome, ttl, failure_record)
-  local level, envelope = release(id, token)
-  if not level then return 0 end
+-- a finished task: done (failure_record == '') or failed for good; the outcome is kept ttl seconds
+local function finish(id, level, envelope, outcome, ttl, failure_record)
   if ttl > 0 then
     redis.call('SET', P .. 'result:' .. id, outcome, 'PX', math.ceil(ttl * 1000))
   end
@@ -12,13 +12,10 @@ local function finish(id, token, outcome, ttl, failure_record)
     redis.call('HSET', P .. 'failed', id, level .. '|' .. envelope)
     redis.call('HSET', P .. 'failed_info', id, failure_record)
   end
-  return 1
 end
 
 -- a failed attempt goes back, now or after a delay, with one more failure counted
-local function retry(id, token, delay, now)
-  local level, held = release(id, token)
-  if not level then return 0 end
+local function retry(level, held, delay, now)
   local task_id, failures, crashes, body = envelope_fields(held)
   local envelope = envelope_of(task_id, failures + 1, crashes, body)
   if delay > 0 then
@@ -26,13 +23,45 @@ local function retry(id, token, delay, now)
   else
     push_ready(level, envelope)
   end
-  return 1
 end
 
--- handed back unstarted or unfinished (its worker stops): to the front of its level, as it was
-local function hand_back(id, token)
-  local level, envelope = release(id, token)
-  if not level then return 0 end
-  push_ready(level, envelope, true)
-  return 1
+-- Settlements are ARGV groups of 5 from index `from`: kind, task id, token, data, failure record.
+-- kind "d" done (data: outcome), "f" failed for good (data: outcome), "r" retry (data: delay
+-- seconds), "b" hand back unstarted or unfinished, to the front of its level (data unused).
+-- Returns one "1" (applied) or "0" (the lease was no longer held) per settlement, as one string.
+local function settle(from, now, ttl)
+  local ids = {}
+  for i = from, #ARGV, 5 do ids[#ids + 1] = ARGV[i + 1] end
+  if #ids == 0 then return '' end
+  local held = redis.call('HMGET', P .. 'inflight', unpack(ids))
+  local applied, released, finished, seen = {}, {}, {}, {}
+  for k, id in ipairs(ids) do
+    local i = from + (k - 1) * 5
+    local level, envelope
+    if held[k] and not seen[id] then
+      local token
+      token, level, envelope = inflight_fields(held[k])
+      if token ~= ARGV[i + 2] then level = nil end
+    end
+    if level then
+      seen[id] = true
+      released[#released + 1] = id
+      local kind = ARGV[i]
+      if kind == 'r' then
+        retry(level, envelope, tonumber(ARGV[i + 3]), now)
+      elseif kind == 'b' then
+        push_ready(level, envelope, true)
+      else
+        finish(id, level, envelope, ARGV[i + 3], ttl, ARGV[i + 4])
+        finished[#finished + 1] = id
+      end
+    end
+    applied[k] = level and '1' or '0'
+  end
+  if #released > 0 then
+    call_in_chunks('HDEL', P .. 'inflight', released)
+    call_in_chunks('ZREM', P .. 'leases', released)
+    drop_states(finished)
+  end
+  return table.concat(applied)
 end

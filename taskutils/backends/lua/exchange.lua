@@ -11,26 +11,14 @@
 -- returns   {applied: one "1"/"0" per settlement, as one string;
 --            then what claim() returns (see _claim.lua)}
 local now = clock()
-local ttl, applied = tonumber(ARGV[5]), {}
-for i = 6, #ARGV, 5 do
-  local kind, id, token = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local done
-  if kind == 'r' then
-    done = retry(id, token, tonumber(ARGV[i + 3]), now)
-  elseif kind == 'b' then
-    done = hand_back(id, token)
-  else
-    done = finish(id, token, ARGV[i + 3], ttl, ARGV[i + 4])
-  end
-  applied[#applied + 1] = done
-end
+local applied = settle(6, now, tonumber(ARGV[5]))
 local want = tonumber(ARGV[2])
-local out = {table.concat(applied)}
+local out = {applied}
 if want > 0 then
   for _, item in ipairs(claim(ARGV[1], want, tonumber(ARGV[3]), tonumber(ARGV[4]), now)) do
     out[#out + 1] = item
   end
 end
 -- freed slots or work put back may let idle consumers take something
-if #applied > 0 and redis.call('EXISTS', P .. 'prios') == 1 then wake(#applied, now) end
+if string.find(applied, '1', 1, true) and redis.call('EXISTS', P .. 'prios') == 1 then wake(#applied, now) end
 return out

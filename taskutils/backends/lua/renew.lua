@@ -3,7 +3,7 @@
 -- ARGV[1] - lease seconds
 -- ARGV    - then pairs: task id, token
 -- returns   the ids whose lease is no longer held by that token
-local deadline = clock() + tonumber(ARGV[1])
+local deadline = lease_score(clock() + tonumber(ARGV[1]))
 local lost = {}
 for i = 2, #ARGV, 2 do
   local held = redis.call('HGET', P .. 'inflight', ARGV[i])
