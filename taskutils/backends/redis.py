@@ -97,6 +97,7 @@ class RedisBackend(Backend):
         self.client = client
         self._blocking = blocking_client or client
         self._pinned = PinnedConnections(client)
+        self._pinned_blocking = PinnedConnections(self._blocking)
         self._scripts = {name: client.register_script(_script_source(name, parts)) for name, parts in SCRIPTS.items()}
 
     @classmethod
@@ -171,7 +172,7 @@ class RedisBackend(Backend):
             return None
         wake_keys = {prefix(q) + "wake": q for q in queues}
         own_keys = {prefix(q) + "wake:" + consumer: q for q in queues}
-        popped = _mapped(lambda: self._blocking.blpop([*wake_keys, *own_keys], timeout=timeout))
+        popped = _mapped(lambda: self._pinned_blocking.execute("BLPOP", *wake_keys, *own_keys, timeout))
         if not popped:
             return None
         key, value = popped[0].decode(), popped[1]
