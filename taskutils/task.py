@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 import msgpack
 
@@ -126,8 +126,7 @@ class Task:
         return f"the arguments of {self.ref} cannot be encoded with msgpack"
 
 
-@dataclass(frozen=True)
-class TaskBody:
+class TaskBody(NamedTuple):
     """A task as a worker sees it after decoding."""
 
     ref: str

@@ -54,7 +54,7 @@ class Worker:
         self._settled: queue_module.SimpleQueue[Settlement] = queue_module.SimpleQueue()
         self._unsent: list[Settlement] = []  # settlements the broker thread could not send yet
         self._held: dict[tuple[str, str], Claim] = {}  # every claim not yet settled: waiting or running
-        self._state = threading.Condition()
+        self._state = threading.Lock()
         self._busy = 0
         self._seconds_per_task = 1.0  # running average, decides prefetching
         self._capped = True  # until a claim says otherwise

