@@ -213,7 +213,7 @@ class Worker:
         while not self._settled.empty():
             self._unsent.append(self._settled.get())
         with self._exchanging:  # pause() and stop() rest between exchanges: none registers this worker idle after them
-            want = self._room()
+            want = self._room(settling=len(self._unsent))
             nothing_to_do = not self._unsent and want == 0
             if not nothing_to_do:
                 claimed, next_due = self._exchange_queues(want)
@@ -249,12 +249,13 @@ class Worker:
                 next_due = min(next_due, batch.next_due)
         return claimed, next_due
 
-    def _room(self) -> int:
-        """How many more claims to ask for: free runners, plus a prefetch for short tasks."""
+    def _room(self, settling: int = 0) -> int:
+        """How many more claims to ask for: free runners, plus a prefetch for short tasks.
+        `settling` claims are settled by the same round trip before it claims, so they free their slots."""
         with self._state:
             if self._paused or self._stopping.is_set():
                 return 0
-            held = len(self._held)
+            held = len(self._held) - settling
             short = self._seconds_per_task < SHORT_TASK_SECONDS and not self._capped
             target = self.settings.threads * (2 if short else 1)
             return max(target - held, 0)
