@@ -7,7 +7,7 @@ import time
 import pytest
 
 from taskutils import Task
-from taskutils.backends.base import Claim, NewTask, RecurrentRecord
+from taskutils.backends.base import DONE_KIND, Claim, NewTask, RecurrentRecord, Settlement
 
 from . import jobs
 from .conftest import wait_for
@@ -30,6 +30,17 @@ def test_cap_limits_a_batch_claim(backend):
     assert backend.claim("q", "c2", 5, 30).claims == []
     backend.set_max_concurrency("q", None)
     assert len(backend.claim("q", "c2", 5, 30).claims) == 3
+
+
+def test_one_exchange_settles_then_claims_into_the_freed_slots(backend):
+    backend.set_max_concurrency("q", 2)
+    ids = backend.enqueue("q", [NewTask(BODY) for _ in range(4)])
+    held = backend.claim("q", "c1", 2, 30).claims
+    done = [Settlement(claim, DONE_KIND) for claim in held]
+    applied, batch = backend.exchange("q", "c1", done, 2, 30)
+    assert applied == [True, True]
+    assert [claim.task_id for claim in batch.claims] == ids[2:]
+    assert backend.counts("q").running == 2
 
 
 def test_expired_lease_hands_the_task_back_and_fences_the_old_owner(backend):

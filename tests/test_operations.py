@@ -81,3 +81,22 @@ def test_live_workers_are_registered(make_handler, backend):
     assert worker["threads"] == "2" and worker["queues"] == "default" and worker["consumer"] == handler._worker.consumer
     handler.close(timeout=10)
     assert backend.workers() == []
+
+
+def test_a_capped_worker_settles_and_claims_in_one_round_trip_per_task(make_handler, backend):
+    """Each round trip settles the finished task and claims the next into its freed slot."""
+    backend.set_max_concurrency("default", 1)
+    backend.enqueue("default", [NewTask(Task(jobs.add, (1, 2)).encode()) for _ in range(20)])
+    exchanges = []
+    exchange = backend.exchange
+
+    def counted(queue, consumer, settlements, want, *rest):
+        exchanges.append((len(settlements), want))
+        return exchange(queue, consumer, settlements, want, *rest)
+
+    backend.exchange = counted
+    handler = make_handler(max_num_threads=1, allow=["tests.jobs"])
+    assert handler.join(timeout=30)
+    handler.close(timeout=10)
+    assert backend.counts("default").pending == 0
+    assert len(exchanges) <= 20 + 5, exchanges  # settling and claiming apart would take about 40
