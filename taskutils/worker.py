@@ -4,6 +4,9 @@ Runner threads run tasks and queue up how each claim ended (its settlement). One
 sends those settlements and claims the next tasks in a single round trip per queue, so under
 load each round trip carries many tasks. Short tasks are prefetched (claimed a little ahead)
 unless the queue has a concurrency cap; an idle worker blocks on the backend until woken.
+When the worker holds nothing at all, one of its idle runners does that blocking wait instead of
+the broker thread, so a task an enqueue hands straight to it starts on the thread that received
+it, without waking a second thread first.
 A heartbeat thread renews the leases of every claim the worker holds and its registration.
 """
 
@@ -27,6 +30,9 @@ from .runner import TaskRunner
 log = logging.getLogger("taskutils.worker")
 BROKEN_LOG_SECONDS = 60.0
 SHORT_TASK_SECONDS = 0.05  # tasks shorter than this on average are prefetched
+
+# An inbox item: the runner that takes it waits on the backend for the broker thread (see _block).
+WAIT_ON_BACKEND = "wait on the backend"
 
 # The backend of the handler or worker running the current task (LockWrapper uses it).
 current_backend: contextvars.ContextVar[Backend | None] = contextvars.ContextVar("taskutils_backend", default=None)
@@ -59,9 +65,11 @@ class Worker:
         self._seconds_per_task = 1.0  # running average, decides prefetching
         self._capped = True  # until a claim says otherwise
         self._paused = False
-        self._on_broker = False  # the broker thread is blocked in backend.wait
+        self._on_broker = False  # the broker thread, or a runner for it, is blocked in backend.wait
+        self._wait_timeout = 0.0  # how long that wait lasts
         self._exchanging = threading.Lock()  # held by the broker thread around its exchanges
         self._wakeup = threading.Event()
+        self._waited = threading.Event()  # a runner's wait on the backend for the broker thread ended
         self._stopping = threading.Event()
         self._drained = threading.Event()  # runners are gone: the broker thread may end
         self._idle = threading.Event()  # nothing is held any more: the heartbeat may end
@@ -123,6 +131,7 @@ class Worker:
         finished = not any(thread.is_alive() for thread in self._runners)
         self._drained.set()
         self._wakeup.set()
+        self._waited.set()  # a wait no runner took any more
         if self._broker is not None:
             self._broker.join(self.settings.sleep_seconds + self.settings.broker_timeout)
         self.hand_back()
@@ -164,6 +173,10 @@ class Worker:
             claim = self._inbox.get()
             if claim is None:
                 return
+            if claim == WAIT_ON_BACKEND:
+                claim = self._wait_for_broker()
+                if claim is None:
+                    continue
             if self._stopping.is_set():  # claimed but not started: it goes back at once
                 self._settled.put(Settlement(claim, HAND_BACK_KIND))
                 self._poke()
@@ -282,23 +295,59 @@ class Worker:
         return len(claims)
 
     def _block(self, timeout: float) -> None:
-        """Wait for work on the backend, unless a runner finished meanwhile (it would interrupt)."""
+        """Wait for work on the backend, unless a runner finished meanwhile (it would interrupt).
+        When nothing is held, an idle runner waits instead (it runs a handed task itself)."""
         with self._state:
             if not self._settled.empty() or self._stopping.is_set():
                 return
             self._on_broker = True
+            self._wait_timeout = timeout
+            delegate = not self._held and self.settings.threads > 0
+        if delegate:
+            self._waited.clear()
+            self._inbox.put(WAIT_ON_BACKEND)  # type: ignore[arg-type]
+            self._waited.wait(timeout + self.settings.broker_timeout + 1.0)
+            return
         try:
             woken = self.backend.wait(self.settings.queues, self.consumer, timeout)
         finally:
             with self._state:
                 self._on_broker = False
+        claim = self._taken(woken)
+        if claim is not None:
+            self._hand_out([claim])
+
+    def _wait_for_broker(self) -> Claim | None:
+        """On a runner: the broker thread's wait on the backend; a task handed to this worker to run here."""
+        claim = None
+        try:
+            woken = self.backend.wait(self.settings.queues, self.consumer, self._wait_timeout)
+            with self._state:
+                self._on_broker = False
+            claim = self._taken(woken)
+            if claim is not None:
+                with self._state:
+                    self._held[(claim.queue, claim.task_id)] = claim
+        except (BackendUnavailable, BrokerError) as exc:  # the broker thread meets the outage next
+            log.debug("wait failed: %s", exc)
+        except Exception:
+            log.exception("wait on the backend failed; going on")
+        finally:
+            with self._state:
+                self._on_broker = False
+            self._waited.set()  # the broker thread goes on, seeing this claim held
+        return claim
+
+    def _taken(self, woken: str | Claim | None) -> Claim | None:
+        """What a wait on the backend returned: a task handed to this worker to run, or None."""
         if isinstance(woken, Claim):  # an enqueue leased this task straight to us
             if self._paused or self._stopping.is_set():
                 self.backend.release(woken)
-            else:
-                self._hand_out([woken])
-        elif woken is not None and self._room() == 0:
+                return None
+            return woken
+        if woken is not None and self._room() == 0:
             self.backend.nudge(woken)  # this token was meant for a worker that will claim
+        return None
 
     def _report_broken(self, queue: str, error: BrokerError) -> None:
         """Log a queue the broker refuses to serve, at most once a minute."""
