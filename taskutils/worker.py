@@ -4,9 +4,9 @@ Runner threads run tasks and queue up how each claim ended (its settlement). One
 sends those settlements and claims the next tasks in a single round trip per queue, so under
 load each round trip carries many tasks. Short tasks are prefetched (claimed a little ahead)
 unless the queue has a concurrency cap; an idle worker blocks on the backend until woken.
-When the worker holds nothing at all, one of its idle runners does that blocking wait instead of
-the broker thread, so a task an enqueue hands straight to it starts on the thread that received
-it, without waking a second thread first.
+When the worker has held nothing for a moment, one of its idle runners does that blocking wait
+instead of the broker thread, so a task an enqueue hands straight to it starts on the thread that
+received it, without waking a second thread first.
 A heartbeat thread renews the leases of every claim the worker holds and its registration.
 """
 
@@ -30,6 +30,7 @@ from .runner import TaskRunner
 log = logging.getLogger("taskutils.worker")
 BROKEN_LOG_SECONDS = 60.0
 SHORT_TASK_SECONDS = 0.05  # tasks shorter than this on average are prefetched
+QUIET_SECONDS = 0.05  # an idle worker waits this long on the broker thread before a runner takes the wait
 
 # An inbox item: the runner that takes it waits on the backend for the broker thread (see _block).
 WAIT_ON_BACKEND = "wait on the backend"
@@ -296,23 +297,29 @@ class Worker:
 
     def _block(self, timeout: float) -> None:
         """Wait for work on the backend, unless a runner finished meanwhile (it would interrupt).
-        When nothing is held, an idle runner waits instead (it runs a handed task itself)."""
+        When nothing is held and QUIET_SECONDS passed with nothing, an idle runner waits out the
+        rest instead and runs a handed task itself (back-to-back work stays on this thread: handing
+        the wait over costs a thread switch just when the next task tends to arrive)."""
         with self._state:
             if not self._settled.empty() or self._stopping.is_set():
                 return
             self._on_broker = True
-            self._wait_timeout = timeout
-            delegate = not self._held and self.settings.threads > 0
-        if delegate:
+            delegate = not self._held and self.settings.threads > 0 and timeout > QUIET_SECONDS
+        try:
+            woken = self.backend.wait(self.settings.queues, self.consumer, QUIET_SECONDS if delegate else timeout)
+        except BaseException:
+            with self._state:
+                self._on_broker = False
+            raise
+        if delegate and woken is None and not self._wakeup.is_set():  # quiet: a runner waits out the rest
+            with self._state:
+                self._wait_timeout = timeout - QUIET_SECONDS
             self._waited.clear()
             self._inbox.put(WAIT_ON_BACKEND)  # type: ignore[arg-type]
             self._waited.wait(timeout + self.settings.broker_timeout + 1.0)
             return
-        try:
-            woken = self.backend.wait(self.settings.queues, self.consumer, timeout)
-        finally:
-            with self._state:
-                self._on_broker = False
+        with self._state:
+            self._on_broker = False
         claim = self._taken(woken)
         if claim is not None:
             self._hand_out([claim])
