@@ -20,7 +20,7 @@ import socket
 import threading
 import time
 import uuid
-from typing import Callable, Iterable
+from typing import Callable, Iterable, NamedTuple
 
 from .backends.base import HAND_BACK_KIND, Backend, Claim, Settlement
 from .config import Settings
@@ -32,8 +32,12 @@ BROKEN_LOG_SECONDS = 60.0
 SHORT_TASK_SECONDS = 0.05  # tasks shorter than this on average are prefetched
 QUIET_SECONDS = 0.05  # an idle worker waits this long on the broker thread before a runner takes the wait
 
-# An inbox item: the runner that takes it waits on the backend for the broker thread (see _block).
-WAIT_ON_BACKEND = "wait on the backend"
+
+class WaitOnBackend(NamedTuple):
+    """An inbox item: the runner that takes it waits on the backend for the broker thread (see _block)."""
+
+    timeout: float
+
 
 # The backend of the handler or worker running the current task (LockWrapper uses it).
 current_backend: contextvars.ContextVar[Backend | None] = contextvars.ContextVar("taskutils_backend", default=None)
@@ -57,7 +61,7 @@ class Worker:
         self.settings = settings
         self.consumer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.runner = TaskRunner(settings, allowed, self.consumer)
-        self._inbox: queue_module.SimpleQueue[Claim | None] = queue_module.SimpleQueue()
+        self._inbox: queue_module.SimpleQueue[Claim | WaitOnBackend | None] = queue_module.SimpleQueue()
         self._settled: queue_module.SimpleQueue[Settlement] = queue_module.SimpleQueue()
         self._unsent: list[Settlement] = []  # settlements the broker thread could not send yet
         self._held: dict[tuple[str, str], Claim] = {}  # every claim not yet settled: waiting or running
@@ -67,7 +71,6 @@ class Worker:
         self._capped = True  # until a claim says otherwise
         self._paused = False
         self._on_broker = False  # the broker thread, or a runner for it, is blocked in backend.wait
-        self._wait_timeout = 0.0  # how long that wait lasts
         self._exchanging = threading.Lock()  # held by the broker thread around its exchanges
         self._wakeup = threading.Event()
         self._waited = threading.Event()  # a runner's wait on the backend for the broker thread ended
@@ -174,8 +177,8 @@ class Worker:
             claim = self._inbox.get()
             if claim is None:
                 return
-            if claim == WAIT_ON_BACKEND:
-                claim = self._wait_for_broker()
+            if isinstance(claim, WaitOnBackend):
+                claim = self._wait_for_broker(claim.timeout)
                 if claim is None:
                     continue
             if self._stopping.is_set():  # claimed but not started: it goes back at once
@@ -312,10 +315,8 @@ class Worker:
                 self._on_broker = False
             raise
         if delegate and woken is None and not self._wakeup.is_set():  # quiet: a runner waits out the rest
-            with self._state:
-                self._wait_timeout = timeout - QUIET_SECONDS
             self._waited.clear()
-            self._inbox.put(WAIT_ON_BACKEND)  # type: ignore[arg-type]
+            self._inbox.put(WaitOnBackend(timeout - QUIET_SECONDS))
             self._waited.wait(timeout + self.settings.broker_timeout + 1.0)
             return
         with self._state:
@@ -324,13 +325,11 @@ class Worker:
         if claim is not None:
             self._hand_out([claim])
 
-    def _wait_for_broker(self) -> Claim | None:
+    def _wait_for_broker(self, timeout: float) -> Claim | None:
         """On a runner: the broker thread's wait on the backend; a task handed to this worker to run here."""
         claim = None
         try:
-            woken = self.backend.wait(self.settings.queues, self.consumer, self._wait_timeout)
-            with self._state:
-                self._on_broker = False
+            woken = self.backend.wait(self.settings.queues, self.consumer, timeout)
             claim = self._taken(woken)
             if claim is not None:
                 with self._state:

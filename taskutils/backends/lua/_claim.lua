@@ -11,7 +11,7 @@ local function lease_batch(items, level, deadline, taken, out)
   local running = redis.call('HMGET', P .. 'inflight', unpack(ids))
   local failed = redis.call('HMGET', P .. 'failed', unpack(ids))
   local first_token = redis.call('INCRBY', P .. 'fence', #items) - #items
-  local leases, inflight = {}, {}
+  local leases, inflight, score = {}, {}, lease_score(deadline)
   for k = 1, #items do
     local id, envelope = ids[k], envelopes[k]
     if running[k] or failed[k] or taken[id] then
@@ -23,7 +23,7 @@ local function lease_batch(items, level, deadline, taken, out)
     end
     taken[id] = true
     local token = string.format('%d', first_token + k)
-    leases[#leases + 1] = lease_score(deadline)
+    leases[#leases + 1] = score
     leases[#leases + 1] = id
     inflight[#inflight + 1] = id
     inflight[#inflight + 1] = token .. '|' .. level .. '|' .. envelope
