@@ -3,7 +3,9 @@
 Runner threads run tasks and queue up how each claim ended (its settlement). One broker thread
 sends those settlements and claims the next tasks in a single round trip per queue, so under
 load each round trip carries many tasks. Short tasks are prefetched (claimed a little ahead)
-unless the queue has a concurrency cap; an idle worker blocks on the backend until woken.
+unless the queue has a concurrency cap; while the runners still hold enough prefetched work, the
+broker thread lets settlements gather for a few milliseconds so one round trip carries a thread's
+worth of them. An idle worker blocks on the backend until woken.
 When the worker has held nothing for a moment, one of its idle runners does that blocking wait
 instead of the broker thread, so a task an enqueue hands straight to it starts on the thread that
 received it, without waking a second thread first.
@@ -30,6 +32,9 @@ from .runner import TaskRunner
 log = logging.getLogger("taskutils.worker")
 BROKEN_LOG_SECONDS = 60.0
 SHORT_TASK_SECONDS = 0.05  # tasks shorter than this on average are prefetched
+PREFETCH_SECONDS = 0.01  # a thread of short tasks holds about this much work ahead ...
+MAX_PREFETCH_PER_THREAD = 3  # ... in 1 to this many claims
+GATHER_SECONDS = 0.005  # longest a finished task waits for others to share its round trip
 QUIET_SECONDS = 0.05  # an idle worker waits this long on the broker thread before a runner takes the wait
 
 
@@ -63,7 +68,8 @@ class Worker:
         self.runner = TaskRunner(settings, allowed, self.consumer)
         self._inbox: queue_module.SimpleQueue[Claim | WaitOnBackend | None] = queue_module.SimpleQueue()
         self._settled: queue_module.SimpleQueue[Settlement] = queue_module.SimpleQueue()
-        self._unsent: list[Settlement] = []  # settlements the broker thread could not send yet
+        self._unsent: list[Settlement] = []  # settlements the broker thread has not sent yet
+        self._unsent_since = 0.0  # when the oldest of them was collected
         self._held: dict[tuple[str, str], Claim] = {}  # every claim not yet settled: waiting or running
         self._state = threading.Lock()
         self._busy = 0
@@ -196,13 +202,16 @@ class Worker:
             with self._state:
                 self._busy -= 1
                 self._seconds_per_task += (time.monotonic() - started - self._seconds_per_task) * 0.1
+            first = not self._unsent and self._settled.empty()  # the broker thread may be asleep
             if settlement is not None:
                 self._settled.put(settlement)
-            self._poke()
+            self._poke(broker_idle=first or self._batch_ready())
 
-    def _poke(self, always: bool = False) -> None:
-        """Wake the broker thread: locally, and through the backend if it is blocked there."""
-        self._wakeup.set()
+    def _poke(self, always: bool = False, broker_idle: bool = True) -> None:
+        """Wake the broker thread: locally (unless only a wait on the backend needs breaking), and
+        through the backend if it is blocked there."""
+        if broker_idle:
+            self._wakeup.set()
         with self._state:
             blocked = self._on_broker
         if blocked or always:
@@ -228,7 +237,13 @@ class Worker:
         """Send finished claims and claim more in one round trip per queue, or wait; returns tasks claimed."""
         self._wakeup.clear()
         while not self._settled.empty():
+            if not self._unsent:
+                self._unsent_since = time.monotonic()
             self._unsent.append(self._settled.get())
+        gather = GATHER_SECONDS - (time.monotonic() - self._unsent_since)
+        if self._unsent and gather > 0 and not self._batch_ready() and not self._stopping.is_set():
+            self._wakeup.wait(gather)  # a runner wakes it when the batch is ready
+            return 0
         with self._exchanging:  # pause() and stop() rest between exchanges: none registers this worker idle after them
             want = self._room(settling=len(self._unsent))
             nothing_to_do = not self._unsent and want == 0
@@ -273,9 +288,20 @@ class Worker:
             if self._paused or self._stopping.is_set():
                 return 0
             held = len(self._held) - settling
-            short = self._seconds_per_task < SHORT_TASK_SECONDS and not self._capped
-            target = self.settings.threads * (2 if short else 1)
-            return max(target - held, 0)
+            return max(self.settings.threads * (1 + self._prefetch_per_thread()) - held, 0)
+
+    def _prefetch_per_thread(self) -> int:
+        """Claims held ahead per thread: none on a capped queue or for long tasks, else about
+        PREFETCH_SECONDS of work (call with _state held)."""
+        if self._capped or self._seconds_per_task >= SHORT_TASK_SECONDS:
+            return 0
+        return max(1, min(MAX_PREFETCH_PER_THREAD, int(PREFETCH_SECONDS / self._seconds_per_task)))
+
+    def _batch_ready(self) -> bool:
+        """Worth a round trip now: a thread's worth of settlements waits, or the runners are
+        about to run out of claims."""
+        settled = len(self._unsent) + self._settled.qsize()
+        return settled >= self.settings.threads or self._inbox.qsize() <= self.settings.threads // 2
 
     def _settled_in_broker(self, settling: list[Settlement], applied: list[bool]) -> None:
         with self._state:

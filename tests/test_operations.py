@@ -87,7 +87,17 @@ def test_a_capped_worker_settles_and_claims_in_one_round_trip_per_task(make_hand
     """Each round trip settles the finished task and claims the next into its freed slot."""
     backend.set_max_concurrency("default", 1)
     backend.enqueue("default", [NewTask(Task(jobs.add, (1, 2)).encode()) for _ in range(20)])
-    exchanges = []
+    exchanges = count_exchanges(backend)
+    handler = make_handler(max_num_threads=1, allow=["tests.jobs"])
+    assert handler.join(timeout=30)
+    handler.close(timeout=10)
+    assert backend.counts("default").pending == 0
+    assert len(exchanges) <= 20 + 5, exchanges  # settling and claiming apart would take about 40
+
+
+def count_exchanges(backend) -> list[tuple[int, int]]:
+    """Record (settlements, claims wanted) of every exchange the backend serves from now on."""
+    exchanges: list[tuple[int, int]] = []
     exchange = backend.exchange
 
     def counted(queue, consumer, settlements, want, *rest):
@@ -95,8 +105,31 @@ def test_a_capped_worker_settles_and_claims_in_one_round_trip_per_task(make_hand
         return exchange(queue, consumer, settlements, want, *rest)
 
     backend.exchange = counted
-    handler = make_handler(max_num_threads=1, allow=["tests.jobs"])
-    assert handler.join(timeout=30)
-    handler.close(timeout=10)
+    return exchanges
+
+
+def test_short_tasks_finishing_one_by_one_share_round_trips(make_handler, backend):
+    """While prefetched work remains, settlements gather so a round trip carries several."""
+    backend.enqueue("default", [NewTask(Task(jobs.sleep_for, (0.001,)).encode()) for _ in range(400)])
+    exchanges = count_exchanges(backend)
+    handler = make_handler(max_num_threads=8, allow=["tests.jobs"])
+    assert handler.join(timeout=60)
     assert backend.counts("default").pending == 0
-    assert len(exchanges) <= 20 + 5, exchanges  # settling and claiming apart would take about 40
+    settled = [count for count, _ in exchanges if count]
+    assert sum(settled) == 400
+    assert len(settled) <= 400 / 5, exchanges  # one round trip per one or two tasks without gathering
+
+
+def test_a_task_finishing_beside_prefetched_ones_is_settled_at_once(make_handler, backend, key):
+    """Its result does not wait for the next batch (the broker would sleep sleep_seconds)."""
+    handler = make_handler(max_num_threads=2, allow=["tests.jobs"], sleep_seconds=60)
+    handler.enqueue_tasks([Task(jobs.add, (1, 1))] * 100)
+    assert handler.join(timeout=30)  # short tasks: the worker now claims ahead
+    gated = handler.enqueue_task(Task(jobs.wait_gate, (key,)))
+    wait_for(lambda: jobs.calls[key] == ["started"], what="gated task start")
+    quick, *rest = handler.enqueue_tasks([Task(jobs.add, (2, 3))] + [Task(jobs.wait_gate, (key,))] * 6)
+    try:
+        assert quick.result(timeout=20) == 5
+    finally:
+        jobs.gates[key].set()
+    assert gated.result(timeout=10) == "released" and all(ref.result(timeout=10) == "released" for ref in rest)
