@@ -5,7 +5,9 @@ sends those settlements and claims the next tasks in a single round trip per que
 load each round trip carries many tasks. Short tasks are prefetched (claimed a little ahead)
 unless the queue has a concurrency cap; while the runners still hold enough prefetched work, the
 broker thread lets settlements gather for a few milliseconds so one round trip carries a thread's
-worth of them. An idle worker blocks on the backend until woken.
+worth of them. A worker of one queue keeps its last exchange in flight while its runners still
+have work, and reads it after sending the next, so the backend serves one while the worker
+handles the other. An idle worker blocks on the backend until woken.
 When the worker has held nothing for a moment, one of its idle runners does that blocking wait
 instead of the broker thread, so a task an enqueue hands straight to it starts on the thread that
 received it, without waking a second thread first.
@@ -24,7 +26,7 @@ import time
 import uuid
 from typing import Callable, Iterable, NamedTuple
 
-from .backends.base import HAND_BACK_KIND, Backend, Claim, Settlement
+from .backends.base import HAND_BACK_KIND, Backend, Claim, ClaimBatch, Settlement
 from .config import Settings
 from .errors import BackendUnavailable, BrokerError
 from .runner import TaskRunner
@@ -38,11 +40,24 @@ GATHER_SECONDS = 0.005  # longest a finished task waits for others to share its 
 QUIET_SECONDS = 0.05  # an idle worker waits this long on the broker thread before a runner takes the wait
 
 
+class InFlight(NamedTuple):
+    """An exchange the broker thread sent and has not read the result of yet."""
+
+    queue: str
+    settling: list[Settlement]
+    asked: int
+    result: Callable[[], tuple[list[bool], ClaimBatch]]
+    sent_at: float
+
+
 class WaitOnBackend(NamedTuple):
     """An inbox item: the runner that takes it waits on the backend for the broker thread (see _block)."""
 
     timeout: float
 
+
+# Gives up the processor, releasing the GIL meanwhile, so a thread just woken can run.
+yield_processor: Callable[[], None] = getattr(os, "sched_yield", lambda: time.sleep(0))
 
 # The backend of the handler or worker running the current task (LockWrapper uses it).
 current_backend: contextvars.ContextVar[Backend | None] = contextvars.ContextVar("taskutils_backend", default=None)
@@ -70,6 +85,7 @@ class Worker:
         self._settled: queue_module.SimpleQueue[Settlement] = queue_module.SimpleQueue()
         self._unsent: list[Settlement] = []  # settlements the broker thread has not sent yet
         self._unsent_since = 0.0  # when the oldest of them was collected
+        self._in_flight: InFlight | None = None  # holds _exchanging while set
         self._held: dict[tuple[str, str], Claim] = {}  # every claim not yet settled: waiting or running
         self._state = threading.Lock()
         self._busy = 0
@@ -108,6 +124,7 @@ class Worker:
         """Stop claiming new tasks; running ones go on."""
         with self._state:
             self._paused = True
+        self._wakeup.set()  # an exchange in flight is read at once
         self._rest()
         self._poke(always=True)
 
@@ -132,6 +149,7 @@ class Worker:
         once. True if every running task finished."""
         deadline = None if timeout is None else time.monotonic() + timeout
         self._stopping.set()
+        self._wakeup.set()
         self._rest()
         self._poke(always=True)
         for _ in self._runners:
@@ -205,7 +223,10 @@ class Worker:
             first = not self._unsent and self._settled.empty()  # the broker thread may be asleep
             if settlement is not None:
                 self._settled.put(settlement)
-            self._poke(broker_idle=first or self._batch_ready())
+            ready = self._batch_ready()
+            self._poke(broker_idle=first or ready)
+            if ready and not self._inbox.empty():  # this runner would go on holding the GIL: let the
+                yield_processor()  # broker thread take it and send the batch now
 
     def _poke(self, always: bool = False, broker_idle: bool = True) -> None:
         """Wake the broker thread: locally (unless only a wait on the backend needs breaking), and
@@ -223,7 +244,7 @@ class Worker:
     # -- broker thread ------------------------------------------------------------------------
 
     def _broker_loop(self) -> None:
-        while not (self._drained.is_set() and self._settled.empty() and not self._unsent):
+        while not (self._drained.is_set() and self._settled.empty() and not self._unsent and self._in_flight is None):
             try:
                 self.exchange_once()
             except BackendUnavailable as exc:  # the backend has logged the outage once
@@ -240,54 +261,109 @@ class Worker:
             if not self._unsent:
                 self._unsent_since = time.monotonic()
             self._unsent.append(self._settled.get())
-        gather = GATHER_SECONDS - (time.monotonic() - self._unsent_since)
-        if self._unsent and gather > 0 and not self._batch_ready() and not self._stopping.is_set():
+        gather = self._gather_seconds()
+        if gather > 0:
             self._wakeup.wait(gather)  # a runner wakes it when the batch is ready
             return 0
-        with self._exchanging:  # pause() and stop() rest between exchanges: none registers this worker idle after them
+        if self._in_flight is None:  # pause() and stop() rest between exchanges: none registers this worker idle after them
+            self._exchanging.acquire()
+        try:
             want = self._room(settling=len(self._unsent))
-            nothing_to_do = not self._unsent and want == 0
+            nothing_to_do = not self._unsent and want == 0 and self._in_flight is None
             if not nothing_to_do:
                 claimed, next_due = self._exchange_queues(want)
+        finally:
+            if self._in_flight is None:
+                self._exchanging.release()
         if nothing_to_do:
             self._wakeup.wait(self.settings.sleep_seconds)
             return 0
-        if want > 0 and claimed == 0 and not self._unsent:
+        if want > 0 and claimed == 0 and not self._unsent and self._in_flight is None:
             self._block(next_due)
         return claimed
 
+    def _gather_seconds(self) -> float:
+        """How long settlements may still wait for others before the next round trip (see _batch_ready),
+        counted from the oldest of them or from the exchange in flight; 0: go now."""
+        if self._stopping.is_set() or self._paused or self._batch_ready():
+            return 0.0
+        if self._in_flight is not None:
+            return GATHER_SECONDS - (time.monotonic() - self._in_flight.sent_at)
+        if self._unsent:
+            return GATHER_SECONDS - (time.monotonic() - self._unsent_since)
+        return 0.0
+
     def _exchange_queues(self, want: int) -> tuple[int, float]:
-        """One exchange per queue with something to settle or claim; (tasks claimed, seconds to the next due)."""
+        """One exchange per queue with something to settle or claim; (tasks claimed, seconds to the next due).
+        An exchange left in flight by the last call is read after the first one sent here."""
         by_queue: dict[str, list[Settlement]] = {}
         for settlement in self._unsent:
             by_queue.setdefault(settlement.claim.queue, []).append(settlement)
-        claimed, next_due = 0, self.settings.sleep_seconds
+        claimed, earlier_claimed, next_due = 0, 0, self.settings.sleep_seconds
+        sent_here = False
         for name in dict.fromkeys([*self.settings.queues, *by_queue]):
             settling, ask = by_queue.get(name, []), want - claimed if name in self.settings.queues else 0
             if not settling and ask <= 0:
                 continue
             try:
-                applied, batch = self.backend.exchange(
+                result = self.backend.exchange_later(
                     name, self.consumer, settling, ask, self.settings.visibility_timeout,
                     self.settings.sleep_seconds, self.settings.result_ttl,
                 )
             except BrokerError as exc:  # one broken queue must not stop the others
                 self._report_broken(name, exc)
                 continue
-            self._settled_in_broker(settling, applied)
-            claimed += self._hand_out(batch.claims)
-            self._capped = batch.capped if ask > 0 else self._capped
-            if batch.next_due is not None:
-                next_due = min(next_due, batch.next_due)
-        return claimed, next_due
+            self._unsent = [settlement for settlement in self._unsent if settlement.claim.queue != name]
+            sent_here = True
+            earlier, self._in_flight = self._in_flight, InFlight(name, settling, ask, result, time.monotonic())
+            if earlier is not None:  # its claims were counted in `want`, not in this call's asks
+                earlier_claimed, next_due = self._read(earlier, earlier_claimed, next_due)
+            if not self._keep_in_flight():
+                claimed, next_due = self._read(self._take_in_flight(), claimed, next_due)
+        if self._in_flight is not None and not sent_here:  # nothing sent to read it after
+            earlier_claimed, next_due = self._read(self._take_in_flight(), earlier_claimed, next_due)
+        return claimed + earlier_claimed, next_due
+
+    def _keep_in_flight(self) -> bool:
+        """Leave the exchange just sent unread: the runners have work enough meanwhile (one queue only,
+        so that the claims of each queue are known before the next is asked)."""
+        return (
+            len(self.settings.queues) == 1 and not self._paused and not self._stopping.is_set()
+            and self._inbox.qsize() > self.settings.threads // 2
+        )
+
+    def _take_in_flight(self) -> InFlight:
+        sent, self._in_flight = self._in_flight, None
+        assert sent is not None
+        return sent
+
+    def _read(self, sent: InFlight, claimed: int, next_due: float) -> tuple[int, float]:
+        """Wait for an exchange sent earlier and hand out its claims; adds to (claimed, next due)."""
+        try:
+            applied, batch = sent.result()
+        except BrokerError as exc:  # one broken queue must not stop the others
+            self._unsent = sent.settling + self._unsent
+            self._report_broken(sent.queue, exc)
+            return claimed, next_due
+        except BaseException:
+            self._unsent = sent.settling + self._unsent  # sent again later: a settled lease refuses a second
+            raise
+        self._settled_in_broker(sent.settling, applied)
+        self._capped = batch.capped if sent.asked > 0 else self._capped
+        if batch.next_due is not None:
+            next_due = min(next_due, batch.next_due)
+        return claimed + self._hand_out(batch.claims), next_due
 
     def _room(self, settling: int = 0) -> int:
         """How many more claims to ask for: free runners, plus a prefetch for short tasks.
         `settling` claims are settled by the same round trip before it claims, so they free their slots."""
+        in_flight = self._in_flight  # settles and claims too, when its result is read
         with self._state:
             if self._paused or self._stopping.is_set():
                 return 0
             held = len(self._held) - settling
+            if in_flight is not None:
+                held += in_flight.asked - len(in_flight.settling)
             return max(self.settings.threads * (1 + self._prefetch_per_thread()) - held, 0)
 
     def _prefetch_per_thread(self) -> int:
@@ -313,8 +389,6 @@ class Worker:
                         "the visibility timeout); its outcome here is dropped and the task's current owner decides",
                         settlement.claim.task_id, settlement.claim.token,
                     )
-        sent = set(map(id, settling))
-        self._unsent = [settlement for settlement in self._unsent if id(settlement) not in sent]
 
     def _hand_out(self, claims: list[Claim]) -> int:
         with self._state:

@@ -43,6 +43,19 @@ def test_one_exchange_settles_then_claims_into_the_freed_slots(backend):
     assert backend.counts("q").running == 2
 
 
+def test_exchanges_sent_ahead_are_served_in_the_order_sent(backend):
+    ids = backend.enqueue("q", [NewTask(BODY) for _ in range(4)])
+    first = backend.exchange_later("q", "c1", [], 2, 30)
+    second = backend.exchange_later("q", "c1", [], 1, 30)  # sent before the first result is read
+    held = first()[1].claims
+    assert [claim.task_id for claim in held] == ids[:2]
+    assert [claim.task_id for claim in second()[1].claims] == ids[2:3]
+    settle = backend.exchange_later("q", "c1", [Settlement(claim, DONE_KIND) for claim in held], 1, 30)
+    applied, batch = settle()
+    assert applied == [True, True] and [claim.task_id for claim in batch.claims] == ids[3:]
+    assert backend.counts("q").running == 2
+
+
 def test_expired_lease_hands_the_task_back_and_fences_the_old_owner(backend):
     backend.enqueue("q", [NewTask(BODY)])
     (first,) = backend.claim("q", "c1", 1, 0.2).claims

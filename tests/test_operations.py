@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from taskutils import PayloadError, Task, TaskHandler
-from taskutils.backends.base import NewTask
+from taskutils.backends.base import DONE_KIND, NewTask, Settlement
+from taskutils.config import Settings
+from taskutils.worker import Worker, allow_all
 
 from . import jobs
 from .conftest import wait_for
@@ -83,11 +85,34 @@ def test_live_workers_are_registered(make_handler, backend):
     assert backend.workers() == []
 
 
+class ExchangeTrace:
+    """Every exchange the backend is sent from now on: `sent` holds (settlements, claims wanted) of
+    each; `events` holds ("send", n) for each and ("read", n) when its result is read."""
+
+    def __init__(self, backend):
+        self.sent: list[tuple[int, int]] = []
+        self.events: list[tuple[str, int]] = []
+        self.exchange_later = backend.exchange_later
+        backend.exchange_later = self.traced
+
+    def traced(self, queue, consumer, settlements, want, *options):
+        number = len(self.sent)
+        self.sent.append((len(settlements), want))
+        self.events.append(("send", number))
+        result = self.exchange_later(queue, consumer, settlements, want, *options)
+
+        def read():
+            self.events.append(("read", number))
+            return result()
+
+        return read
+
+
 def test_a_capped_worker_settles_and_claims_in_one_round_trip_per_task(make_handler, backend):
     """Each round trip settles the finished task and claims the next into its freed slot."""
     backend.set_max_concurrency("default", 1)
     backend.enqueue("default", [NewTask(Task(jobs.add, (1, 2)).encode()) for _ in range(20)])
-    exchanges = count_exchanges(backend)
+    exchanges = ExchangeTrace(backend).sent
     handler = make_handler(max_num_threads=1, allow=["tests.jobs"])
     assert handler.join(timeout=30)
     handler.close(timeout=10)
@@ -95,23 +120,10 @@ def test_a_capped_worker_settles_and_claims_in_one_round_trip_per_task(make_hand
     assert len(exchanges) <= 20 + 5, exchanges  # settling and claiming apart would take about 40
 
 
-def count_exchanges(backend) -> list[tuple[int, int]]:
-    """Record (settlements, claims wanted) of every exchange the backend serves from now on."""
-    exchanges: list[tuple[int, int]] = []
-    exchange = backend.exchange
-
-    def counted(queue, consumer, settlements, want, *rest):
-        exchanges.append((len(settlements), want))
-        return exchange(queue, consumer, settlements, want, *rest)
-
-    backend.exchange = counted
-    return exchanges
-
-
 def test_short_tasks_finishing_one_by_one_share_round_trips(make_handler, backend):
     """While prefetched work remains, settlements gather so a round trip carries several."""
     backend.enqueue("default", [NewTask(Task(jobs.sleep_for, (0.001,)).encode()) for _ in range(400)])
-    exchanges = count_exchanges(backend)
+    exchanges = ExchangeTrace(backend).sent
     handler = make_handler(max_num_threads=8, allow=["tests.jobs"])
     assert handler.join(timeout=60)
     assert backend.counts("default").pending == 0
@@ -133,3 +145,37 @@ def test_a_task_finishing_beside_prefetched_ones_is_settled_at_once(make_handler
     finally:
         jobs.gates[key].set()
     assert gated.result(timeout=10) == "released" and all(ref.result(timeout=10) == "released" for ref in rest)
+
+
+def test_every_exchange_result_is_read_once_in_the_order_sent(make_handler, backend):
+    backend.enqueue("default", [NewTask(Task(jobs.sleep_for, (0.001,)).encode()) for _ in range(400)])
+    events = ExchangeTrace(backend).events
+    handler = make_handler(max_num_threads=8, allow=["tests.jobs"])
+    assert handler.join(timeout=60)
+    handler.close(timeout=10)
+    sends = [number for kind, number in events if kind == "send"]
+    assert [number for kind, number in events if kind == "read"] == sends
+    assert backend.counts("default").pending == 0
+
+
+def test_with_work_in_hand_the_next_exchange_goes_out_before_the_last_is_read(backend):
+    """The backend serves one exchange while the worker handles the other (driven step by step)."""
+    backend.enqueue("default", [NewTask(Task(jobs.add, (1, 2)).encode()) for _ in range(20)])
+    worker = Worker(backend, Settings.build(threads=2, sleep_seconds=0.5), allow_all)
+    worker._capped, worker._seconds_per_task = False, 0.001  # short tasks on an uncapped queue: claim ahead
+    for _ in range(4):
+        worker._inbox.put(None)  # claims the runners have not taken yet (no runner threads here)
+    finished = backend.claim("default", worker.consumer, 2, 30).claims
+    worker._held.update({(claim.queue, claim.task_id): claim for claim in finished})
+    events = ExchangeTrace(backend).events
+    worker.exchange_once()  # claims ahead, and keeps that exchange in flight
+    assert events == [("send", 0)] and len(worker._held) == 2
+    for claim in finished:
+        worker._settled.put(Settlement(claim, DONE_KIND))
+    worker.exchange_once()  # a thread's worth settled: sends them, then reads the first exchange
+    assert events == [("send", 0), ("send", 1), ("read", 0)] and len(worker._held) == 2 + 6
+    while not worker._inbox.empty():
+        worker._inbox.get()  # the runners took everything: the exchange in flight is read now
+    worker.exchange_once()
+    assert events[3:] == [("read", 1)] and len(worker._held) == 8
+    assert backend.counts("default").running == 8

@@ -1,14 +1,19 @@
-"""The hot path's per-thread connections: handed back when threads end, fresh after fork and restart."""
+"""The hot path's per-thread connections: handed back when threads end, fresh after fork and restart,
+and exchanges pipelined on them that lose their reply."""
 
 from __future__ import annotations
 
 import gc
 import os
 import threading
+import time
 
+import pytest
 import redis
 
 from taskutils import Task, TaskHandler
+from taskutils.backends.base import DONE_KIND, NewTask, Settlement
+from taskutils.backends.pinned import PinnedConnections
 
 from . import jobs
 from .redis_server import RedisServer
@@ -69,3 +74,44 @@ def test_the_same_thread_goes_on_after_a_redis_restart() -> None:
             assert ref.status() == "queued"
     finally:
         server.kill()
+
+
+def test_exchanges_in_flight_survive_a_lost_connection_and_lost_scripts(redis_url: str, monkeypatch) -> None:
+    """A reply lost with the connection, or refused because the server lost its scripts, is made
+    up for by running the exchange again; claims whose reply was lost come back when their lease
+    expires. Every task still runs to the end exactly once."""
+    with TaskHandler(redis_url, max_num_threads=0) as producer:
+        backend = producer.backend
+        ids = backend.enqueue("q", [NewTask(Task(jobs.add, (1, 2)).encode()) for _ in range(6)])
+        first = backend.exchange_later("q", "c1", [], 2, 1.0)
+        second = backend.exchange_later("q", "c1", [], 2, 1.0)
+        read_response = redis.connection.AbstractConnection.read_response
+
+        def broken_once(connection, *args, **kwargs):
+            monkeypatch.setattr(redis.connection.AbstractConnection, "read_response", read_response)
+            raise redis.ConnectionError("connection reset (injected)")
+
+        monkeypatch.setattr(redis.connection.AbstractConnection, "read_response", broken_once)
+        claims = first()[1].claims + second()[1].claims  # both replies lost: both run again
+        backend.client.script_flush()
+        done = [Settlement(claim, DONE_KIND) for claim in claims]
+        settle = backend.exchange_later("q", "c1", done[:1], 0, 1.0)
+        settle_rest = backend.exchange_later("q", "c1", done[1:], 0, 1.0)
+        assert settle()[0] + settle_rest()[0] == [True] * len(claims)
+        finished = {claim.task_id for claim in claims}
+        deadline = time.monotonic() + 10
+        while len(finished) < 6 and time.monotonic() < deadline:  # the lost claims' leases expire
+            time.sleep(0.2)
+            for claim in backend.claim("q", "c2", 6, 30).claims:
+                assert claim.task_id not in finished
+                assert backend.exchange("q", "c2", [Settlement(claim, DONE_KIND)], 0, 30)[0] == [True]
+                finished.add(claim.task_id)
+        assert finished == set(ids) and backend.counts("q").pending == 0 and backend.counts("q").running == 0
+
+
+def test_a_plain_command_waits_for_replies_sent_ahead(redis_url: str) -> None:
+    pinned = PinnedConnections(redis.Redis.from_url(redis_url))
+    read = pinned.send("PING")
+    with pytest.raises(RuntimeError, match="unread"):
+        pinned.execute("PING")  # it would take the first reply for its own
+    assert read() == b"PONG" and pinned.execute("ECHO", "x") == b"x"

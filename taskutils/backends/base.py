@@ -9,7 +9,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Mapping, NamedTuple, Sequence
+from typing import Callable, Mapping, NamedTuple, Sequence
 
 # Task states as stored; a task with no state and no outcome is unknown.
 SCHEDULED, QUEUED, RUNNING, DONE, FAILED = "scheduled", "queued", "running", "done", "failed"
@@ -112,6 +112,15 @@ class Backend(ABC):
         promotes due delayed tasks, recurrent runs and expired leases first, then takes tasks
         by priority, FIFO within one. A consumer that gets nothing says how long it will then
         block in `wait`, so that new work wakes it. Outcomes are kept `result_ttl` seconds."""
+
+    def exchange_later(
+        self, queue: str, consumer: str, settlements: Sequence[Settlement], want: int, *options: float
+    ) -> Callable[[], tuple[list[bool], ClaimBatch]]:
+        """`exchange` (`options`: lease, idle_for, result_ttl), sent now; the returned function waits
+        for its result, so a worker can send the next exchange while the backend serves this one.
+        Read results on the sending thread, in the order sent. Here the exchange runs at once."""
+        result = self.exchange(queue, consumer, settlements, want, *options)
+        return lambda: result
 
     @abstractmethod
     def wait(self, queues: Sequence[str], consumer: str, timeout: float) -> str | Claim | None:

@@ -11,6 +11,9 @@ Retry (with the backend's outage reporting), which reconnects a dropped connecti
 like the pool, it replaces a connection the server closed while it sat idle before using it.
 A thread's connection goes back to the pool when the thread ends, and a forked child checks out
 its own.
+
+`send` pipelines: it sends a command at once and reads its reply later, so a thread can send the
+next command while the server runs this one (the worker keeps one exchange in flight this way).
 """
 
 from __future__ import annotations
@@ -18,10 +21,14 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from typing import Any
+from typing import Any, Callable
 
 import redis
 from redis.connection import ConnectionPool
+
+
+class LostReply(Exception):
+    """The connection broke before a reply sent for with `send` was read: the command may or may not have run."""
 
 
 class _Held:
@@ -30,7 +37,14 @@ class _Held:
     def __init__(self, pool: ConnectionPool):
         self.pid = os.getpid()
         self.connection = pool.get_connection()
+        self.unread = 0  # replies of commands sent with `send` not read yet
+        self.drops = 0  # times the connection was dropped (unread replies are lost with it)
         weakref.finalize(self, pool.release, self.connection)
+
+    def drop(self, *_: Any) -> None:
+        self.connection.disconnect()
+        self.unread = 0
+        self.drops += 1
 
 
 class PinnedConnections:
@@ -40,26 +54,66 @@ class PinnedConnections:
         self.pool: ConnectionPool = client.connection_pool
         self.local = threading.local()
 
-    def execute(self, *args: Any) -> Any:
-        """Send one command and read its raw reply, retrying through an outage like redis-py does."""
+    def _held(self) -> _Held:
         held = getattr(self.local, "held", None)
         if held is None or held.pid != os.getpid():
             held = self.local.held = _Held(self.pool)
+        return held
+
+    def execute(self, *args: Any) -> Any:
+        """Send one command and read its raw reply, retrying through an outage like redis-py does."""
+        held = self._held()
+        if held.unread:
+            raise RuntimeError("a reply sent for with send() is still unread on this thread's connection")
         connection = held.connection
-        _replace_if_closed(connection)
+        _replace_if_closed(held)
 
         def round_trip() -> Any:
             connection.send_command(*args)
             return connection.read_response()
 
-        return connection.retry.call_with_retry(round_trip, lambda error, *_: connection.disconnect())
+        return connection.retry.call_with_retry(round_trip, held.drop)
+
+    def send(self, *args: Any) -> Callable[[], Any]:
+        """Send one command now; the returned function reads its raw reply. Read replies on this
+        thread in the order sent, and before `execute`. A connection failure raises LostReply (no
+        retry here: the caller decides whether to run the command again)."""
+        held = self._held()
+        if not held.unread:
+            _replace_if_closed(held)
+        connection, drops = held.connection, held.drops
+        try:
+            connection.send_command(*args)
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            held.drop()
+            raise LostReply(str(exc)) from None
+        held.unread += 1
+
+        def read() -> Any:
+            if held.drops != drops:
+                raise LostReply("the connection was dropped before this reply was read")
+            try:
+                reply = connection.read_response()
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                held.drop()
+                raise LostReply(str(exc)) from None
+            except redis.ResponseError:  # an error reply, read whole: the connection stays usable
+                held.unread -= 1
+                raise
+            except BaseException:  # interrupted mid-reply: the stream is unusable
+                held.drop()
+                raise
+            held.unread -= 1
+            return reply
+
+        return read
 
 
-def _replace_if_closed(connection: redis.Connection) -> None:
+def _replace_if_closed(held: _Held) -> None:
     """Drop a connection the server closed while it sat idle (a restart), as redis-py's pool does
     at each checkout: the next command reconnects, and a stale socket is not taken for an outage."""
     try:
-        if connection.can_read():
+        if held.connection.can_read():
             raise redis.ConnectionError("the connection has unread data")
     except (redis.ConnectionError, redis.TimeoutError, OSError):
-        connection.disconnect()
+        held.drop()

@@ -55,7 +55,7 @@ from .base import (
     Settlement,
 )
 from .memory import TOP
-from .pinned import PinnedConnections
+from .pinned import LostReply, PinnedConnections
 
 T = TypeVar("T")
 log = logging.getLogger("taskutils.redis")
@@ -119,19 +119,21 @@ class RedisBackend(Backend):
     def _run(self, name: str, queue: str, args: Sequence[Any]) -> Any:
         return self._call(name, prefix(queue), args)
 
-    def _call(self, name: str, key: str, args: Sequence[Any]) -> Any:
+    def _call(self, name: str, key: str, args: Sequence[Any], pooled: bool = False) -> Any:
         """EVALSHA of a registered script, loading it once if the server lost it (a restart).
 
         redis-py's Script object does the same with more work per call; this is the hot path, so
-        it goes out on the calling thread's own connection (see pinned.py)."""
+        it goes out on the calling thread's own connection (see pinned.py), or through the pool
+        when `pooled` (replies sent for with exchange_later may be pending on that connection)."""
         script = self._scripts[name]
+        execute = self.client.execute_command if pooled else self._pinned.execute
 
         def run() -> Any:
             try:
-                return self._pinned.execute("EVALSHA", script.sha, 1, key, *args)
+                return execute("EVALSHA", script.sha, 1, key, *args)
             except redis.exceptions.NoScriptError:
                 self.client.script_load(script.script)
-                return self._pinned.execute("EVALSHA", script.sha, 1, key, *args)
+                return execute("EVALSHA", script.sha, 1, key, *args)
 
         return _mapped(run)
 
@@ -155,17 +157,34 @@ class RedisBackend(Backend):
         idle_for: float = 0.0,
         result_ttl: float = 0.0,
     ) -> tuple[list[bool], ClaimBatch]:
-        args: list[Any] = [consumer, want, repr(lease), repr(idle_for), repr(result_ttl)]
-        for settled in settlements:
-            data = repr(settled.delay) if settled.kind == RETRY_KIND else settled.outcome
-            args += [settled.kind, settled.claim.task_id, settled.claim.token, data, settled.record]
-        reply = self._run("exchange", queue, args)
-        applied = [flag == ord("1") for flag in reply[0]]
-        if want <= 0:
-            return applied, ClaimBatch([], None)
-        next_due = float(reply[1])
-        claims = [parse_envelope(queue, reply[i], reply[i + 1]) for i in range(3, len(reply), 2)]
-        return applied, ClaimBatch(claims, None if next_due < 0 else next_due, reply[2] == 1)
+        args = _exchange_args(consumer, settlements, want, lease, idle_for, result_ttl)
+        return _exchange_result(queue, want, self._run("exchange", queue, args))
+
+    def exchange_later(
+        self, queue: str, consumer: str, settlements: Sequence[Settlement], want: int, *options: float
+    ) -> Callable[[], tuple[list[bool], ClaimBatch]]:
+        """Pipelined on the thread's connection. A reply lost with the connection, or refused
+        because the server lost its scripts, is made up for by running the exchange again through
+        the pool (settling twice is harmless: a settled lease refuses the second; claims whose reply
+        was lost come back when their lease expires)."""
+        args = _exchange_args(consumer, settlements, want, *options)
+        script, key = self._scripts["exchange"], prefix(queue)
+        try:
+            read = self._pinned.send("EVALSHA", script.sha, 1, key, *args)
+        except LostReply:
+            reply = self._call("exchange", key, args, pooled=True)
+            return lambda: _exchange_result(queue, want, reply)
+
+        def result() -> tuple[list[bool], ClaimBatch]:
+            try:
+                reply = read()
+            except (LostReply, redis.exceptions.NoScriptError):
+                reply = self._call("exchange", key, args, pooled=True)
+            except redis.exceptions.ResponseError as exc:
+                raise BrokerError(f"Redis refused the operation: {exc}") from None
+            return _exchange_result(queue, want, reply)
+
+        return result
 
     def wait(self, queues: Sequence[str], consumer: str, timeout: float) -> str | Claim | None:
         if timeout <= 0:
@@ -365,6 +384,28 @@ def outage_retry(timeout: float, outage: OutageLog) -> ReportingRetry:
 def _script_source(name: str, helpers: Sequence[str]) -> str:
     folder = resources.files(__package__) / "lua"
     return "\n".join((folder / f"{part}.lua").read_text() for part in (*helpers, name))
+
+
+def _exchange_args(
+    consumer: str, settlements: Sequence[Settlement], want: int, lease: float, idle_for: float = 0.0,
+    result_ttl: float = 0.0,
+) -> list[Any]:
+    """ARGV of exchange.lua."""
+    args: list[Any] = [consumer, want, repr(lease), repr(idle_for), repr(result_ttl)]
+    for settled in settlements:
+        data = repr(settled.delay) if settled.kind == RETRY_KIND else settled.outcome
+        args += [settled.kind, settled.claim.task_id, settled.claim.token, data, settled.record]
+    return args
+
+
+def _exchange_result(queue: str, want: int, reply: list[Any]) -> tuple[list[bool], ClaimBatch]:
+    """What exchange.lua returned, as exchange() returns it."""
+    applied = [flag == ord("1") for flag in reply[0]]
+    if want <= 0:
+        return applied, ClaimBatch([], None)
+    next_due = float(reply[1])
+    claims = [parse_envelope(queue, reply[i], reply[i + 1]) for i in range(3, len(reply), 2)]
+    return applied, ClaimBatch(claims, None if next_due < 0 else next_due, reply[2] == 1)
 
 
 def _mapped(call: Callable[[], T]) -> T:
