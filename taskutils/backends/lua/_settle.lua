@@ -3,15 +3,17 @@
 -- call per key (HMGET, HDEL, ZREM, one HDEL per state bucket), not a few calls per task: a call
 -- from Lua costs more than the work it does on these small keys.
 
--- a finished task: done (failure_record == '') or failed for good; the outcome is kept ttl seconds
-local function finish(id, level, envelope, outcome, ttl, failure_record)
+-- a finished task's outcome, kept ttl seconds
+local function keep_outcome(id, outcome, ttl)
   if ttl > 0 then
     redis.call('SET', P .. 'result:' .. id, outcome, 'PX', math.ceil(ttl * 1000))
   end
-  if failure_record ~= '' then
-    redis.call('HSET', P .. 'failed', id, level .. '|' .. envelope)
-    redis.call('HSET', P .. 'failed_info', id, failure_record)
-  end
+end
+
+-- a task failed for good: kept in the failed store with the reason
+local function store_failed(id, level, envelope, failure_record)
+  redis.call('HSET', P .. 'failed', id, level .. '|' .. envelope)
+  redis.call('HSET', P .. 'failed_info', id, failure_record)
 end
 
 -- a failed attempt goes back, now or after a delay, with one more failure counted
@@ -37,26 +39,32 @@ local function settle(from, now, ttl)
   local applied, released, finished, seen = {}, {}, {}, {}
   for k, id in ipairs(ids) do
     local i = from + (k - 1) * 5
-    local level, envelope
+    local holds = false
     if held[k] and not seen[id] then
-      local token
-      token, level, envelope = inflight_fields(held[k])
-      if token ~= ARGV[i + 2] then level = nil end
+      local bar = string.find(held[k], '|', 1, true)
+      holds = bar ~= nil and string.sub(held[k], 1, bar - 1) == ARGV[i + 2]
     end
-    if level then
+    if holds then
       seen[id] = true
       released[#released + 1] = id
-      local kind = ARGV[i]
-      if kind == 'r' then
-        retry(level, envelope, tonumber(ARGV[i + 3]), now)
-      elseif kind == 'b' then
-        push_ready(level, envelope, true)
-      else
-        finish(id, level, envelope, ARGV[i + 3], ttl, ARGV[i + 4])
+      local kind, failure_record = ARGV[i], ARGV[i + 4]
+      if kind == 'd' and failure_record == '' then -- done: the lease's envelope is not needed
+        keep_outcome(id, ARGV[i + 3], ttl)
         finished[#finished + 1] = id
+      else
+        local _, level, envelope = inflight_fields(held[k])
+        if kind == 'r' then
+          retry(level, envelope, tonumber(ARGV[i + 3]), now)
+        elseif kind == 'b' then
+          push_ready(level, envelope, true)
+        else
+          keep_outcome(id, ARGV[i + 3], ttl)
+          if failure_record ~= '' then store_failed(id, level, envelope, failure_record) end
+          finished[#finished + 1] = id
+        end
       end
     end
-    applied[k] = level and '1' or '0'
+    applied[k] = holds and '1' or '0'
   end
   if #released > 0 then
     call_in_chunks('HDEL', P .. 'inflight', released)
