@@ -27,7 +27,15 @@ class Rejected(Exception):
         self.ref = ref
 
 
+DONE_WITHOUT_VALUE = pack(["done", None, None])
+SCALARS = frozenset({str, int, float, bool, bytes})  # always unpack as they were packed
+
+
 def outcome_done(value: Any) -> bytes:
+    if value is None:  # most tasks: no encoding at all
+        return DONE_WITHOUT_VALUE
+    if type(value) in SCALARS:
+        return pack(["done", value, None])
     return pack_checked(["done", value, None])
 
 
