@@ -140,6 +140,22 @@ def test_new_work_goes_straight_to_an_idle_consumer(backend):
     assert backend.ack(claims[0], b"ok", 60)
 
 
+def test_one_bulk_enqueue_keeps_priority_fifo_delays_and_hand_off(backend):
+    assert backend.claim("q", "c1", 1, 30, idle_for=5).claims == []  # c1 now waits for work
+    priorities = [1, 0, 5, 1, 0, 5, 1]
+    tasks = [NewTask(BODY, priority) for priority in priorities]
+    tasks.insert(2, NewTask(BODY, 9, delay=60))
+    ids = backend.enqueue("q", tasks)
+    assert len(set(ids)) == 8 and ids == sorted(ids)  # fresh ids, in the order given
+    woken = backend.wait(["q"], "c1", 2)
+    first = [woken] if isinstance(woken, Claim) else backend.claim("q", "c1", 1, 30).claims
+    rest = backend.claim("q", "c2", 10, 30).claims
+    ready = [ids[i] for i in (0, 1, 3, 4, 5, 6, 7)]
+    by_priority = sorted(ready, key=lambda task_id: -tasks[ids.index(task_id)].priority)  # stable: FIFO
+    assert [claim.task_id for claim in first + rest] == by_priority  # the waiting consumer got the first
+    assert backend.status("q", ids[2])[0] == "scheduled" and backend.counts("q").running == 7
+
+
 def test_work_handed_to_a_consumer_that_claims_instead_keeps_priority_order(backend):
     assert backend.claim("q", "c1", 1, 30, idle_for=5).claims == []
     low, high = backend.enqueue("q", [NewTask(BODY, 0)]), backend.enqueue("q", [NewTask(BODY, 5)])

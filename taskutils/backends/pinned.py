@@ -39,7 +39,7 @@ class _Held:
         self.connection = pool.get_connection()
         self.unread = 0  # replies of commands sent with `send` not read yet
         self.drops = 0  # times the connection was dropped (unread replies are lost with it)
-        weakref.finalize(self, pool.release, self.connection)
+        weakref.finalize(self, _hand_back, pool, self.connection, self.__dict__)
 
     def drop(self, *_: Any) -> None:
         self.connection.disconnect()
@@ -107,6 +107,14 @@ class PinnedConnections:
             return reply
 
         return read
+
+
+def _hand_back(pool: ConnectionPool, connection: redis.Connection, held: dict[str, Any]) -> None:
+    """Return a thread's connection to the pool; one still owed replies is closed first, so that
+    its next user cannot read them as its own."""
+    if held["unread"]:
+        connection.disconnect()
+    pool.release(connection)
 
 
 def _replace_if_closed(held: _Held) -> None:

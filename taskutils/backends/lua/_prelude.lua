@@ -130,13 +130,27 @@ local function hand_off(level, envelope)
   return true
 end
 
--- make a task ready at the back of its level (or at the front, to run next)
-local function push_ready(level, envelope, front)
+-- mark a priority level as holding ready tasks (prios is ordered highest first)
+local function mark_level(level)
   local score = '-inf'
   if level ~= 'max' then score = -tonumber(level) end
-  redis.call(front and 'LPUSH' or 'RPUSH', P .. 'ready:' .. level, envelope)
   redis.call('ZADD', P .. 'prios', score, level)
+end
+
+-- make a task ready at the back of its level (or at the front, to run next)
+local function push_ready(level, envelope, front)
+  redis.call(front and 'LPUSH' or 'RPUSH', P .. 'ready:' .. level, envelope)
+  mark_level(level)
   set_state(string.sub(envelope, 1, 12), 'q')
+end
+
+-- make tasks of one level ready at its back, in order: one call per key for the lot
+local function push_ready_many(level, envelopes)
+  call_in_chunks('RPUSH', P .. 'ready:' .. level, envelopes)
+  mark_level(level)
+  local ids = {}
+  for k, envelope in ipairs(envelopes) do ids[k] = string.sub(envelope, 1, 12) end
+  set_states(ids, 'q')
 end
 
 -- delay a task; if it is now the first due, wake one idle consumer so it waits for the right time

@@ -1,22 +1,49 @@
--- Enqueue tasks: ready ones to an idle consumer or onto their priority's list, delayed ones
--- into the schedule.
+-- Enqueue tasks: ready ones to idle consumers or onto their priority's list, delayed ones into
+-- the schedule. Ids are taken in one INCRBY, and ready tasks are pushed with one call per key
+-- for the whole call, so a bulk enqueue costs a few calls, not a few per task.
 -- KEYS[1] - queue prefix (see _prelude.lua)
 -- ARGV    - triples: priority, delay seconds, msgpack body
 -- returns   the new task ids, in order
 local now = nil -- the server's clock, read only when a delay needs it
-local ids, ready = {}, 0
-for i = 1, #ARGV, 3 do
-  local id = new_id()
-  local envelope = id .. '|0|0|' .. ARGV[i + 2]
-  local delay = tonumber(ARGV[i + 1])
+local count = #ARGV / 3
+local first = redis.call('INCRBY', P .. 'seq', count) - count
+local ids, levels, by_level = {}, {}, {}
+for k = 1, count do
+  local i = (k - 1) * 3 + 1
+  local id = string.format('%012x', first + k)
+  local level, envelope, delay = ARGV[i], id .. '|0|0|' .. ARGV[i + 2], tonumber(ARGV[i + 1])
   if delay > 0 then
     now = now or clock()
-    schedule(ARGV[i], envelope, now + delay, now)
-  elseif not hand_off(ARGV[i], envelope) then
-    push_ready(ARGV[i], envelope)
-    ready = ready + 1
+    schedule(level, envelope, now + delay, now)
+  else
+    if not by_level[level] then
+      by_level[level] = {}
+      levels[#levels + 1] = level
+    end
+    table.insert(by_level[level], envelope)
   end
-  ids[#ids + 1] = id
+  ids[k] = id
+end
+
+-- highest priority first: idle consumers get the tasks they would have claimed, then the rest
+-- goes onto the lists
+local function rank(level)
+  if level == 'max' then return -math.huge end
+  return -tonumber(level)
+end
+table.sort(levels, function(a, b) return rank(a) < rank(b) end)
+local handing, ready = true, 0
+for _, level in ipairs(levels) do
+  local envelopes, from = by_level[level], 1
+  while handing and envelopes[from] do
+    if hand_off(level, envelopes[from]) then from = from + 1 else handing = false end
+  end
+  if envelopes[from] then
+    local rest = {}
+    for k = from, #envelopes do rest[#rest + 1] = envelopes[k] end
+    push_ready_many(level, rest)
+    ready = ready + #rest
+  end
 end
 if ready > 0 then wake(ready, now) end
 return ids
