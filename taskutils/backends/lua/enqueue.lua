@@ -7,6 +7,21 @@
 local now = nil -- the server's clock, read only when a delay needs it
 local count = #ARGV / 3
 local first = redis.call('INCRBY', P .. 'seq', count) - count
+
+-- one task (one-by-one enqueue, the common case): no tables to build
+if count == 1 then
+  local id = string.format('%012x', first + 1)
+  local envelope, delay = id .. '|0|0|' .. ARGV[3], tonumber(ARGV[2])
+  if delay > 0 then
+    now = clock()
+    schedule(ARGV[1], envelope, now + delay, now)
+  elseif not hand_off(ARGV[1], envelope) then
+    push_ready(ARGV[1], envelope)
+    wake(1)
+  end
+  return {id}
+end
+
 local ids, levels, by_level = {}, {}, {}
 for k = 1, count do
   local i = (k - 1) * 3 + 1
