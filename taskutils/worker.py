@@ -224,14 +224,14 @@ class Worker:
             if settlement is not None:
                 self._settled.put(settlement)
             ready = self._batch_ready()
-            self._poke(broker_idle=first or ready)
+            self._poke(wake_local=first or ready)
             if ready and not self._inbox.empty():  # this runner would go on holding the GIL: let the
                 yield_processor()  # broker thread take it and send the batch now
 
-    def _poke(self, always: bool = False, broker_idle: bool = True) -> None:
+    def _poke(self, always: bool = False, wake_local: bool = True) -> None:
         """Wake the broker thread: locally (unless only a wait on the backend needs breaking), and
         through the backend if it is blocked there."""
-        if broker_idle:
+        if wake_local:
             self._wakeup.set()
         with self._state:
             blocked = self._on_broker

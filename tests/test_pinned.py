@@ -6,7 +6,6 @@ from __future__ import annotations
 import gc
 import os
 import threading
-import time
 
 import pytest
 import redis
@@ -16,6 +15,7 @@ from taskutils.backends.base import DONE_KIND, NewTask, Settlement
 from taskutils.backends.pinned import PinnedConnections
 
 from . import jobs
+from .conftest import wait_for
 from .redis_server import RedisServer
 
 
@@ -99,13 +99,15 @@ def test_exchanges_in_flight_survive_a_lost_connection_and_lost_scripts(redis_ur
         settle_rest = backend.exchange_later("q", "c1", done[1:], 0, 1.0)
         assert settle()[0] + settle_rest()[0] == [True] * len(claims)
         finished = {claim.task_id for claim in claims}
-        deadline = time.monotonic() + 10
-        while len(finished) < 6 and time.monotonic() < deadline:  # the lost claims' leases expire
-            time.sleep(0.2)
+
+        def finish_what_comes_back() -> bool:
             for claim in backend.claim("q", "c2", 6, 30).claims:
                 assert claim.task_id not in finished
                 assert backend.exchange("q", "c2", [Settlement(claim, DONE_KIND)], 0, 30)[0] == [True]
                 finished.add(claim.task_id)
+            return len(finished) == 6
+
+        wait_for(finish_what_comes_back, what="the lost claims' leases to expire and their tasks to end")
         assert finished == set(ids) and backend.counts("q").pending == 0 and backend.counts("q").running == 0
 
 

@@ -90,8 +90,13 @@ local function drop_states(ids)
   end
 end
 
+-- task ids are the queue's sequence numbers as 12 hex digits
+local function id_of(number)
+  return string.format('%012x', number)
+end
+
 local function new_id()
-  return string.format('%012x', redis.call('INCR', P .. 'seq'))
+  return id_of(redis.call('INCR', P .. 'seq'))
 end
 
 -- give up to n consumers blocked in wait() a wake token
@@ -130,11 +135,16 @@ local function hand_off(level, envelope)
   return true
 end
 
--- mark a priority level as holding ready tasks (prios is ordered highest first)
+-- a priority level's score in prios, which is ordered highest priority first ("max" before all)
+local function level_rank(level)
+  if level == 'max' then return -math.huge end
+  return -tonumber(level)
+end
+
+-- mark a priority level as holding ready tasks
 local function mark_level(level)
-  local score = '-inf'
-  if level ~= 'max' then score = -tonumber(level) end
-  redis.call('ZADD', P .. 'prios', score, level)
+  local rank = level_rank(level)
+  redis.call('ZADD', P .. 'prios', rank == -math.huge and '-inf' or rank, level)
 end
 
 -- make a task ready at the back of its level (or at the front, to run next)

@@ -10,7 +10,7 @@ local first = redis.call('INCRBY', P .. 'seq', count) - count
 
 -- one task (one-by-one enqueue, the common case): no tables to build
 if count == 1 then
-  local id = string.format('%012x', first + 1)
+  local id = id_of(first + 1)
   local envelope, delay = id .. '|0|0|' .. ARGV[3], tonumber(ARGV[2])
   if delay > 0 then
     now = clock()
@@ -25,7 +25,7 @@ end
 local ids, levels, by_level = {}, {}, {}
 for k = 1, count do
   local i = (k - 1) * 3 + 1
-  local id = string.format('%012x', first + k)
+  local id = id_of(first + k)
   local level, envelope, delay = ARGV[i], id .. '|0|0|' .. ARGV[i + 2], tonumber(ARGV[i + 1])
   if delay > 0 then
     now = now or clock()
@@ -42,11 +42,7 @@ end
 
 -- highest priority first: idle consumers get the tasks they would have claimed, then the rest
 -- goes onto the lists
-local function rank(level)
-  if level == 'max' then return -math.huge end
-  return -tonumber(level)
-end
-table.sort(levels, function(a, b) return rank(a) < rank(b) end)
+table.sort(levels, function(a, b) return level_rank(a) < level_rank(b) end)
 local handing, ready = true, 0
 for _, level in ipairs(levels) do
   local envelopes, from = by_level[level], 1
