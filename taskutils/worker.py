@@ -11,6 +11,8 @@ handles the other. An idle worker blocks on the backend until woken.
 When the worker has held nothing for a moment, one of its idle runners does that blocking wait
 instead of the broker thread, so a task an enqueue hands straight to it starts on the thread that
 received it, without waking a second thread first.
+Once the process's CPU is saturated, fewer runners take claims, down to two, and the others park
+(pacing.py): under the GIL more threads would add only contention.
 A heartbeat thread renews the leases of every claim the worker holds and its registration.
 """
 
@@ -29,6 +31,7 @@ from typing import Callable, Iterable, NamedTuple
 from .backends.base import HAND_BACK_KIND, Backend, Claim, ClaimBatch, Settlement
 from .config import Settings
 from .errors import BackendUnavailable, BrokerError
+from .pacing import STALL_SECONDS, RunnerPacer
 from .runner import TaskRunner
 
 log = logging.getLogger("taskutils.worker")
@@ -82,6 +85,8 @@ class Worker:
         self.consumer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.runner = TaskRunner(settings, allowed, self.consumer)
         self._inbox: queue_module.SimpleQueue[Claim | WaitOnBackend | None] = queue_module.SimpleQueue()
+        self._pacer = RunnerPacer(settings.threads)
+        self._unpark: queue_module.SimpleQueue[None] = queue_module.SimpleQueue()  # wakes a parked runner
         self._settled: queue_module.SimpleQueue[Settlement] = queue_module.SimpleQueue()
         self._unsent: list[Settlement] = []  # settlements the broker thread has not sent yet
         self._unsent_since = 0.0  # when the oldest of them was collected
@@ -110,7 +115,7 @@ class Worker:
         """Register, then start the runner, broker and heartbeat threads."""
         self._register()
         for index in range(self.settings.threads):
-            self._runners.append(self._spawn(self._run_loop, f"taskutils-runner-{index}"))
+            self._runners.append(self._spawn(lambda runner=index: self._run_loop(runner), f"taskutils-runner-{index}"))
         self._broker = self._spawn(self._broker_loop, "taskutils-broker")
         self._heart = self._spawn(self._heartbeat_loop, "taskutils-heartbeat")
 
@@ -154,6 +159,7 @@ class Worker:
         self._poke(always=True)
         for _ in self._runners:
             self._inbox.put(None)
+            self._unpark.put(None)
         for thread in self._runners:
             thread.join(None if deadline is None else max(deadline - time.monotonic(), 0))
         finished = not any(thread.is_alive() for thread in self._runners)
@@ -195,7 +201,7 @@ class Worker:
 
     # -- runners ------------------------------------------------------------------------------
 
-    def _run_loop(self) -> None:
+    def _run_loop(self, runner: int) -> None:
         current_backend.set(self.backend)
         while True:
             claim = self._inbox.get()
@@ -209,17 +215,22 @@ class Worker:
                 self._settled.put(Settlement(claim, HAND_BACK_KIND))
                 self._poke()
                 continue
+            started = time.monotonic()
             with self._state:
                 self._busy += 1
-            started = time.monotonic()
+                self._pacer.started(runner, started)
             try:
                 settlement = self.runner.execute(claim)
             except Exception:  # the runner decides for every task; this is a bug, and the lease will expire
                 log.exception("could not decide the outcome of task %s", claim.task_id)
                 settlement = None
+            now = time.monotonic()
             with self._state:
                 self._busy -= 1
-                self._seconds_per_task += (time.monotonic() - started - self._seconds_per_task) * 0.1
+                self._seconds_per_task += (now - started - self._seconds_per_task) * 0.1
+                park, wake_parked = self._pacer.finished(runner, now, backlog=not self._inbox.empty())
+            if wake_parked:
+                self._unpark.put(None)
             first = not self._unsent and self._settled.empty()  # the broker thread may be asleep
             if settlement is not None:
                 self._settled.put(settlement)
@@ -227,6 +238,27 @@ class Worker:
             self._poke(wake_local=first or ready)
             if ready and not self._inbox.empty():  # this runner would go on holding the GIL: let the
                 yield_processor()  # broker thread take it and send the batch now
+            if park:
+                self._park()
+
+    def _park(self) -> None:
+        """Take no claims while the pacer has runners enough taking them (see pacing.py). Looks
+        again every STALL_SECONDS, and goes back once it finds nothing held twice in a row, so an
+        idle worker has every runner waiting on its inbox and none polling (once could be the
+        instant between a round trip's settlements and its new claims)."""
+        idle = False
+        while True:
+            try:
+                self._unpark.get(timeout=STALL_SECONDS)
+                break
+            except queue_module.Empty:
+                pass
+            with self._state:
+                if self._pacer.may_resume(time.monotonic(), backlog=not self._inbox.empty()) or (idle and not self._held):
+                    break
+                idle = not self._held
+        with self._state:
+            self._pacer.resumed()
 
     def _poke(self, always: bool = False, wake_local: bool = True) -> None:
         """Wake the broker thread: locally (unless only a wait on the backend needs breaking), and

@@ -11,6 +11,7 @@ gates: dict[str, threading.Event] = defaultdict(threading.Event)
 _guard = threading.Lock()
 _running: dict[str, int] = defaultdict(int)
 peaks: dict[str, int] = defaultdict(int)
+barriers: dict[str, threading.Barrier] = {}
 
 
 def add(a, b):
@@ -73,3 +74,11 @@ def takes_one(a):
 def sleep_for(seconds):
     time.sleep(seconds)
     return seconds
+
+
+def meet(key, parties):
+    """Return only once `parties` tasks of `key` run at the same time (raise after 10 s)."""
+    with _guard:
+        barrier = barriers.setdefault(key, threading.Barrier(parties))
+    barrier.wait(10)
+    return True

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import threading
+import time
+from functools import partial
 
 import pytest
 
 from taskutils import InvalidTask, PayloadError, Recurrent, Task, TaskFailed, TaskNotFound
+from taskutils import worker as worker_module
+from taskutils.pacing import RunnerPacer
 
 from . import jobs
 from .conftest import wait_for
@@ -154,6 +158,18 @@ def test_max_concurrency_caps_running_tasks(make_handler, key):
     handler.enqueue_tasks([Task(jobs.probe, (key, 0.05)) for _ in range(12)])
     assert handler.join(timeout=20)
     assert jobs.peaks[key] == 2
+
+
+def test_a_busy_worker_runs_short_tasks_on_two_threads_and_long_ones_side_by_side(make_handler, key, monkeypatch):
+    monkeypatch.setattr(worker_module, "RunnerPacer", partial(RunnerPacer, cpu_seconds=time.monotonic))  # reads as saturated
+    handler = make_handler(max_num_threads=6)
+    warm = [Task(jobs.probe, (key + "warm", 0.002)) for _ in range(300)]
+    paced = [Task(jobs.probe, (key, 0.002)) for _ in range(100)]
+    long = [Task(jobs.meet, (key + "meet", 4)) for _ in range(4)]  # each returns once all four run at once
+    refs = handler.enqueue_tasks(warm + paced + long)
+    assert [ref.result(timeout=30) for ref in refs[-4:]] == [True] * 4  # parked runners took them once the two stalled
+    assert jobs.peaks[key + "warm"] > 2
+    assert jobs.peaks[key] <= 2
 
 
 def test_cap_is_shared_by_handlers_on_one_backend(make_handler, key):

@@ -1,0 +1,90 @@
+"""How many of a worker's runner threads take claims at once.
+
+Python runs one thread at a time (the GIL). Once a worker's tasks keep its process's CPU busy,
+more runner threads add no throughput, only contention: each hand-over of the interpreter is a
+thread switch, and eight threads running a short task that makes one Redis round trip use about
+40% more CPU per task than two do (docs/PERFORMANCE.md). So a worker starts with every runner
+taking claims; then, once per window, it reads how much CPU its process used. Saturated: one
+runner fewer takes claims, down to two. Below the low mark with claims waiting: one more. The
+other runners park. A task that has run for STALL_SECONDS no longer counts against the number,
+so a long task never holds back the claims queued behind it for more than about that long.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Callable
+
+WINDOW_SECONDS = 0.02  # how often the CPU use is read
+SATURATED = 0.9  # CPU seconds per second at or above which the interpreter counts as busy all the time
+UNDERUSED = 0.75  # below this, with claims waiting, one more runner takes claims
+MIN_ACTIVE = 2  # never fewer runners taking claims than this: one can run while the other waits on I/O
+STALL_SECONDS = 0.05  # a task running this long stops counting; parked runners look again this often
+
+
+def gil_enabled() -> bool:
+    """False on a free-threaded Python, where threads do run in parallel."""
+    return getattr(sys, "_is_gil_enabled", lambda: True)()
+
+
+class RunnerPacer:
+    """Decides when a runner parks and when a parked one goes back to taking claims.
+
+    Not thread-safe: the worker calls it with its state lock held."""
+
+    def __init__(self, threads: int, cpu_seconds: Callable[[], float] = time.process_time):
+        self.threads = threads
+        self.target = threads  # runners that may take claims at once, stalled ones not counted
+        self.parked = 0
+        self._paces = threads > MIN_ACTIVE and gil_enabled()
+        self._cpu_seconds = cpu_seconds
+        self._window: tuple[float, float] | None = None  # (wall, cpu) at the window's start
+        self._started: dict[int, float] = {}  # runner -> when its current task started
+
+    def started(self, runner: int, now: float) -> None:
+        self._started[runner] = now
+
+    def finished(self, runner: int, now: float, backlog: bool) -> tuple[bool, bool]:
+        """A runner finished its task (`backlog`: claims wait in the inbox).
+        Returns (this runner parks, a parked runner should wake)."""
+        del self._started[runner]
+        if not self._paces:
+            return False, False
+        wake = self._adjust(now, backlog) and self.parked > 0
+        active = self.threads - self.parked
+        park = active > self.target and active - self._stalled(now) > self.target
+        if park:
+            self.parked += 1
+        return park, wake
+
+    def may_resume(self, now: float, backlog: bool) -> bool:
+        """Whether a parked runner should take claims again: they wait, and too few runners that
+        are not stalled take them."""
+        return backlog and self.threads - self.parked - self._stalled(now) < self.target
+
+    def resumed(self) -> None:
+        self.parked -= 1
+
+    def _stalled(self, now: float) -> int:
+        """Runners whose current task has run for STALL_SECONDS or more."""
+        return sum(1 for since in self._started.values() if now - since >= STALL_SECONDS)
+
+    def _adjust(self, now: float, backlog: bool) -> bool:
+        """Once a window: one runner fewer if the CPU was saturated, one more if it was not and
+        claims wait. True if the target rose."""
+        if self._window is not None and now - self._window[0] < WINDOW_SECONDS:
+            return False
+        cpu = self._cpu_seconds()  # a system call: read once a window, not once a task
+        if self._window is None:
+            self._window = (now, cpu)
+            return False
+        wall_start, cpu_start = self._window
+        self._window = (now, cpu)
+        use = (cpu - cpu_start) / (now - wall_start)
+        if use >= SATURATED and self.target > MIN_ACTIVE:
+            self.target -= 1
+        elif use < UNDERUSED and backlog and self.target < self.threads:
+            self.target += 1
+            return True
+        return False

@@ -1,0 +1,89 @@
+"""The runner pacer, driven with a fake clock: when runners park, when they take claims again."""
+
+from __future__ import annotations
+
+from taskutils.pacing import MIN_ACTIVE, STALL_SECONDS, WINDOW_SECONDS, RunnerPacer
+
+
+class FakeCpu:
+    """A process CPU clock that runs at `use` CPU seconds per wall second of the test's clock."""
+
+    def __init__(self, use: float):
+        self.use, self.now = use, 0.0
+
+    def __call__(self) -> float:
+        return self.now * self.use
+
+
+def run_windows(pacer: RunnerPacer, cpu: FakeCpu, windows: int, backlog: bool = True) -> list[tuple[bool, bool]]:
+    """Runner 0 runs one task a window long; returns what the pacer said after each."""
+    said = []
+    for _ in range(windows):
+        pacer.started(0, cpu.now)
+        cpu.now += WINDOW_SECONDS * 1.5
+        said.append(pacer.finished(0, cpu.now, backlog))
+        if said[-1][0]:  # parked: the test lets it resume at once, to keep one runner finishing tasks
+            pacer.resumed()
+    return said
+
+
+def test_a_saturated_process_takes_claims_on_fewer_runners_down_to_two():
+    cpu = FakeCpu(use=1.0)
+    pacer = RunnerPacer(8, cpu_seconds=cpu)
+    run_windows(pacer, cpu, 3)
+    assert pacer.target == 6  # the first window opens the count, each later one takes a runner off
+    run_windows(pacer, cpu, 20)
+    assert pacer.target == MIN_ACTIVE
+    pacer.started(0, cpu.now)
+    assert pacer.finished(0, cpu.now, backlog=True) == (True, False)  # eight take claims, two may: it parks
+    assert pacer.parked == 1
+
+
+def saturated_four(running: list[int]) -> tuple[RunnerPacer, FakeCpu, list[bool]]:
+    """A pacer of four runners brought down to two by a saturated CPU; then every runner starts a
+    task and those not in `running` finish it. Returns the pacer, its clock and who parked."""
+    cpu = FakeCpu(use=1.0)
+    pacer = RunnerPacer(4, cpu_seconds=cpu)
+    run_windows(pacer, cpu, 4)
+    assert pacer.target == 2
+    for runner in range(4):
+        pacer.started(runner, cpu.now)
+    parks = [pacer.finished(runner, cpu.now, backlog=True)[0] for runner in range(4) if runner not in running]
+    return pacer, cpu, parks
+
+
+def test_runners_park_until_only_the_target_takes_claims():
+    pacer, _, parks = saturated_four(running=[])
+    assert parks == [True, True, False, False]
+    assert pacer.parked == 2
+
+
+def test_an_underused_process_with_claims_waiting_wakes_a_parked_runner():
+    pacer, cpu, _ = saturated_four(running=[])
+    cpu.use = 0.3  # the tasks now wait on I/O
+    assert run_windows(pacer, cpu, 1, backlog=False) == [(False, False)]
+    assert pacer.target == 2  # nothing waits: no reason for more runners
+    assert run_windows(pacer, cpu, 1, backlog=True) == [(False, True)]
+    assert pacer.target == 3
+
+
+def test_stalled_tasks_do_not_hold_back_the_claims_behind_them():
+    pacer, cpu, parks = saturated_four(running=[0, 1])
+    assert parks == [True, True]  # runners 0 and 1 still run their tasks
+    stalled = cpu.now + STALL_SECONDS * 1.5
+    assert not pacer.may_resume(cpu.now + STALL_SECONDS / 2, backlog=True)
+    assert not pacer.may_resume(stalled, backlog=False)  # stalled, but nothing waits
+    assert pacer.may_resume(stalled, backlog=True)
+    pacer.resumed()
+    pacer.started(2, stalled)
+    assert pacer.may_resume(stalled, backlog=True)  # one fresh runner of the two allowed
+    pacer.resumed()
+    pacer.started(3, stalled)
+    assert not pacer.may_resume(stalled, backlog=True)  # two fresh: enough
+
+
+def test_a_pacer_of_two_threads_never_parks():
+    cpu = FakeCpu(use=1.0)
+    pacer = RunnerPacer(MIN_ACTIVE, cpu_seconds=cpu)
+    assert run_windows(pacer, cpu, 10) == [(False, False)] * 10
+    assert pacer.target == MIN_ACTIVE
