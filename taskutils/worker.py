@@ -4,8 +4,9 @@ Runner threads run tasks and queue up how each claim ended (its settlement). One
 sends those settlements and claims the next tasks in a single round trip per queue, so under
 load each round trip carries many tasks. Short tasks are prefetched (claimed a little ahead)
 unless the queue has a concurrency cap; while the runners still hold enough prefetched work, the
-broker thread lets settlements gather for a few milliseconds so one round trip carries a thread's
-worth of them. A worker of one queue keeps its last exchange in flight while its runners still
+broker thread lets settlements gather for a few milliseconds so one round trip carries two per
+thread; runners wake it only when a batch is ready, and it looks for settlements by itself every
+GATHER_SECONDS while claims are held. A worker of one queue keeps its last exchange in flight while its runners still
 have work, and reads it after sending the next, so the backend serves one while the worker
 handles the other. An idle worker blocks on the backend until woken.
 When the worker has held nothing for a moment, one of its idle runners does that blocking wait
@@ -39,7 +40,7 @@ BROKEN_LOG_SECONDS = 60.0
 SHORT_TASK_SECONDS = 0.05  # tasks shorter than this on average are prefetched
 PREFETCH_SECONDS = 0.01  # a thread of short tasks holds about this much work ahead ...
 MAX_PREFETCH_PER_THREAD = 3  # ... in 1 to this many claims
-GATHER_SECONDS = 0.005  # longest a finished task waits for others to share its round trip
+GATHER_SECONDS = 0.005  # how often the broker thread looks for settlements, and how long they gather
 QUIET_SECONDS = 0.05  # an idle worker waits this long on the broker thread before a runner takes the wait
 
 
@@ -231,11 +232,10 @@ class Worker:
                 park, wake_parked = self._pacer.finished(runner, now, backlog=not self._inbox.empty())
             if wake_parked:
                 self._unpark.put(None)
-            first = not self._unsent and self._settled.empty()  # the broker thread may be asleep
             if settlement is not None:
                 self._settled.put(settlement)
             ready = self._batch_ready()
-            self._poke(wake_local=first or ready)
+            self._poke(wake_local=ready)  # else it comes within GATHER_SECONDS by itself
             if ready and not self._inbox.empty():  # this runner would go on holding the GIL: let the
                 yield_processor()  # broker thread take it and send the batch now
             if park:
@@ -307,8 +307,8 @@ class Worker:
         finally:
             if self._in_flight is None:
                 self._exchanging.release()
-        if nothing_to_do:
-            self._wakeup.wait(self.settings.sleep_seconds)
+        if nothing_to_do:  # while claims are held, look for their settlements every GATHER_SECONDS
+            self._wakeup.wait(GATHER_SECONDS if self._held else self.settings.sleep_seconds)
             return 0
         if want > 0 and claimed == 0 and not self._unsent and self._in_flight is None:
             self._block(next_due)
@@ -406,10 +406,10 @@ class Worker:
         return max(1, min(MAX_PREFETCH_PER_THREAD, int(PREFETCH_SECONDS / self._seconds_per_task)))
 
     def _batch_ready(self) -> bool:
-        """Worth a round trip now: a thread's worth of settlements waits, or the runners are
+        """Worth a round trip now: two threads' worth of settlements wait, or the runners are
         about to run out of claims."""
         settled = len(self._unsent) + self._settled.qsize()
-        return settled >= self.settings.threads or self._inbox.qsize() <= self.settings.threads // 2
+        return settled >= 2 * self.settings.threads or self._inbox.qsize() <= self.settings.threads // 2
 
     def _settled_in_broker(self, settling: list[Settlement], applied: list[bool]) -> None:
         with self._state:

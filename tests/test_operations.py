@@ -165,15 +165,15 @@ def test_with_work_in_hand_the_next_exchange_goes_out_before_the_last_is_read(ba
     worker._capped, worker._seconds_per_task = False, 0.001  # short tasks on an uncapped queue: claim ahead
     for _ in range(4):
         worker._inbox.put(None)  # claims the runners have not taken yet (no runner threads here)
-    finished = backend.claim("default", worker.consumer, 2, 30).claims
+    finished = backend.claim("default", worker.consumer, 4, 30).claims
     worker._held.update({(claim.queue, claim.task_id): claim for claim in finished})
     events = ExchangeTrace(backend).events
     worker.exchange_once()  # claims ahead, and keeps that exchange in flight
-    assert events == [("send", 0)] and len(worker._held) == 2
+    assert events == [("send", 0)] and len(worker._held) == 4
     for claim in finished:
         worker._settled.put(Settlement(claim, DONE_KIND))
-    worker.exchange_once()  # a thread's worth settled: sends them, then reads the first exchange
-    assert events == [("send", 0), ("send", 1), ("read", 0)] and len(worker._held) == 2 + 6
+    worker.exchange_once()  # two threads' worth settled: sends them, then reads the first exchange
+    assert events == [("send", 0), ("send", 1), ("read", 0)] and len(worker._held) == 4 + 4
     while not worker._inbox.empty():
         worker._inbox.get()  # the runners took everything: the exchange in flight is read now
     worker.exchange_once()
