@@ -7,7 +7,8 @@ thread switch, and eight threads running a short task that makes one Redis round
 taking claims; then, once per window, it reads how much CPU its process used. Saturated: one
 runner fewer takes claims, down to two. Below the low mark with claims waiting: one more. The
 other runners park. A task that has run for STALL_SECONDS no longer counts against the number,
-so a long task never holds back the claims queued behind it for more than about that long.
+so a long task never holds back the claims queued behind it for more than about that long. Once
+the worker holds nothing, the parked runners return and the count starts again from all of them.
 """
 
 from __future__ import annotations
@@ -63,8 +64,12 @@ class RunnerPacer:
         are not stalled take them."""
         return backlog and self.threads - self.parked - self._stalled(now) < self.target
 
-    def resumed(self) -> None:
+    def resumed(self, idle: bool) -> None:
+        """A parked runner takes claims again; `idle`: because the worker holds nothing, and the
+        next work starts on every runner again."""
         self.parked -= 1
+        if idle:
+            self.target, self._window = self.threads, None
 
     def _stalled(self, now: float) -> int:
         """Runners whose current task has run for STALL_SECONDS or more."""

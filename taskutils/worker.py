@@ -246,7 +246,7 @@ class Worker:
         again every STALL_SECONDS, and goes back once it finds nothing held twice in a row, so an
         idle worker has every runner waiting on its inbox and none polling (once could be the
         instant between a round trip's settlements and its new claims)."""
-        idle = False
+        seen_idle = idle = False
         while True:
             try:
                 self._unpark.get(timeout=STALL_SECONDS)
@@ -254,11 +254,12 @@ class Worker:
             except queue_module.Empty:
                 pass
             with self._state:
-                if self._pacer.may_resume(time.monotonic(), backlog=not self._inbox.empty()) or (idle and not self._held):
+                idle = seen_idle and not self._held
+                if idle or self._pacer.may_resume(time.monotonic(), backlog=not self._inbox.empty()):
                     break
-                idle = not self._held
+                seen_idle = not self._held
         with self._state:
-            self._pacer.resumed()
+            self._pacer.resumed(idle)
 
     def _poke(self, always: bool = False, wake_local: bool = True) -> None:
         """Wake the broker thread: locally (unless only a wait on the backend needs breaking), and

@@ -23,7 +23,7 @@ def run_windows(pacer: RunnerPacer, cpu: FakeCpu, windows: int, backlog: bool = 
         cpu.now += WINDOW_SECONDS * 1.5
         said.append(pacer.finished(0, cpu.now, backlog))
         if said[-1][0]:  # parked: the test lets it resume at once, to keep one runner finishing tasks
-            pacer.resumed()
+            pacer.resumed(idle=False)
     return said
 
 
@@ -74,10 +74,10 @@ def test_stalled_tasks_do_not_hold_back_the_claims_behind_them():
     assert not pacer.may_resume(cpu.now + STALL_SECONDS / 2, backlog=True)
     assert not pacer.may_resume(stalled, backlog=False)  # stalled, but nothing waits
     assert pacer.may_resume(stalled, backlog=True)
-    pacer.resumed()
+    pacer.resumed(idle=False)
     pacer.started(2, stalled)
     assert pacer.may_resume(stalled, backlog=True)  # one fresh runner of the two allowed
-    pacer.resumed()
+    pacer.resumed(idle=False)
     pacer.started(3, stalled)
     assert not pacer.may_resume(stalled, backlog=True)  # two fresh: enough
 
@@ -87,3 +87,12 @@ def test_a_pacer_of_two_threads_never_parks():
     pacer = RunnerPacer(MIN_ACTIVE, cpu_seconds=cpu)
     assert run_windows(pacer, cpu, 10) == [(False, False)] * 10
     assert pacer.target == MIN_ACTIVE
+
+
+def test_an_idle_worker_starts_again_on_every_runner():
+    pacer, cpu, _ = saturated_four(running=[])
+    pacer.resumed(idle=False)
+    assert pacer.target == 2
+    pacer.resumed(idle=True)
+    assert (pacer.target, pacer.parked) == (4, 0)
+    assert run_windows(pacer, cpu, 1) == [(False, False)]  # a fresh window: nothing measured yet
