@@ -362,7 +362,7 @@ class Worker:
         so that the claims of each queue are known before the next is asked)."""
         return (
             len(self.settings.queues) == 1 and not self._paused and not self._stopping.is_set()
-            and self._inbox.qsize() > self.settings.threads // 2
+            and self._inbox.qsize() > self._taking() // 2
         )
 
     def _take_in_flight(self) -> InFlight:
@@ -410,7 +410,11 @@ class Worker:
         """Worth a round trip now: two threads' worth of settlements wait, or the runners are
         about to run out of claims."""
         settled = len(self._unsent) + self._settled.qsize()
-        return settled >= 2 * self.settings.threads or self._inbox.qsize() <= self.settings.threads // 2
+        return settled >= 2 * self.settings.threads or self._inbox.qsize() <= self._taking() // 2
+
+    def _taking(self) -> int:
+        """How many runners take claims now (the others are parked, see pacing.py)."""
+        return self.settings.threads - self._pacer.parked
 
     def _settled_in_broker(self, settling: list[Settlement], applied: list[bool]) -> None:
         with self._state:
