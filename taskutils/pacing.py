@@ -5,10 +5,14 @@ more runner threads add no throughput, only contention: each hand-over of the in
 thread switch, and eight threads running a short task that makes one Redis round trip use about
 40% more CPU per task than two do (docs/PERFORMANCE.md). So a worker starts with every runner
 taking claims; then, once per window, it reads how much CPU its process used. Saturated: one
-runner fewer takes claims, down to two. Below the low mark with claims waiting: one more. The
-other runners park. A task that has run for STALL_SECONDS no longer counts against the number,
-so a long task never holds back the claims queued behind it for more than about that long. Once
-the worker holds nothing, the parked runners return and the count starts again from all of them.
+runner fewer takes claims, down to two. If the window after such a step is no longer saturated
+and finished fewer tasks per second than the one before it, by more than TOLERANCE, while claims
+wait, the step went past the point where the tasks' own waiting (I/O) needed the runners: it is
+undone, and the pacer goes no lower until the worker is next idle. Below the low mark with
+claims waiting: one more. The other runners park. A task that has run for STALL_SECONDS no longer
+counts against the number, so a long task never holds back the claims queued behind it for more
+than about that long. Once the worker holds nothing, the parked runners return and the count
+starts again from all of them.
 """
 
 from __future__ import annotations
@@ -17,10 +21,11 @@ import sys
 import time
 from typing import Callable
 
-WINDOW_SECONDS = 0.02  # how often the CPU use is read
+WINDOW_SECONDS = 0.05  # how often the CPU use and the task rate are read
 SATURATED = 0.9  # CPU seconds per second at or above which the interpreter counts as busy all the time
 UNDERUSED = 0.75  # below this, with claims waiting, one more runner takes claims
 MIN_ACTIVE = 2  # never fewer runners taking claims than this: one can run while the other waits on I/O
+TOLERANCE = 0.08  # a step down that costs more than this share of the task rate is undone
 STALL_SECONDS = 0.05  # a task running this long stops counting; parked runners look again this often
 
 
@@ -37,10 +42,13 @@ class RunnerPacer:
     def __init__(self, threads: int, cpu_seconds: Callable[[], float] = time.process_time):
         self.threads = threads
         self.target = threads  # runners that may take claims at once, stalled ones not counted
+        self.floor = min(MIN_ACTIVE, threads)  # the target goes no lower (raised where a step down cost throughput)
         self.parked = 0
+        self._finished = 0  # tasks finished so far
+        self._rate_before_step: float | None = None  # tasks per second in the window before a step down
         self._paces = threads > MIN_ACTIVE and gil_enabled()
         self._cpu_seconds = cpu_seconds
-        self._window: tuple[float, float] | None = None  # (wall, cpu) at the window's start
+        self._window: tuple[float, float, int] | None = None  # (wall, cpu, tasks finished) at the window's start
         self._started: dict[int, float] = {}  # runner -> when its current task started
 
     def started(self, runner: int, now: float) -> None:
@@ -50,6 +58,7 @@ class RunnerPacer:
         """A runner finished its task (`backlog`: claims wait in the inbox).
         Returns (this runner parks, a parked runner should wake)."""
         del self._started[runner]
+        self._finished += 1
         if not self._paces:
             return False, False
         wake = self._adjust(now, backlog) and self.parked > 0
@@ -69,27 +78,38 @@ class RunnerPacer:
         next work starts on every runner again."""
         self.parked -= 1
         if idle:
-            self.target, self._window = self.threads, None
+            self.target, self.floor, self._window = self.threads, min(MIN_ACTIVE, self.threads), None
+            self._rate_before_step = None
 
     def _stalled(self, now: float) -> int:
         """Runners whose current task has run for STALL_SECONDS or more."""
         return sum(1 for since in self._started.values() if now - since >= STALL_SECONDS)
 
     def _adjust(self, now: float, backlog: bool) -> bool:
-        """Once a window: one runner fewer if the CPU was saturated, one more if it was not and
-        claims wait. True if the target rose."""
+        """Once a window: one runner fewer if the CPU was saturated; one more, with claims waiting,
+        if the last step down lost tasks (and no lower from then on) or if the CPU was underused.
+        True if the target rose."""
         if self._window is not None and now - self._window[0] < WINDOW_SECONDS:
             return False
         cpu = self._cpu_seconds()  # a system call: read once a window, not once a task
         if self._window is None:
-            self._window = (now, cpu)
+            self._window = (now, cpu, self._finished)
             return False
-        wall_start, cpu_start = self._window
-        self._window = (now, cpu)
+        wall_start, cpu_start, finished_start = self._window
+        self._window = (now, cpu, self._finished)
         use = (cpu - cpu_start) / (now - wall_start)
-        if use >= SATURATED and self.target > MIN_ACTIVE:
-            self.target -= 1
-        elif use < UNDERUSED and backlog and self.target < self.threads:
+        rate = (self._finished - finished_start) / (now - wall_start)
+        rate_before, self._rate_before_step = self._rate_before_step, None
+        if use >= SATURATED:
+            if self.target > self.floor:
+                self.target -= 1
+                self._rate_before_step = rate
+            return False
+        if backlog and rate_before is not None and rate < rate_before * (1 - TOLERANCE):
+            self.target += 1  # a step too far: the runners were needed for the tasks' waits
+            self.floor = self.target
+            return True
+        if backlog and use < UNDERUSED and self.target < self.threads:
             self.target += 1
             return True
         return False

@@ -163,7 +163,7 @@ def test_max_concurrency_caps_running_tasks(make_handler, key):
 def test_a_busy_worker_runs_short_tasks_on_two_threads_and_long_ones_side_by_side(make_handler, key, monkeypatch):
     monkeypatch.setattr(worker_module, "RunnerPacer", partial(RunnerPacer, cpu_seconds=time.monotonic))  # reads as saturated
     handler = make_handler(max_num_threads=6)
-    warm = [Task(jobs.probe, (key + "warm", 0.002)) for _ in range(300)]
+    warm = [Task(jobs.probe, (key + "warm", 0.002)) for _ in range(1000)]
     paced = [Task(jobs.probe, (key, 0.002)) for _ in range(100)]
     long = [Task(jobs.meet, (key + "meet", 4)) for _ in range(4)]  # each returns once all four run at once
     refs = handler.enqueue_tasks(warm + paced + long)

@@ -6,24 +6,30 @@ from taskutils.pacing import MIN_ACTIVE, STALL_SECONDS, WINDOW_SECONDS, RunnerPa
 
 
 class FakeCpu:
-    """A process CPU clock that runs at `use` CPU seconds per wall second of the test's clock."""
+    """A process CPU clock that runs at `use` CPU seconds per wall second of the test's clock `now`."""
 
     def __init__(self, use: float):
         self.use, self.now = use, 0.0
+        self._spent, self._read_at = 0.0, 0.0
 
     def __call__(self) -> float:
-        return self.now * self.use
+        self._spent += (self.now - self._read_at) * self.use
+        self._read_at = self.now
+        return self._spent
 
 
-def run_windows(pacer: RunnerPacer, cpu: FakeCpu, windows: int, backlog: bool = True) -> list[tuple[bool, bool]]:
-    """Runner 0 runs one task a window long; returns what the pacer said after each."""
+def run_windows(pacer: RunnerPacer, cpu: FakeCpu, windows: int, backlog: bool = True, tasks: int = 1) -> list[tuple[bool, bool]]:
+    """Runner 0 finishes `tasks` tasks in each window, the last one as the window (a window and
+    a half long) ends; returns what the pacer said after that last task of each."""
     said = []
     for _ in range(windows):
-        pacer.started(0, cpu.now)
-        cpu.now += WINDOW_SECONDS * 1.5
-        said.append(pacer.finished(0, cpu.now, backlog))
-        if said[-1][0]:  # parked: the test lets it resume at once, to keep one runner finishing tasks
-            pacer.resumed(idle=False)
+        for task in range(tasks):
+            pacer.started(0, cpu.now)
+            cpu.now += WINDOW_SECONDS * 1.5 if task == tasks - 1 else 0.0
+            outcome = pacer.finished(0, cpu.now, backlog)
+            if outcome[0]:  # parked: the test lets it resume at once, to keep one runner finishing tasks
+                pacer.resumed(idle=False)
+        said.append(outcome)
     return said
 
 
@@ -96,3 +102,25 @@ def test_an_idle_worker_starts_again_on_every_runner():
     pacer.resumed(idle=True)
     assert (pacer.target, pacer.parked) == (4, 0)
     assert run_windows(pacer, cpu, 1) == [(False, False)]  # a fresh window: nothing measured yet
+
+
+def test_a_step_down_that_costs_tasks_is_undone_and_not_tried_again():
+    cpu = FakeCpu(use=1.0)
+    pacer = RunnerPacer(4, cpu_seconds=cpu)
+    run_windows(pacer, cpu, 1, tasks=10)  # the first task opens the window, the last ends it
+    assert pacer.target == 3
+    cpu.use = 0.8  # one runner fewer: no longer saturated ...
+    run_windows(pacer, cpu, 1, tasks=5)  # ... and half the tasks done: undone
+    assert (pacer.target, pacer.floor) == (4, 4)
+    cpu.use = 1.0
+    run_windows(pacer, cpu, 3, tasks=10)
+    assert pacer.target == 4  # saturated again, but it goes no lower
+
+
+def test_a_step_down_that_keeps_the_task_rate_stays():
+    cpu = FakeCpu(use=1.0)
+    pacer = RunnerPacer(4, cpu_seconds=cpu)
+    run_windows(pacer, cpu, 1, tasks=10)
+    cpu.use = 0.8  # no longer saturated, but as many tasks done: fewer runners cost nothing
+    assert [wake for _, wake in run_windows(pacer, cpu, 3, tasks=10)] == [False] * 3
+    assert (pacer.target, pacer.floor) == (3, MIN_ACTIVE)
