@@ -41,15 +41,18 @@ class RunnerPacer:
 
     def __init__(self, threads: int, cpu_seconds: Callable[[], float] = time.process_time):
         self.threads = threads
-        self.target = threads  # runners that may take claims at once, stalled ones not counted
-        self.floor = min(MIN_ACTIVE, threads)  # the target goes no lower (raised where a step down cost throughput)
         self.parked = 0
         self._finished = 0  # tasks finished so far
-        self._rate_before_step: float | None = None  # tasks per second in the window before a step down
         self._paces = threads > MIN_ACTIVE and gil_enabled()
         self._cpu_seconds = cpu_seconds
-        self._window: tuple[float, float, int] | None = None  # (wall, cpu, tasks finished) at the window's start
         self._started: dict[int, float] = {}  # runner -> when its current task started
+        self._start_over()
+
+    def _start_over(self) -> None:
+        self.target = self.threads  # runners that may take claims at once, stalled ones not counted
+        self.floor = min(MIN_ACTIVE, self.threads)  # the target goes no lower (raised where a step down lost tasks)
+        self._window: tuple[float, float, int] | None = None  # (wall, cpu, tasks finished) at the window's start
+        self._rate_before_step: float | None = None  # tasks per second in the window before a step down
 
     def started(self, runner: int, now: float) -> None:
         self._started[runner] = now
@@ -78,8 +81,7 @@ class RunnerPacer:
         next work starts on every runner again."""
         self.parked -= 1
         if idle:
-            self.target, self.floor, self._window = self.threads, min(MIN_ACTIVE, self.threads), None
-            self._rate_before_step = None
+            self._start_over()
 
     def _stalled(self, now: float) -> int:
         """Runners whose current task has run for STALL_SECONDS or more."""

@@ -6,6 +6,7 @@ import random
 import time
 from dataclasses import dataclass
 
+import msgpack
 import redis
 
 from taskutils import Task, TaskHandler
@@ -19,7 +20,9 @@ class ChaosReport:
     tasks: int
     kills: int
     seconds: float
-    lost: int
+    lost: int  # neither completed nor kept in the failed store
+    quarantined: int  # held by max_crashes killed workers: kept in the failed store, not run again
+    failed_otherwise: int
     running_at_a_kill: int
     duplicates: int
     duplicates_not_running_at_a_kill: int
@@ -46,7 +49,9 @@ def run_chaos(redis_url: str, tasks: int, workers: int = 4, threads: int = 3, ca
     producer = TaskHandler(redis_url, max_num_threads=0, queue=queue)
     started = time.monotonic()
     try:
-        producer.enqueue_tasks(Task(fleet_tasks.chaos, (key, n, task_seconds * random.uniform(0.5, 1.5))) for n in range(tasks))
+        refs = producer.enqueue_tasks(
+            Task(fleet_tasks.chaos, (key, n, task_seconds * random.uniform(0.5, 1.5))) for n in range(tasks)
+        )
         next_kill = time.monotonic() + kill_every
         while not producer.join(timeout=0.05):
             if time.monotonic() >= next_kill:
@@ -57,11 +62,13 @@ def run_chaos(redis_url: str, tasks: int, workers: int = 4, threads: int = 3, ca
                 next_kill = time.monotonic() + kill_every * random.uniform(0.7, 1.3)
         seconds = time.monotonic() - started
         counts = producer.backend.counts(queue)
+        failed = {task_id: msgpack.unpackb(record) for task_id, record in producer.backend.failed(queue).items()}
     finally:
         producer.close()
         for worker in pool:
             worker.kill()
     done = {int(n): int(c) for n, c in client.hgetall(key + ":done").items()}
+    quarantined = {n for n, ref in enumerate(refs) if failed.get(ref.id, {}).get("error", "").startswith("quarantined")}
     starts = [entry.decode().split("|") for entry in client.lrange(key + ":starts", 0, -1)]
     at_kills = {int(n) for n, pid, _ in starts if int(pid) in killed}
     runs: dict[int, int] = {}
@@ -85,7 +92,9 @@ def run_chaos(redis_url: str, tasks: int, workers: int = 4, threads: int = 3, ca
         tasks=tasks,
         kills=len(killed),
         seconds=round(seconds, 1),
-        lost=tasks - len(done),
+        lost=tasks - len(done.keys() | quarantined),
+        quarantined=len(quarantined),
+        failed_otherwise=len(failed) - len(quarantined),
         running_at_a_kill=len({n for n, pid, _ in cut_short if pid in killed}),
         duplicates=len(duplicates),
         duplicates_not_running_at_a_kill=len(duplicates - at_kills),

@@ -18,6 +18,8 @@ def check_chaos(report) -> None:
     print("\n" + report.lines())
     assert report.kills >= 2
     assert report.lost == 0
+    assert report.failed_otherwise == 0
+    assert report.quarantined <= 2  # a task held by three killed workers in a row: rare, and kept, not lost
     assert report.duplicates_not_running_at_a_kill == 0
     assert report.peak_concurrency <= report.cap
     assert report.running_after == 0 and report.slots_held_after == 0
