@@ -54,6 +54,11 @@ class RunnerPacer:
         self._window: tuple[float, float, int] | None = None  # (wall, cpu, tasks finished) at the window's start
         self._rate_before_step: float | None = None  # tasks per second in the window before a step down
 
+    @property
+    def running(self) -> int:
+        """Runners running a task now."""
+        return len(self._started)
+
     def started(self, runner: int, now: float) -> None:
         self._started[runner] = now
 

@@ -6,9 +6,9 @@ load each round trip carries many tasks. Short tasks are prefetched (claimed a l
 unless the queue has a concurrency cap; while the runners still hold enough prefetched work, the
 broker thread lets settlements gather for a few milliseconds so one round trip carries two per
 thread; runners wake it only when a batch is ready, and it looks for settlements by itself every
-GATHER_SECONDS while claims are held. A worker of one queue keeps its last exchange in flight while its runners still
-have work, and reads it after sending the next, so the backend serves one while the worker
-handles the other. An idle worker blocks on the backend until woken.
+GATHER_SECONDS while claims are held. A worker of one queue keeps its last exchange in flight
+while its runners still have work, and reads it after sending the next, so the backend serves
+one while the worker handles the other. An idle worker blocks on the backend until woken.
 When the worker has held nothing for a moment, one of its idle runners does that blocking wait
 instead of the broker thread, so a task an enqueue hands straight to it starts on the thread that
 received it, without waking a second thread first.
@@ -94,7 +94,6 @@ class Worker:
         self._in_flight: InFlight | None = None  # holds _exchanging while set
         self._held: dict[tuple[str, str], Claim] = {}  # every claim not yet settled: waiting or running
         self._state = threading.Lock()
-        self._busy = 0
         self._seconds_per_task = 1.0  # running average, decides prefetching
         self._capped = True  # until a claim says otherwise
         self._paused = False
@@ -198,7 +197,7 @@ class Worker:
     def running(self) -> int:
         """How many tasks this worker is running now."""
         with self._state:
-            return self._busy
+            return self._pacer.running
 
     # -- runners ------------------------------------------------------------------------------
 
@@ -218,7 +217,6 @@ class Worker:
                 continue
             started = time.monotonic()
             with self._state:
-                self._busy += 1
                 self._pacer.started(runner, started)
             try:
                 settlement = self.runner.execute(claim)
@@ -227,7 +225,6 @@ class Worker:
                 settlement = None
             now = time.monotonic()
             with self._state:
-                self._busy -= 1
                 self._seconds_per_task += (now - started - self._seconds_per_task) * 0.1
                 park, wake_parked = self._pacer.finished(runner, now, backlog=not self._inbox.empty())
             if wake_parked:
