@@ -4,7 +4,9 @@ The targets of the benchmark are fractions of these ceilings, and the machine's 
 from one run to the next (a shared 2-vCPU virtual machine), so each run measures them again:
 
 - ``body_8`` / ``body_1``: BODY (bench/peers/base.py) run back to back by 8 threads, or 1, of one
-  process with no queue at all: no one-process worker can drain BODY tasks faster.
+  process with no queue at all: the ceiling of a one-process worker whose threads roam the CPUs.
+- ``body_8_one_cpu``: the same 8 threads in a process kept on one CPU (as a saturated
+  taskutils-worker keeps itself, taskutils/affinity.py): the ceiling of such a worker.
 - ``push``: one ``ZADD`` per round trip through redis-py: the most any one-by-one enqueue of a
   Python client gets.
 - ``pairs``: ``ZADD`` + ``ZPOPMIN`` pairs pipelined by 100: one push and one pop per task, batched,
@@ -24,7 +26,7 @@ import time
 
 import redis
 
-from .peers.base import ENV_URL
+from .peers.base import ENV_URL, REPO_ROOT
 
 WAITER = """
 import os, time, redis
@@ -43,7 +45,7 @@ def measure_limits(url: str, n: int, samples: int, idle_samples: int) -> dict[st
     client = redis.Redis.from_url(url)
     try:
         client.flushdb()
-        limits = {"body_8": body_rate(n, 8), "body_1": body_rate(n // 4, 1)}
+        limits = {"body_8": body_rate(n, 8), "body_1": body_rate(n // 4, 1), "body_8_one_cpu": body_rate_on_one_cpu(url, n)}
         limits["push"] = push_rate(client, n)
         limits["pairs"] = pair_rate(client, n)
         limits["wake_p50"], limits["wake_idle_p50"] = wake_latency(client, url, samples, idle_samples)
@@ -67,6 +69,17 @@ def body_rate(n: int, threads: int) -> float:
     for worker in workers:
         worker.join()
     return (n // threads * threads) / (time.perf_counter() - started)
+
+
+def body_rate_on_one_cpu(url: str, n: int) -> float:
+    """body_rate(n, 8) in a child process kept on the first CPU it may use."""
+    code = (
+        "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+        f"from bench.limits import body_rate; print(body_rate({n}, 8))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, **{ENV_URL: url}), cwd=REPO_ROOT,
+                          capture_output=True, text=True, check=True)
+    return float(done.stdout)
 
 
 def push_rate(client: redis.Redis, n: int) -> float:

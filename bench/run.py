@@ -213,6 +213,7 @@ def render_limits(ours: dict[str, float | None], extra: list[dict[str, float]], 
         "| limit | measured | taskutils | share of the limit |", "|---|---:|---|---:|",
         row("BODY on 8 threads of one process, no queue (1 thread: "
             f"{limit['body_1']:,.0f}/s)", limit["body_8"], "drain", ours["drain"]),
+        row("the same 8 threads kept on one CPU", limit["body_8_one_cpu"], "drain", ours["drain"]),
         row("one ZADD per round trip (redis-py)", limit["push"], "enqueue one by one", ours["enqueue"]),
         row("ZADD + ZPOPMIN pairs pipelined by 100", limit["pairs"], "truly empty tasks", overhead),
         row("RPUSH → BLPOP in another process, p50, back to back", limit["wake_p50"], "latency p50", ours["p50"], rate=False),

@@ -11,6 +11,7 @@ import sys
 import threading
 from typing import Sequence
 
+from .affinity import CpuPin, can_pin
 from .backends.redis import RedisBackend
 from .config import DEFAULT_REDIS_URL, Settings
 from .errors import BackendUnavailable
@@ -37,6 +38,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--broker-timeout", type=float, help="seconds a Redis call retries through an outage before it fails (TASKUTILS_BROKER_TIMEOUT, default 10)")
     parser.add_argument("--max-crashes", type=int, help="crash redeliveries after which a task is quarantined (TASKUTILS_MAX_CRASHES, default 3)")
     parser.add_argument("--max-payload", type=int, help="largest task payload in bytes (TASKUTILS_MAX_PAYLOAD, default 524288)")
+    parser.add_argument("--pin-cpu", choices=("auto", "off"), help="auto: while its tasks keep the interpreter busy, keep this process on one CPU no other worker here holds; off: never (TASKUTILS_PIN_CPU, default auto)")
+    parser.add_argument("--cpu-locks", help="directory where the worker processes of one machine claim their CPUs; share it between containers of one host (TASKUTILS_CPU_LOCKS, default a folder in the temporary directory)")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (TASKUTILS_LOG_LEVEL, default INFO)")
     return parser.parse_args(argv)
 
@@ -67,7 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if settings.max_concurrency is not None:
             for queue in settings.queues:
                 backend.set_max_concurrency(queue, settings.max_concurrency)
-        worker = Worker(backend, settings, lambda module: module_allowed(module, allowed))
+        pin = CpuPin(settings.cpu_locks) if settings.pin_cpu == "auto" and can_pin() else None
+        worker = Worker(backend, settings, lambda module: module_allowed(module, allowed), pin)
     except BackendUnavailable as exc:
         log.error("cannot start: %s", exc)
         return 1

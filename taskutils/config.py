@@ -27,6 +27,8 @@ class Settings:
     max_crashes: int = 3
     max_payload: int = 512 * 1024
     log_level: str = "INFO"
+    pin_cpu: str = "auto"  # taskutils-worker only: "auto" keeps a saturated worker on one CPU (affinity.py), "off" never
+    cpu_locks: str = ""  # directory where the worker processes of one machine claim their CPUs ("": the temporary folder)
 
     def __post_init__(self) -> None:
         if self.threads < 0:
@@ -40,6 +42,8 @@ class Settings:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ValueError(f"log_level must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {self.log_level!r}")
+        if self.pin_cpu not in ("auto", "off"):
+            raise ValueError(f"pin_cpu must be 'auto' or 'off', got {self.pin_cpu!r}")
         for name in ("grace_period", "result_ttl"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 seconds, got {getattr(self, name)}")

@@ -13,13 +13,19 @@ claims waiting: one more. The other runners park. A task that has run for STALL_
 counts against the number, so a long task never holds back the claims queued behind it for more
 than about that long. Once the worker holds nothing, the parked runners return and the count
 starts again from all of them.
+
+Given a CpuPin (affinity.py; taskutils-worker gives one), the first step on a saturated window,
+when the process uses no more than about one core, is to keep every thread on one CPU; the window
+after it decides: fewer tasks per second by more than TOLERANCE, with claims waiting, and the
+threads go back to every CPU, and stay there until the worker is next idle. An idle worker
+unpins, so the next work is measured afresh.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from typing import Callable
+from typing import Callable, Protocol
 
 WINDOW_SECONDS = 0.05  # how often the CPU use and the task rate are read
 SATURATED = 0.9  # CPU seconds per second at or above which the interpreter counts as busy all the time
@@ -27,6 +33,7 @@ UNDERUSED = 0.75  # below this, with claims waiting, one more runner takes claim
 MIN_ACTIVE = 2  # never fewer runners taking claims than this: one can run while the other waits on I/O
 TOLERANCE = 0.08  # a step down that costs more than this share of the task rate is undone
 STALL_SECONDS = 0.05  # a task running this long stops counting; parked runners look again this often
+ONE_CORE = 1.1  # CPU seconds per second above which the process runs threads in parallel: never pinned
 
 
 def gil_enabled() -> bool:
@@ -34,25 +41,50 @@ def gil_enabled() -> bool:
     return getattr(sys, "_is_gil_enabled", lambda: True)()
 
 
+class Pin(Protocol):
+    """Keeps the process's threads on one CPU and lets them go (affinity.CpuPin)."""
+
+    def pin(self) -> bool: ...
+
+    def unpin(self) -> None: ...
+
+
 class RunnerPacer:
-    """Decides when a runner parks and when a parked one goes back to taking claims.
+    """Decides when a runner parks, when a parked one goes back to taking claims, and when the
+    process keeps to one CPU.
 
     Not thread-safe: the worker calls it with its state lock held."""
 
-    def __init__(self, threads: int, cpu_seconds: Callable[[], float] = time.process_time):
+    def __init__(self, threads: int, cpu_seconds: Callable[[], float] = time.process_time, pin: Pin | None = None):
         self.threads = threads
         self.parked = 0
         self._finished = 0  # tasks finished so far
-        self._paces = threads > MIN_ACTIVE and gil_enabled()
+        self._pin = pin if gil_enabled() else None
+        self._watches = gil_enabled() and (threads > MIN_ACTIVE or self._pin is not None)
         self._cpu_seconds = cpu_seconds
         self._started: dict[int, float] = {}  # runner -> when its current task started
+        self.pinned = False
         self._start_over()
 
     def _start_over(self) -> None:
         self.target = self.threads  # runners that may take claims at once, stalled ones not counted
         self.floor = min(MIN_ACTIVE, self.threads)  # the target goes no lower (raised where a step down lost tasks)
         self._window: tuple[float, float, int] | None = None  # (wall, cpu, tasks finished) at the window's start
-        self._rate_before_step: float | None = None  # tasks per second in the window before a step down
+        self._rate_before_step: float | None = None  # tasks per second in the window before a step
+        self._pinned_last = False  # that step kept the threads to one CPU (else: one runner fewer)
+        self._may_pin = self._pin is not None  # not undone since the worker was last idle
+        if self.pinned:
+            self._set_pinned(False)
+
+    def _set_pinned(self, pinned: bool) -> bool:
+        """Pin or unpin the process; whether it is now as asked."""
+        assert self._pin is not None
+        if pinned:
+            self.pinned = self._pin.pin()
+        else:
+            self._pin.unpin()
+            self.pinned = False
+        return self.pinned == pinned
 
     @property
     def running(self) -> int:
@@ -67,7 +99,7 @@ class RunnerPacer:
         Returns (this runner parks, a parked runner should wake)."""
         del self._started[runner]
         self._finished += 1
-        if not self._paces:
+        if not self._watches:
             return False, False
         wake = self._adjust(now, backlog) and self.parked > 0
         active = self.threads - self.parked
@@ -93,9 +125,9 @@ class RunnerPacer:
         return sum(1 for since in self._started.values() if now - since >= STALL_SECONDS)
 
     def _adjust(self, now: float, backlog: bool) -> bool:
-        """Once a window: one runner fewer if the CPU was saturated; one more, with claims waiting,
-        if the last step down lost tasks (and no lower from then on) or if the CPU was underused.
-        True if the target rose."""
+        """Once a window: if the CPU was saturated, pin to one CPU first, then one runner fewer;
+        with claims waiting, undo a step that lost tasks (and no lower, or no pinning, from then
+        on), or one runner more if the CPU was underused. True if the target rose."""
         if self._window is not None and now - self._window[0] < WINDOW_SECONDS:
             return False
         cpu = self._cpu_seconds()  # a system call: read once a window, not once a task
@@ -107,12 +139,23 @@ class RunnerPacer:
         use = (cpu - cpu_start) / (now - wall_start)
         rate = (self._finished - finished_start) / (now - wall_start)
         rate_before, self._rate_before_step = self._rate_before_step, None
+        lost = backlog and rate_before is not None and rate < rate_before * (1 - TOLERANCE)
+        pinned_last, self._pinned_last = self._pinned_last, False
+        if lost and pinned_last:  # the tasks ran side by side on several CPUs after all
+            self._may_pin = False
+            self._set_pinned(False)
+            return False
         if use >= SATURATED:
-            if self.target > self.floor:
+            if self._may_pin and not self.pinned and use <= ONE_CORE:
+                self._may_pin = self._pinned_last = self._set_pinned(True)  # no CPU free: not again until idle
+            stepped = self._pinned_last
+            if not stepped and self.target > self.floor:
                 self.target -= 1
+                stepped = True
+            if stepped:
                 self._rate_before_step = rate
             return False
-        if backlog and rate_before is not None and rate < rate_before * (1 - TOLERANCE):
+        if lost:
             self.target += 1  # a step too far: the runners were needed for the tasks' waits
             self.floor = self.target
             return True

@@ -12,8 +12,9 @@ one while the worker handles the other. An idle worker blocks on the backend unt
 When the worker has held nothing for a moment, one of its idle runners does that blocking wait
 instead of the broker thread, so a task an enqueue hands straight to it starts on the thread that
 received it, without waking a second thread first.
-Once the process's CPU is saturated, fewer runners take claims, down to two, and the others park
-(pacing.py): under the GIL more threads would add only contention.
+Once the process's CPU is saturated, a worker given a CpuPin keeps its threads on one CPU, and
+fewer runners take claims, down to two, while the others park (pacing.py, affinity.py): under the
+GIL more threads, or more CPUs, would add only contention.
 A heartbeat thread renews the leases of every claim the worker holds and its registration.
 """
 
@@ -32,7 +33,7 @@ from typing import Callable, Iterable, NamedTuple
 from .backends.base import HAND_BACK_KIND, Backend, Claim, ClaimBatch, Settlement
 from .config import Settings
 from .errors import BackendUnavailable, BrokerError
-from .pacing import STALL_SECONDS, RunnerPacer
+from .pacing import STALL_SECONDS, Pin, RunnerPacer
 from .runner import TaskRunner
 
 log = logging.getLogger("taskutils.worker")
@@ -78,15 +79,17 @@ def allow_all(module: str) -> bool:
 
 
 class Worker:
-    """Runs tasks from `settings.queues` on `settings.threads` threads until stopped."""
+    """Runs tasks from `settings.queues` on `settings.threads` threads until stopped; `pin`, if
+    given, may keep the whole process on one CPU while its tasks saturate the interpreter (only
+    for a process of its own, such as taskutils-worker's: see affinity.py)."""
 
-    def __init__(self, backend: Backend, settings: Settings, allowed: Callable[[str], bool]):
+    def __init__(self, backend: Backend, settings: Settings, allowed: Callable[[str], bool], pin: Pin | None = None):
         self.backend = backend
         self.settings = settings
         self.consumer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.runner = TaskRunner(settings, allowed, self.consumer)
         self._inbox: queue_module.SimpleQueue[Claim | WaitOnBackend | None] = queue_module.SimpleQueue()
-        self._pacer = RunnerPacer(settings.threads)
+        self._pacer = RunnerPacer(settings.threads, pin=pin)
         self._unpark: queue_module.SimpleQueue[None] = queue_module.SimpleQueue()  # wakes a parked runner
         self._settled: queue_module.SimpleQueue[Settlement] = queue_module.SimpleQueue()
         self._unsent: list[Settlement] = []  # settlements the broker thread has not sent yet

@@ -124,3 +124,76 @@ def test_a_step_down_that_keeps_the_task_rate_stays():
     cpu.use = 0.8  # no longer saturated, but as many tasks done: fewer runners cost nothing
     assert [wake for _, wake in run_windows(pacer, cpu, 3, tasks=10)] == [False] * 3
     assert (pacer.target, pacer.floor) == (3, MIN_ACTIVE)
+
+
+class FakePin:
+    """Records pinning; `free`: whether a CPU is free to pin to."""
+
+    def __init__(self, free: bool = True):
+        self.free, self.pinned, self.tries = free, False, 0
+
+    def pin(self) -> bool:
+        self.tries += 1
+        self.pinned = self.free
+        return self.free
+
+    def unpin(self) -> None:
+        self.pinned = False
+
+
+def pinned_pacer(threads: int = 4, pin: FakePin | None = None) -> tuple[RunnerPacer, FakeCpu, FakePin]:
+    cpu, pin = FakeCpu(use=1.0), pin or FakePin()
+    return RunnerPacer(threads, cpu_seconds=cpu, pin=pin), cpu, pin
+
+
+def test_a_saturated_worker_keeps_to_one_cpu_before_it_parks_runners():
+    pacer, cpu, pin = pinned_pacer()
+    run_windows(pacer, cpu, 1, tasks=10)  # the first task opens the window, the last ends it saturated
+    assert pin.pinned and pacer.pinned
+    assert pacer.target == 4  # pinning was this window's step
+    run_windows(pacer, cpu, 1, tasks=10)
+    assert pacer.target == 3 and pin.pinned  # as many tasks: pinned it stays, and the runners come next
+
+
+def test_a_pacer_of_two_threads_still_pins():
+    pacer, cpu, pin = pinned_pacer(threads=MIN_ACTIVE)
+    run_windows(pacer, cpu, 2)
+    assert pin.pinned and pacer.target == MIN_ACTIVE
+
+
+def test_pinning_that_costs_tasks_is_undone_until_the_worker_is_idle():
+    pacer, cpu, pin = pinned_pacer()
+    run_windows(pacer, cpu, 1, tasks=10)
+    assert pin.pinned
+    run_windows(pacer, cpu, 1, tasks=5)  # half the tasks on one CPU: they ran side by side before
+    assert not pin.pinned and not pacer.pinned
+    run_windows(pacer, cpu, 5, tasks=10)
+    assert not pin.pinned and pin.tries == 1  # not tried again while the work goes on
+    pacer.parked = 1  # resumed() is called by a parked runner
+    pacer.resumed(idle=True)
+    run_windows(pacer, cpu, 1, tasks=10)
+    assert pin.pinned and pin.tries == 2  # the next work is measured afresh
+
+
+def test_a_process_using_more_than_one_core_is_never_pinned():
+    pacer, cpu, pin = pinned_pacer()
+    cpu.use = 1.9  # its tasks run outside the interpreter lock, on both CPUs
+    run_windows(pacer, cpu, 5, tasks=10)
+    assert pin.tries == 0
+    assert pacer.target < 4  # it still parks runners (the undo rule guards that)
+
+
+def test_no_free_cpu_is_not_looked_for_again_until_idle():
+    pacer, cpu, pin = pinned_pacer(pin=FakePin(free=False))
+    run_windows(pacer, cpu, 6, tasks=10)
+    assert pin.tries == 1 and not pacer.pinned
+    assert pacer.target == MIN_ACTIVE  # the runners still step down
+
+
+def test_an_idle_worker_lets_its_threads_run_on_every_cpu_again():
+    pacer, cpu, pin = pinned_pacer()
+    run_windows(pacer, cpu, 2)
+    assert pin.pinned
+    pacer.parked = 1  # resumed() is called by a parked runner
+    pacer.resumed(idle=True)
+    assert not pin.pinned and not pacer.pinned

@@ -98,6 +98,9 @@ def test_settings_precedence_and_errors():
         Settings.build({}, log_level="bogus")
     with pytest.raises(ValueError, match="max_concurrency"):
         Settings.build({}, max_concurrency=0)
+    assert Settings.build({}).pin_cpu == "auto" and Settings.build({"TASKUTILS_PIN_CPU": "off"}).pin_cpu == "off"
+    with pytest.raises(ValueError, match="pin_cpu must be 'auto' or 'off'"):
+        Settings.build({"TASKUTILS_PIN_CPU": "3"})
 
 
 def test_passwords_are_redacted():

@@ -1,0 +1,98 @@
+"""Keeping every thread of a worker process on one CPU, a CPU no other worker process here holds.
+
+Python runs one thread at a time (the GIL), so a worker whose tasks keep its process busy uses one
+core however many it may run on; but each time the interpreter passes from a thread on one CPU to
+a thread on another, the waiting thread has to be woken across CPUs, which costs far more than a
+switch on the same CPU (on the 2-vCPU virtual machine of docs/PERFORMANCE.md, a drain of tasks
+that each make one Redis round trip spent 180 µs of CPU per task spread over both CPUs, and 100 µs
+kept on one). The pacer (pacing.py) pins a saturated worker and unpins it if that lost tasks.
+
+Worker processes of one machine take different CPUs: each CPU is a lock file in one directory
+(by default in the user's temporary folder; `cpu_locks` names another), held with `flock` while
+pinned. The kernel drops the lock when the process dies, so a killed worker never keeps its CPU.
+Processes that do not share that directory (containers without a common volume for it) cannot
+coordinate: each starts looking at a random CPU, so that they at least spread out.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import random
+import tempfile
+
+log = logging.getLogger("taskutils.worker")
+
+
+def can_pin() -> bool:
+    """True where a process can choose its CPUs (Linux) and has more than one to choose from."""
+    return hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > 1
+
+
+def lock_directory() -> str:
+    """Where the CPU locks of this user's worker processes live."""
+    return os.path.join(tempfile.gettempdir(), f"taskutils-cpus-{os.getuid()}")
+
+
+def set_every_thread(cpus: set[int]) -> None:
+    """Let every thread of this process run only on `cpus` (threads started later inherit it)."""
+    for thread_id in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(thread_id), cpus)
+        except (ProcessLookupError, PermissionError):
+            pass  # a thread that ended meanwhile
+
+
+class CpuPin:
+    """Pins this process to one free CPU and back; one per process."""
+
+    def __init__(self, directory: str = ""):
+        self.directory = directory or lock_directory()
+        self.allowed = os.sched_getaffinity(0)  # what to go back to
+        self.cpu: int | None = None
+        self._lock: int | None = None  # file descriptor of the held CPU lock
+
+    def pin(self) -> bool:
+        """Move every thread to an allowed CPU no other worker holds; False if none is free."""
+        if self.cpu is not None:
+            return True
+        try:
+            os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            log.warning("cannot pin to a CPU: %s", exc)
+            return False
+        cpus = sorted(self.allowed)
+        first = random.randrange(len(cpus))
+        for cpu in cpus[first:] + cpus[:first]:
+            descriptor = self._take(cpu)
+            if descriptor is not None:
+                self._lock, self.cpu = descriptor, cpu
+                set_every_thread({cpu})
+                log.debug("busy on the interpreter: every thread now runs on CPU %d", cpu)
+                return True
+        return False
+
+    def _take(self, cpu: int) -> int | None:
+        """The lock file of `cpu`, held; None if another process holds it or it cannot be opened."""
+        path = os.path.join(self.directory, f"cpu-{cpu}.lock")
+        try:
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(descriptor)
+            return None
+        return descriptor
+
+    def unpin(self) -> None:
+        """Let every thread run on every allowed CPU again, and free the CPU for other workers."""
+        if self.cpu is None:
+            return
+        set_every_thread(self.allowed)
+        log.debug("threads run on any CPU again (left CPU %d)", self.cpu)
+        if self._lock is not None:
+            os.close(self._lock)  # releases the flock
+        self._lock = self.cpu = None

@@ -1,0 +1,115 @@
+"""CpuPin on real processes: every thread moves to one CPU, worker processes of one machine take
+different CPUs, and the CPU of a process that died or unpinned is free again. Each pin runs in a
+child process, so the test process itself is never pinned."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from typing import Iterator
+
+import pytest
+
+from taskutils.affinity import can_pin
+
+HOLDER = textwrap.dedent(
+    """
+    import json, os, sys, threading
+    from taskutils.affinity import CpuPin
+
+    def cpus_of_every_thread():
+        return sorted(map(list, {tuple(sorted(os.sched_getaffinity(int(tid)))) for tid in os.listdir("/proc/self/task")}))
+
+    stop = threading.Event()
+    for _ in range(3):  # threads started before the pin move too
+        threading.Thread(target=stop.wait).start()
+    pin = CpuPin(sys.argv[1])
+    print(json.dumps([pin.pin(), pin.cpu, cpus_of_every_thread()]), flush=True)
+    if sys.stdin.readline().strip() == "unpin":
+        pin.unpin()
+        print(json.dumps([pin.cpu, cpus_of_every_thread()]), flush=True)
+        sys.stdin.readline()
+    stop.set()
+    """
+)
+
+
+@pytest.fixture(autouse=True)
+def several_cpus() -> None:
+    if not can_pin():
+        message = "this machine cannot pin a process to one of several CPUs: CPU pinning is NOT tested"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+class Holder:
+    """A child process that pins itself and holds its CPU until released."""
+
+    def __init__(self, directory: str):
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, directory], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        assert self.process.stdout is not None
+        pinned, cpu, self.cpus = json.loads(self.process.stdout.readline())
+        self.cpu = cpu if pinned else None
+
+    def unpin(self) -> tuple[int | None, list[list[int]]]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write("unpin\n")
+        self.process.stdin.flush()
+        cpu, cpus = json.loads(self.process.stdout.readline())
+        return cpu, cpus
+
+
+@pytest.fixture
+def holders(tmp_path) -> Iterator[list[Holder]]:
+    started: list[Holder] = []
+    yield started
+    for holder in started:
+        holder.process.kill()
+        holder.process.wait()
+
+
+def test_every_thread_moves_to_one_cpu_and_workers_take_different_ones(tmp_path, holders):
+    allowed = os.sched_getaffinity(0)
+    first = Holder(str(tmp_path))
+    holders.append(first)
+    assert first.cpu in allowed
+    assert first.cpus == [[first.cpu]]  # all five threads, the ones started before the pin included
+    second = Holder(str(tmp_path))
+    holders.append(second)
+    assert second.cpu in allowed - {first.cpu}
+    every_cpu_held(str(tmp_path), holders)
+    assert sorted(holder.cpu for holder in holders) == sorted(allowed)
+    spare = Holder(str(tmp_path))
+    holders.append(spare)
+    assert spare.cpu is None and spare.cpus == [sorted(allowed)]  # none free: it stays on every CPU
+
+
+def every_cpu_held(directory: str, holders: list[Holder]) -> None:
+    while len(holders) < len(os.sched_getaffinity(0)):
+        holders.append(Holder(directory))
+
+
+def test_the_cpu_of_a_killed_worker_is_free_again(tmp_path, holders):
+    every_cpu_held(str(tmp_path), holders)
+    killed = holders[0]
+    killed.process.kill()
+    killed.process.wait()
+    again = Holder(str(tmp_path))
+    holders.append(again)
+    assert again.cpu == killed.cpu
+
+
+def test_unpinning_gives_back_every_cpu_and_frees_this_one(tmp_path, holders):
+    every_cpu_held(str(tmp_path), holders)
+    first = holders[0]
+    cpu, cpus = first.unpin()
+    assert cpu is None and cpus == [sorted(os.sched_getaffinity(0))]
+    again = Holder(str(tmp_path))
+    holders.append(again)
+    assert again.cpu == first.cpu
