@@ -16,7 +16,6 @@ coordinate: each starts looking at a random CPU, so that they at least spread ou
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import random
@@ -40,7 +39,7 @@ def set_every_thread(cpus: set[int]) -> None:
     for thread_id in os.listdir("/proc/self/task"):
         try:
             os.sched_setaffinity(int(thread_id), cpus)
-        except (ProcessLookupError, PermissionError):
+        except ProcessLookupError:
             pass  # a thread that ended meanwhile
 
 
@@ -66,18 +65,27 @@ class CpuPin:
         first = random.randrange(len(cpus))
         for cpu in cpus[first:] + cpus[:first]:
             descriptor = self._take(cpu)
-            if descriptor is not None:
-                self._lock, self.cpu = descriptor, cpu
+            if descriptor is None:
+                continue
+            try:
                 set_every_thread({cpu})
-                log.debug("busy on the interpreter: every thread now runs on CPU %d", cpu)
-                return True
+            except OSError as exc:  # the CPUs this process may use changed under it (its cgroup's cpuset)
+                log.warning("cannot pin to CPU %d: %s", cpu, exc)
+                self._go_back()
+                os.close(descriptor)
+                return False
+            self._lock, self.cpu = descriptor, cpu
+            log.debug("busy on the interpreter: every thread now runs on CPU %d", cpu)
+            return True
         return False
 
     def _take(self, cpu: int) -> int | None:
         """The lock file of `cpu`, held; None if another process holds it or it cannot be opened."""
+        import fcntl  # POSIX only, like pinning itself (can_pin)
+
         path = os.path.join(self.directory, f"cpu-{cpu}.lock")
         try:
-            descriptor = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         except OSError:
             return None
         try:
@@ -89,10 +97,15 @@ class CpuPin:
 
     def unpin(self) -> None:
         """Let every thread run on every allowed CPU again, and free the CPU for other workers."""
-        if self.cpu is None:
+        if self.cpu is None or self._lock is None:
             return
-        set_every_thread(self.allowed)
+        self._go_back()
         log.debug("threads run on any CPU again (left CPU %d)", self.cpu)
-        if self._lock is not None:
-            os.close(self._lock)  # releases the flock
+        os.close(self._lock)  # releases the flock
         self._lock = self.cpu = None
+
+    def _go_back(self) -> None:
+        try:
+            set_every_thread(self.allowed)
+        except OSError as exc:
+            log.warning("cannot let the threads run on every CPU again: %s", exc)

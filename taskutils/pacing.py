@@ -64,9 +64,11 @@ class RunnerPacer:
         self._cpu_seconds = cpu_seconds
         self._started: dict[int, float] = {}  # runner -> when its current task started
         self.pinned = False
-        self._start_over()
+        self.start_over()
 
-    def _start_over(self) -> None:
+    def start_over(self) -> None:
+        """The worker holds nothing: every runner may take claims, the threads may run on every CPU,
+        and the next work is measured afresh."""
         self.target = self.threads  # runners that may take claims at once, stalled ones not counted
         self.floor = min(MIN_ACTIVE, self.threads)  # the target goes no lower (raised where a step down lost tasks)
         self._window: tuple[float, float, int] | None = None  # (wall, cpu, tasks finished) at the window's start
@@ -118,7 +120,7 @@ class RunnerPacer:
         next work starts on every runner again."""
         self.parked -= 1
         if idle:
-            self._start_over()
+            self.start_over()
 
     def _stalled(self, now: float) -> int:
         """Runners whose current task has run for STALL_SECONDS or more."""

@@ -444,6 +444,8 @@ class Worker:
             if not self._settled.empty() or self._stopping.is_set():
                 return
             self._on_broker = True
+            if not self._held:
+                self._pacer.start_over()  # unpinned while idle, even with no runner parked
             delegate = not self._held and self.settings.threads > 0 and timeout > QUIET_SECONDS
         try:
             woken = self.backend.wait(self.settings.queues, self.consumer, QUIET_SECONDS if delegate else timeout)

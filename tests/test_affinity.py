@@ -1,6 +1,7 @@
 """CpuPin on real processes: every thread moves to one CPU, worker processes of one machine take
-different CPUs, and the CPU of a process that died or unpinned is free again. Each pin runs in a
-child process, so the test process itself is never pinned."""
+different CPUs, the CPU of a process that died or unpinned is free again, and a busy worker pins
+itself and unpins once idle. Each pin runs in a child process, so the test process itself is
+never pinned."""
 
 from __future__ import annotations
 
@@ -113,3 +114,54 @@ def test_unpinning_gives_back_every_cpu_and_frees_this_one(tmp_path, holders):
     again = Holder(str(tmp_path))
     holders.append(again)
     assert again.cpu == first.cpu
+
+
+BUSY_WORKER = textwrap.dedent(
+    """
+    import json, os, sys, time
+    from functools import partial
+    import taskutils.worker as worker_module
+    from taskutils import Task, TaskHandler
+    from taskutils.affinity import CpuPin
+    from taskutils.backends.memory import MemoryBackend
+    from taskutils.config import Settings
+    from taskutils.pacing import RunnerPacer
+
+    def spin():
+        started = time.perf_counter()
+        while time.perf_counter() - started < 0.0005:
+            pass
+
+    def cpus_of_every_thread():
+        return sorted(map(list, {tuple(sorted(os.sched_getaffinity(int(tid)))) for tid in os.listdir("/proc/self/task")}))
+
+    def wait_for(condition):
+        deadline = time.monotonic() + 20
+        while not condition():
+            assert time.monotonic() < deadline, "timed out"
+            time.sleep(0.005)
+
+    # the process CPU clock is read as the wall clock: one core saturated, whatever this machine does
+    worker_module.RunnerPacer = partial(RunnerPacer, cpu_seconds=time.monotonic)
+    backend = MemoryBackend()
+    producer = TaskHandler(max_num_threads=0, backend=backend)
+    pin = CpuPin(sys.argv[1])
+    worker = worker_module.Worker(backend, Settings(threads=2), worker_module.allow_all, pin)  # no runner parks
+    worker.start()
+    refs = producer.enqueue_tasks([Task(spin) for _ in range(3000)])
+    wait_for(lambda: pin.cpu is not None)
+    busy = cpus_of_every_thread()
+    refs[-1].result(timeout=60)
+    wait_for(lambda: pin.cpu is None)  # idle: it unpins
+    print(json.dumps([busy, cpus_of_every_thread()]), flush=True)
+    worker.stop(10)
+    """
+)
+
+
+def test_a_busy_worker_runs_on_one_cpu_and_an_idle_one_on_all(tmp_path):
+    done = subprocess.run([sys.executable, "-c", BUSY_WORKER, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    busy, idle = json.loads(done.stdout)
+    assert len(busy) == 1 and len(busy[0]) == 1  # every thread: runners, broker, heartbeat, main
+    assert idle == [sorted(os.sched_getaffinity(0))]
