@@ -23,9 +23,12 @@ unpins, so the next work is measured afresh.
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from typing import Callable, Protocol
+
+log = logging.getLogger("taskutils.worker")
 
 WINDOW_SECONDS = 0.05  # how often the CPU use and the task rate are read
 SATURATED = 0.9  # CPU seconds per second at or above which the interpreter counts as busy all the time
@@ -44,9 +47,11 @@ def gil_enabled() -> bool:
 class Pin(Protocol):
     """Keeps the process's threads on one CPU and lets them go (affinity.CpuPin)."""
 
-    def pin(self) -> bool: ...
+    def pin(self) -> bool:
+        """Keep every thread on one CPU; False if none is free."""
 
-    def unpin(self) -> None: ...
+    def unpin(self) -> None:
+        """Let every thread run on every CPU again."""
 
 
 class RunnerPacer:
@@ -79,13 +84,19 @@ class RunnerPacer:
             self._set_pinned(False)
 
     def _set_pinned(self, pinned: bool) -> bool:
-        """Pin or unpin the process; whether it is now as asked."""
+        """Pin or unpin the process; whether it is now as asked. Called on a runner thread, so
+        nothing raised here may escape: a pin that fails is not tried again until idle."""
         assert self._pin is not None
-        if pinned:
-            self.pinned = self._pin.pin()
-        else:
-            self._pin.unpin()
-            self.pinned = False
+        try:
+            if pinned:
+                self.pinned = self._pin.pin()
+            else:
+                self._pin.unpin()
+                self.pinned = False
+        except Exception:
+            log.exception("could not %s this process's threads", "pin" if pinned else "unpin")
+            self._may_pin = False
+            return False
         return self.pinned == pinned
 
     @property
@@ -143,6 +154,9 @@ class RunnerPacer:
         rate_before, self._rate_before_step = self._rate_before_step, None
         lost = backlog and rate_before is not None and rate < rate_before * (1 - TOLERANCE)
         pinned_last, self._pinned_last = self._pinned_last, False
+        if pinned_last and not backlog:  # nothing waits to show the rate pinned: judge it in a later window
+            self._pinned_last, self._rate_before_step = True, rate_before
+            return False
         if lost and pinned_last:  # the tasks ran side by side on several CPUs after all
             self._may_pin = False
             self._set_pinned(False)

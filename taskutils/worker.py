@@ -166,6 +166,8 @@ class Worker:
         for thread in self._runners:
             thread.join(None if deadline is None else max(deadline - time.monotonic(), 0))
         finished = not any(thread.is_alive() for thread in self._runners)
+        with self._state:
+            self._pacer.start_over()  # a stopped worker leaves its CPU to others
         self._drained.set()
         self._wakeup.set()
         self._waited.set()  # a wait no runner took any more
@@ -444,8 +446,6 @@ class Worker:
             if not self._settled.empty() or self._stopping.is_set():
                 return
             self._on_broker = True
-            if not self._held:
-                self._pacer.start_over()  # unpinned while idle, even with no runner parked
             delegate = not self._held and self.settings.threads > 0 and timeout > QUIET_SECONDS
         try:
             woken = self.backend.wait(self.settings.queues, self.consumer, QUIET_SECONDS if delegate else timeout)
@@ -454,6 +454,8 @@ class Worker:
                 self._on_broker = False
             raise
         if delegate and woken is None and not self._wakeup.is_set():  # quiet: a runner waits out the rest
+            with self._state:
+                self._pacer.start_over()  # idle: on every CPU again, even where no runner parked
             self._waited.clear()
             self._inbox.put(WaitOnBackend(timeout - QUIET_SECONDS))
             self._waited.wait(timeout + self.settings.broker_timeout + 1.0)

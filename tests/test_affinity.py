@@ -25,7 +25,7 @@ HOLDER = textwrap.dedent(
         return sorted(map(list, {tuple(sorted(os.sched_getaffinity(int(tid)))) for tid in os.listdir("/proc/self/task")}))
 
     stop = threading.Event()
-    for _ in range(3):  # threads started before the pin move too
+    for _ in range(3):  # threads started before the pin move too (four with the main thread)
         threading.Thread(target=stop.wait).start()
     pin = CpuPin(sys.argv[1])
     print(json.dumps([pin.pin(), pin.cpu, cpus_of_every_thread()]), flush=True)
@@ -67,7 +67,7 @@ class Holder:
 
 
 @pytest.fixture
-def holders(tmp_path) -> Iterator[list[Holder]]:
+def holders() -> Iterator[list[Holder]]:
     started: list[Holder] = []
     yield started
     for holder in started:
@@ -80,7 +80,7 @@ def test_every_thread_moves_to_one_cpu_and_workers_take_different_ones(tmp_path,
     first = Holder(str(tmp_path))
     holders.append(first)
     assert first.cpu in allowed
-    assert first.cpus == [[first.cpu]]  # all five threads, the ones started before the pin included
+    assert first.cpus == [[first.cpu]]  # all four threads, the ones started before the pin included
     second = Holder(str(tmp_path))
     holders.append(second)
     assert second.cpu in allowed - {first.cpu}
@@ -165,3 +165,57 @@ def test_a_busy_worker_runs_on_one_cpu_and_an_idle_one_on_all(tmp_path):
     busy, idle = json.loads(done.stdout)
     assert len(busy) == 1 and len(busy[0]) == 1  # every thread: runners, broker, heartbeat, main
     assert idle == [sorted(os.sched_getaffinity(0))]
+
+
+FORKER = textwrap.dedent(
+    """
+    import json, os, sys, time
+    from taskutils.affinity import CpuPin
+
+    pin = CpuPin(sys.argv[1])
+    assert pin.pin()
+    cpu = pin.cpu
+    child = os.fork()
+    if child == 0:  # a task's forked child: it sleeps on, holding whatever it inherited
+        print(json.dumps(sorted(os.sched_getaffinity(0))), flush=True)
+        time.sleep(60)
+        os._exit(0)
+    sys.stdin.readline()  # the test has read the child's CPUs
+    pin.unpin()
+    print(json.dumps([cpu, child]), flush=True)
+    sys.stdin.readline()
+    """
+)
+
+
+def test_a_forked_child_lets_go_of_the_cpu_and_its_lock(tmp_path, holders):
+    forker = subprocess.Popen([sys.executable, "-c", FORKER, str(tmp_path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    assert forker.stdin is not None and forker.stdout is not None
+    try:
+        child_cpus = json.loads(forker.stdout.readline())
+        forker.stdin.write("go\n")
+        forker.stdin.flush()
+        cpu, child = json.loads(forker.stdout.readline())
+        try:
+            assert child_cpus == sorted(os.sched_getaffinity(0))
+            every_cpu_held(str(tmp_path), holders)  # the forker let go: its CPU must be among them
+            assert cpu in {holder.cpu for holder in holders}
+        finally:
+            os.kill(child, 9)
+    finally:
+        forker.kill()
+        forker.wait()
+
+
+def test_a_shared_lock_folder_others_may_write_to_is_refused(tmp_path):
+    folder = tmp_path / "locks"
+    folder.mkdir(mode=0o777)
+    folder.chmod(0o777)
+    code = (
+        "import sys, taskutils.affinity as affinity; affinity.lock_directory = lambda: sys.argv[1]; "
+        "print(affinity.CpuPin().pin())"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, timeout=30)
+    assert done.stdout.strip() == "False"
+    assert "only it may write to" in done.stderr

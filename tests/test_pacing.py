@@ -197,3 +197,26 @@ def test_an_idle_worker_lets_its_threads_run_on_every_cpu_again():
     pacer.parked = 1  # resumed() is called by a parked runner
     pacer.resumed(idle=True)
     assert not pin.pinned and not pacer.pinned
+
+
+def test_a_pin_is_judged_in_the_first_window_with_claims_waiting():
+    pacer, cpu, pin = pinned_pacer()
+    run_windows(pacer, cpu, 1, tasks=10)
+    assert pin.pinned
+    run_windows(pacer, cpu, 1, backlog=False, tasks=2)  # nothing waits: says nothing of the pin
+    assert pin.pinned
+    run_windows(pacer, cpu, 1, tasks=5)
+    assert not pin.pinned
+
+
+class BrokenPin(FakePin):
+    def pin(self) -> bool:
+        self.tries += 1
+        raise OSError("Invalid argument")
+
+
+def test_a_pin_that_raises_leaves_the_runner_alive_and_is_not_tried_again_until_idle():
+    pacer, cpu, pin = pinned_pacer(pin=BrokenPin())
+    run_windows(pacer, cpu, 6, tasks=10)  # would raise out of finished() if it escaped
+    assert pin.tries == 1 and not pacer.pinned
+    assert pacer.target == MIN_ACTIVE
