@@ -11,8 +11,8 @@ wait, the step went past the point where the tasks' own waiting (I/O) needed the
 undone, and the pacer goes no lower until the worker is next idle. Below the low mark with
 claims waiting: one more. The other runners park. A task that has run for STALL_SECONDS no longer
 counts against the number, so a long task never holds back the claims queued behind it for more
-than about that long. Once the worker holds nothing, the parked runners return and the count
-starts again from all of them.
+than about that long. Once the worker is idle, it starts over: the parked runners return and the
+count starts again from all of them.
 
 Given a CpuPin (affinity.py; taskutils-worker gives one), the first step on a saturated window,
 when the process uses no more than about one core, is to keep every thread on one CPU; the window
@@ -126,12 +126,9 @@ class RunnerPacer:
         are not stalled take them."""
         return backlog and self.threads - self.parked - self._stalled(now) < self.target
 
-    def resumed(self, idle: bool) -> None:
-        """A parked runner takes claims again; `idle`: because the worker holds nothing, and the
-        next work starts on every runner again."""
+    def resumed(self) -> None:
+        """A parked runner takes claims again."""
         self.parked -= 1
-        if idle:
-            self.start_over()
 
     def _stalled(self, now: float) -> int:
         """Runners whose current task has run for STALL_SECONDS or more."""
@@ -153,23 +150,23 @@ class RunnerPacer:
         rate = (self._finished - finished_start) / (now - wall_start)
         rate_before, self._rate_before_step = self._rate_before_step, None
         lost = backlog and rate_before is not None and rate < rate_before * (1 - TOLERANCE)
-        pinned_last, self._pinned_last = self._pinned_last, False
-        if pinned_last and not backlog:  # nothing waits to show the rate pinned: judge it in a later window
-            self._pinned_last, self._rate_before_step = True, rate_before
-            return False
-        if lost and pinned_last:  # the tasks ran side by side on several CPUs after all
-            self._may_pin = False
-            self._set_pinned(False)
-            return False
+        if self._pinned_last:
+            if not backlog:  # nothing waits to show the rate pinned: judge it in a later window
+                self._rate_before_step = rate_before
+                return False
+            self._pinned_last = False
+            if lost:  # the tasks ran side by side on several CPUs after all
+                self._may_pin = False
+                self._set_pinned(False)
+                return False
         if use >= SATURATED:
             if self._may_pin and not self.pinned and use <= ONE_CORE:
                 self._may_pin = self._pinned_last = self._set_pinned(True)  # no CPU free: not again until idle
-            stepped = self._pinned_last
-            if not stepped and self.target > self.floor:
+            if not self._pinned_last:
+                if self.target <= self.floor:
+                    return False
                 self.target -= 1
-                stepped = True
-            if stepped:
-                self._rate_before_step = rate
+            self._rate_before_step = rate
             return False
         if lost:
             self.target += 1  # a step too far: the runners were needed for the tasks' waits

@@ -245,10 +245,8 @@ class Worker:
 
     def _park(self) -> None:
         """Take no claims while the pacer has runners enough taking them (see pacing.py). Looks
-        again every STALL_SECONDS, and goes back once it finds nothing held twice in a row, so an
-        idle worker has every runner waiting on its inbox and none polling (once could be the
-        instant between a round trip's settlements and its new claims)."""
-        seen_idle = idle = False
+        again every STALL_SECONDS; an idle worker wakes its parked runners (see _block), so that
+        every runner then waits on the inbox and none polls."""
         while True:
             try:
                 self._unpark.get(timeout=STALL_SECONDS)
@@ -256,12 +254,10 @@ class Worker:
             except queue_module.Empty:
                 pass
             with self._state:
-                idle = seen_idle and not self._held
-                if idle or self._pacer.may_resume(time.monotonic(), backlog=not self._inbox.empty()):
+                if self._pacer.may_resume(time.monotonic(), backlog=not self._inbox.empty()):
                     break
-                seen_idle = not self._held
         with self._state:
-            self._pacer.resumed(idle)
+            self._pacer.resumed()
 
     def _poke(self, always: bool = False, wake_local: bool = True) -> None:
         """Wake the broker thread: locally (unless only a wait on the backend needs breaking), and
@@ -455,7 +451,10 @@ class Worker:
             raise
         if delegate and woken is None and not self._wakeup.is_set():  # quiet: a runner waits out the rest
             with self._state:
-                self._pacer.start_over()  # idle: on every CPU again, even where no runner parked
+                parked = self._pacer.parked
+                self._pacer.start_over()  # idle: every runner takes claims again, on every CPU
+            for _ in range(parked):
+                self._unpark.put(None)
             self._waited.clear()
             self._inbox.put(WaitOnBackend(timeout - QUIET_SECONDS))
             self._waited.wait(timeout + self.settings.broker_timeout + 1.0)

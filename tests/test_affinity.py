@@ -16,13 +16,19 @@ import pytest
 
 from taskutils.affinity import can_pin
 
-HOLDER = textwrap.dedent(
+CPUS_OF_EVERY_THREAD = textwrap.dedent(
     """
-    import json, os, sys, threading
-    from taskutils.affinity import CpuPin
+    import os
 
     def cpus_of_every_thread():
         return sorted(map(list, {tuple(sorted(os.sched_getaffinity(int(tid)))) for tid in os.listdir("/proc/self/task")}))
+    """
+)
+
+HOLDER = CPUS_OF_EVERY_THREAD + textwrap.dedent(
+    """
+    import json, os, sys, threading
+    from taskutils.affinity import CpuPin
 
     stop = threading.Event()
     for _ in range(3):  # threads started before the pin move too (four with the main thread)
@@ -116,7 +122,7 @@ def test_unpinning_gives_back_every_cpu_and_frees_this_one(tmp_path, holders):
     assert again.cpu == first.cpu
 
 
-BUSY_WORKER = textwrap.dedent(
+BUSY_WORKER = CPUS_OF_EVERY_THREAD + textwrap.dedent(
     """
     import json, os, sys, time
     from functools import partial
@@ -131,9 +137,6 @@ BUSY_WORKER = textwrap.dedent(
         started = time.perf_counter()
         while time.perf_counter() - started < 0.0005:
             pass
-
-    def cpus_of_every_thread():
-        return sorted(map(list, {tuple(sorted(os.sched_getaffinity(int(tid)))) for tid in os.listdir("/proc/self/task")}))
 
     def wait_for(condition):
         deadline = time.monotonic() + 20

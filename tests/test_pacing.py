@@ -28,7 +28,7 @@ def run_windows(pacer: RunnerPacer, cpu: FakeCpu, windows: int, backlog: bool = 
             cpu.now += WINDOW_SECONDS * 1.5 if task == tasks - 1 else 0.0
             outcome = pacer.finished(0, cpu.now, backlog)
             if outcome[0]:  # parked: the test lets it resume at once, to keep one runner finishing tasks
-                pacer.resumed(idle=False)
+                pacer.resumed()
         said.append(outcome)
     return said
 
@@ -80,10 +80,10 @@ def test_stalled_tasks_do_not_hold_back_the_claims_behind_them():
     assert not pacer.may_resume(cpu.now + STALL_SECONDS / 2, backlog=True)
     assert not pacer.may_resume(stalled, backlog=False)  # stalled, but nothing waits
     assert pacer.may_resume(stalled, backlog=True)
-    pacer.resumed(idle=False)
+    pacer.resumed()
     pacer.started(2, stalled)
     assert pacer.may_resume(stalled, backlog=True)  # one fresh runner of the two allowed
-    pacer.resumed(idle=False)
+    pacer.resumed()
     pacer.started(3, stalled)
     assert not pacer.may_resume(stalled, backlog=True)  # two fresh: enough
 
@@ -97,9 +97,10 @@ def test_a_pacer_of_two_threads_never_parks():
 
 def test_an_idle_worker_starts_again_on_every_runner():
     pacer, cpu, _ = saturated_four(running=[])
-    pacer.resumed(idle=False)
+    pacer.resumed()
     assert pacer.target == 2
-    pacer.resumed(idle=True)
+    pacer.resumed()  # the worker wakes its parked runners when it starts over
+    pacer.start_over()
     assert (pacer.target, pacer.parked) == (4, 0)
     assert run_windows(pacer, cpu, 1) == [(False, False)]  # a fresh window: nothing measured yet
 
@@ -169,8 +170,7 @@ def test_pinning_that_costs_tasks_is_undone_until_the_worker_is_idle():
     assert not pin.pinned and not pacer.pinned
     run_windows(pacer, cpu, 5, tasks=10)
     assert not pin.pinned and pin.tries == 1  # not tried again while the work goes on
-    pacer.parked = 1  # resumed() is called by a parked runner
-    pacer.resumed(idle=True)
+    pacer.start_over()
     run_windows(pacer, cpu, 1, tasks=10)
     assert pin.pinned and pin.tries == 2  # the next work is measured afresh
 
@@ -194,8 +194,7 @@ def test_an_idle_worker_lets_its_threads_run_on_every_cpu_again():
     pacer, cpu, pin = pinned_pacer()
     run_windows(pacer, cpu, 2)
     assert pin.pinned
-    pacer.parked = 1  # resumed() is called by a parked runner
-    pacer.resumed(idle=True)
+    pacer.start_over()
     assert not pin.pinned and not pacer.pinned
 
 
