@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from taskutils import PayloadError, Task, TaskHandler
 from taskutils.backends.base import DONE_KIND, NewTask, Settlement
 from taskutils.config import Settings
-from taskutils.worker import Worker, allow_all
+from taskutils.worker import QUIET_SECONDS, Worker, allow_all
 
 from . import jobs
 from .conftest import wait_for
@@ -106,6 +108,18 @@ class ExchangeTrace:
             return result()
 
         return read
+
+
+def test_a_long_task_handed_to_an_idle_worker_does_not_hold_up_the_next(make_handler, key):
+    """On an idle worker, a runner waits on the backend and runs a task handed to it before it tells
+    the broker thread; the broker thread must still claim what comes meanwhile."""
+    handler = make_handler(max_num_threads=2)
+    time.sleep(QUIET_SECONDS * 4)  # idle: a runner has taken over the wait
+    first = handler.enqueue_task(Task(jobs.meet, (key, 2)))  # returns only once both run at once
+    time.sleep(QUIET_SECONDS * 2)
+    second = handler.enqueue_task(Task(jobs.meet, (key, 2)))
+    assert first.result(timeout=20) is True
+    assert second.result(timeout=20) is True
 
 
 def test_a_capped_worker_settles_and_claims_in_one_round_trip_per_task(make_handler, backend):
