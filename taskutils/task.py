@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
@@ -165,8 +166,16 @@ def _compact(seconds: float) -> float | int:
     return int(seconds) if float(seconds).is_integer() else seconds
 
 
+_packers = threading.local()
+
+
 def pack(value: Any) -> bytes:
-    return msgpack.packb(value, use_bin_type=True)
+    """msgpack of `value`, by this thread's own Packer: msgpack.packb makes a new one, with a new
+    256 KiB buffer, at each call."""
+    packer = getattr(_packers, "packer", None)
+    if packer is None:
+        packer = _packers.packer = msgpack.Packer(use_bin_type=True)
+    return packer.pack(value)
 
 
 def unpack(data: bytes) -> Any:

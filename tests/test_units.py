@@ -48,6 +48,8 @@ def test_payload_error_names_the_argument():
         Task(jobs.add, kwargs={"x": 2**70}).encode()
     with pytest.raises(PayloadError, match="argument 0 "):
         Task(jobs.add, ({(1, 2): "tuple keys do not come back"},)).encode()
+    # each failure above stopped midway through the thread's reused packer: nothing of it is left
+    assert Task(jobs.add, (1, 2)).encode() == msgpack.packb(["tests.jobs:add", [1, 2], {}])
 
 
 def test_body_round_trip_and_bad_bodies():
