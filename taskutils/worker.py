@@ -11,9 +11,7 @@ while its runners still have work, and reads it after sending the next, so the b
 one while the worker handles the other. An idle worker blocks on the backend until woken.
 When the worker has held nothing for a moment, one of its idle runners does that blocking wait
 instead of the broker thread, so a task an enqueue hands straight to it starts on the thread that
-received it, without waking a second thread first: it tells the broker thread only once the task
-has run, and the broker thread looks every QUIET_SECONDS meanwhile. (Waking a thread that slept
-costs its waker 50-100 µs on a virtual machine: the task would start that much later.)
+received it, without waking a second thread first.
 Once the process's CPU is saturated, a worker given a CpuPin keeps its threads on one CPU, and
 fewer runners take claims, down to two, while the others park (pacing.py, affinity.py): under the
 GIL more threads, or more CPUs, would add only contention.
@@ -58,12 +56,9 @@ class InFlight(NamedTuple):
 
 
 class WaitOnBackend(NamedTuple):
-    """An inbox item: the runner that takes it waits on the backend for the broker thread (see _block),
-    and sets `ended` once it no longer needs the broker thread to wait: at once when nothing came,
-    else after running the task it was handed."""
+    """An inbox item: the runner that takes it waits on the backend for the broker thread (see _block)."""
 
     timeout: float
-    ended: threading.Event
 
 
 # Gives up the processor, releasing the GIL meanwhile, so a thread just woken can run.
@@ -108,7 +103,7 @@ class Worker:
         self._on_broker = False  # the broker thread, or a runner for it, is blocked in backend.wait
         self._exchanging = threading.Lock()  # held by the broker thread around its exchanges
         self._wakeup = threading.Event()
-        self._waited = threading.Event()  # the `ended` of the last WaitOnBackend
+        self._waited = threading.Event()  # a runner's wait on the backend for the broker thread ended
         self._stopping = threading.Event()
         self._drained = threading.Event()  # runners are gone: the broker thread may end
         self._idle = threading.Event()  # nothing is held any more: the heartbeat may end
@@ -218,41 +213,35 @@ class Worker:
             if claim is None:
                 return
             if isinstance(claim, WaitOnBackend):
-                waited, claim = claim, self._wait_for_broker(claim.timeout)
-                park = claim is not None and self._run_claim(runner, claim)
-                waited.ended.set()  # only now: waking the broker thread first would delay the task's start
-            else:
-                park = self._run_claim(runner, claim)
+                claim = self._wait_for_broker(claim.timeout)
+                if claim is None:
+                    continue
+            if self._stopping.is_set():  # claimed but not started: it goes back at once
+                self._settled.put(Settlement(claim, HAND_BACK_KIND))
+                self._poke()
+                continue
+            started = time.monotonic()
+            with self._state:
+                self._pacer.started(runner, started)
+            try:
+                settlement = self.runner.execute(claim)
+            except Exception:  # the runner decides for every task; this is a bug, and the lease will expire
+                log.exception("could not decide the outcome of task %s", claim.task_id)
+                settlement = None
+            now = time.monotonic()
+            with self._state:
+                self._seconds_per_task += (now - started - self._seconds_per_task) * 0.1
+                park, wake_parked = self._pacer.finished(runner, now, backlog=not self._inbox.empty())
+            if wake_parked:
+                self._unpark.put(None)
+            if settlement is not None:
+                self._settled.put(settlement)
+            ready = self._batch_ready()
+            self._poke(wake_local=ready)  # else it comes within GATHER_SECONDS by itself
+            if ready and not self._inbox.empty():  # this runner would go on holding the GIL: let the
+                yield_processor()  # broker thread take it and send the batch now
             if park:
                 self._park()
-
-    def _run_claim(self, runner: int, claim: Claim) -> bool:
-        """Run one claim on this runner and queue its settlement; True if the pacer parks this runner."""
-        if self._stopping.is_set():  # claimed but not started: it goes back at once
-            self._settled.put(Settlement(claim, HAND_BACK_KIND))
-            self._poke()
-            return False
-        started = time.monotonic()
-        with self._state:
-            self._pacer.started(runner, started)
-        try:
-            settlement = self.runner.execute(claim)
-        except Exception:  # the runner decides for every task; this is a bug, and the lease will expire
-            log.exception("could not decide the outcome of task %s", claim.task_id)
-            settlement = None
-        now = time.monotonic()
-        with self._state:
-            self._seconds_per_task += (now - started - self._seconds_per_task) * 0.1
-            park, wake_parked = self._pacer.finished(runner, now, backlog=not self._inbox.empty())
-        if wake_parked:
-            self._unpark.put(None)
-        if settlement is not None:
-            self._settled.put(settlement)
-        ready = self._batch_ready()
-        self._poke(wake_local=ready)  # else it comes within GATHER_SECONDS by itself
-        if ready and not self._inbox.empty():  # this runner would go on holding the GIL: let the
-            yield_processor()  # broker thread take it and send the batch now
-        return park
 
     def _park(self) -> None:
         """Take no claims while the pacer has runners enough taking them (see pacing.py). Looks
@@ -466,24 +455,15 @@ class Worker:
                 self._pacer.start_over()  # idle: every runner takes claims again, on every CPU
             for _ in range(parked):
                 self._unpark.put(None)
-            self._waited = threading.Event()
-            self._inbox.put(WaitOnBackend(timeout - QUIET_SECONDS, self._waited))
-            self._await_runner_wait(self._waited, timeout + self.settings.broker_timeout + 1.0)
+            self._waited.clear()
+            self._inbox.put(WaitOnBackend(timeout - QUIET_SECONDS))
+            self._waited.wait(timeout + self.settings.broker_timeout + 1.0)
             return
         with self._state:
             self._on_broker = False
         claim = self._taken(woken)
         if claim is not None:
             self._hand_out([claim])
-
-    def _await_runner_wait(self, ended: threading.Event, timeout: float) -> None:
-        """Until the runner waiting on the backend ends its wait. A runner handed a task says so only
-        once the task has run, so this looks every QUIET_SECONDS whether the runner has left the wait."""
-        deadline = time.monotonic() + timeout
-        while not ended.wait(QUIET_SECONDS) and time.monotonic() < deadline:
-            with self._state:
-                if not self._on_broker:
-                    return
 
     def _wait_for_broker(self, timeout: float) -> Claim | None:
         """On a runner: the broker thread's wait on the backend; a task handed to this worker to run here."""
@@ -501,6 +481,7 @@ class Worker:
         finally:
             with self._state:
                 self._on_broker = False
+            self._waited.set()  # the broker thread goes on, seeing this claim held
         return claim
 
     def _taken(self, woken: str | Claim | None) -> Claim | None:
