@@ -111,8 +111,8 @@ class ExchangeTrace:
 
 
 def test_a_long_task_handed_to_an_idle_worker_does_not_hold_up_the_next(make_handler, key):
-    """On an idle worker, a runner waits on the backend and runs a task handed to it before it tells
-    the broker thread; the broker thread must still claim what comes meanwhile."""
+    """On an idle worker a runner waits on the backend and runs what an enqueue hands it on the spot;
+    the broker thread must still claim what comes while that task runs."""
     handler = make_handler(max_num_threads=2)
     time.sleep(QUIET_SECONDS * 4)  # idle: a runner has taken over the wait
     first = handler.enqueue_task(Task(jobs.meet, (key, 2)))  # returns only once both run at once
