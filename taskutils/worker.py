@@ -51,7 +51,7 @@ class InFlight(NamedTuple):
     queue: str
     settling: list[Settlement]
     asked: int
-    result: Callable[[], tuple[list[bool], ClaimBatch]]
+    result: Callable[[], tuple[list[bool | None], ClaimBatch]]
     sent_at: float
 
 
@@ -414,11 +414,16 @@ class Worker:
         """How many runners take claims now (the others are parked, see pacing.py)."""
         return self.settings.threads - self._pacer.parked
 
-    def _settled_in_broker(self, settling: list[Settlement], applied: list[bool]) -> None:
+    def _settled_in_broker(self, settling: list[Settlement], applied: list[bool | None]) -> None:
         with self._state:
             for settlement, done in zip(settling, applied):
                 self._held.pop((settlement.claim.queue, settlement.claim.task_id), None)
-                if not done:
+                if done is None:
+                    log.info(
+                        "task %s: its outcome was sent again after the reply was lost, and refused: most likely "
+                        "the first attempt settled it", settlement.claim.task_id,
+                    )
+                elif not done:
                     log.warning(
                         "task %s: lease %d is no longer held (handed back at shutdown, or this worker stalled past "
                         "the visibility timeout); its outcome here is dropped and the task's current owner decides",

@@ -4,6 +4,7 @@ and exchanges pipelined on them that lose their reply."""
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import threading
 
@@ -13,6 +14,8 @@ import redis
 from taskutils import Task, TaskHandler
 from taskutils.backends.base import DONE_KIND, NewTask, Settlement
 from taskutils.backends.pinned import PinnedConnections
+from taskutils.config import Settings
+from taskutils.worker import Worker, allow_all
 
 from . import jobs
 from .conftest import wait_for
@@ -109,6 +112,33 @@ def test_exchanges_in_flight_survive_a_lost_connection_and_lost_scripts(redis_ur
 
         wait_for(finish_what_comes_back, what="the lost claims' leases to expire and their tasks to end")
         assert finished == set(ids) and backend.counts("q").pending == 0 and backend.counts("q").running == 0
+
+
+def test_a_settlement_sent_again_after_its_reply_was_lost_is_reported_unknown(redis_url: str, monkeypatch, caplog) -> None:
+    """The lost attempt settled the task, so the second attempt is refused: the backend reports that
+    as unknown (None), and the worker logs it as most likely settled, not as a lease it lost."""
+    with TaskHandler(redis_url, max_num_threads=0) as producer:
+        backend = producer.backend
+        backend.enqueue("q", [NewTask(Task(jobs.add, (1, 2)).encode())])
+        (claim,) = backend.claim("q", "c1", 1, 30).claims
+        settle = backend.exchange_later("q", "c1", [Settlement(claim, DONE_KIND)], 0, 30.0, 0.0, 60.0)  # outcome kept 60 s
+        # through the pool: this thread's own connection still owes the reply
+        wait_for(lambda: backend.client.zcard("tu:{q}:leases") == 0, what="the server to run the settlement")
+        read_response = redis.connection.AbstractConnection.read_response
+
+        def broken_once(connection, *args, **kwargs):
+            monkeypatch.setattr(redis.connection.AbstractConnection, "read_response", read_response)
+            raise redis.ConnectionError("connection reset (injected)")
+
+        monkeypatch.setattr(redis.connection.AbstractConnection, "read_response", broken_once)
+        applied, _ = settle()
+        assert applied == [None]
+        assert backend.status("q", claim.task_id)[1] is not None  # the outcome the lost attempt kept
+        worker = Worker(backend, Settings(threads=1), allow_all)
+        with caplog.at_level(logging.INFO, logger="taskutils.worker"):
+            worker._settled_in_broker([Settlement(claim, DONE_KIND)], applied)
+        assert [record.levelname for record in caplog.records] == ["INFO"]
+        assert "most likely the first attempt settled it" in caplog.text
 
 
 def test_a_plain_command_waits_for_replies_sent_ahead(redis_url: str) -> None:

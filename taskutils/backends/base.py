@@ -115,10 +115,12 @@ class Backend(ABC):
 
     def exchange_later(
         self, queue: str, consumer: str, settlements: Sequence[Settlement], want: int, *options: float
-    ) -> Callable[[], tuple[list[bool], ClaimBatch]]:
+    ) -> Callable[[], tuple[list[bool | None], ClaimBatch]]:
         """`exchange` (`options`: lease, idle_for, result_ttl), sent now; the returned function waits
         for its result, so a worker can send the next exchange while the backend serves this one.
-        Read results on the sending thread, in the order sent. Here the exchange runs at once."""
+        Read results on the sending thread, in the order sent. Here the exchange runs at once.
+        A backend that sent the exchange again after losing its reply reports a settlement the
+        second attempt refused as None: the lost attempt may well have applied it."""
         result = self.exchange(queue, consumer, settlements, want, *options)
         return lambda: result
 

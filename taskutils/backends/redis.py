@@ -162,7 +162,7 @@ class RedisBackend(Backend):
 
     def exchange_later(
         self, queue: str, consumer: str, settlements: Sequence[Settlement], want: int, *options: float
-    ) -> Callable[[], tuple[list[bool], ClaimBatch]]:
+    ) -> Callable[[], tuple[list[bool | None], ClaimBatch]]:
         """Pipelined on the thread's connection. A reply lost with the connection, or refused
         because the server lost its scripts, is made up for by running the exchange again through
         the pool (settling twice is harmless: a settled lease refuses the second; claims whose reply
@@ -171,18 +171,19 @@ class RedisBackend(Backend):
         script, key = self._scripts["exchange"], prefix(queue)
         try:
             read = self._pinned.send("EVALSHA", script.sha, 1, key, *args)
-        except LostReply:
+        except LostReply:  # the command may have reached the server all the same
             reply = self._call("exchange", key, args, pooled=True)
-            return lambda: _exchange_result(queue, want, reply)
+            return lambda: _resent(_exchange_result(queue, want, reply))
 
-        def result() -> tuple[list[bool], ClaimBatch]:
+        def result() -> tuple[list[bool | None], ClaimBatch]:
             try:
-                reply = read()
-            except (LostReply, redis.exceptions.NoScriptError):
-                reply = self._call("exchange", key, args, pooled=True)
+                return _exchange_result(queue, want, read())
+            except LostReply:
+                return _resent(_exchange_result(queue, want, self._call("exchange", key, args, pooled=True)))
+            except redis.exceptions.NoScriptError:  # it did not run: the second attempt is the only one
+                return _exchange_result(queue, want, self._call("exchange", key, args, pooled=True))
             except redis.exceptions.ResponseError as exc:
                 raise BrokerError(f"Redis refused the operation: {exc}") from None
-            return _exchange_result(queue, want, reply)
 
         return result
 
@@ -406,6 +407,13 @@ def _exchange_result(queue: str, want: int, reply: list[Any]) -> tuple[list[bool
     next_due = float(reply[1])
     claims = [parse_envelope(queue, reply[i], reply[i + 1]) for i in range(3, len(reply), 2)]
     return applied, ClaimBatch(claims, None if next_due < 0 else next_due, reply[2] == 1)
+
+
+def _resent(result: tuple[list[bool], ClaimBatch]) -> tuple[list[bool | None], ClaimBatch]:
+    """The result of an exchange sent again after its reply was lost: a refusal may mean that
+    the lost attempt settled that task, so it is unknown (None), not False."""
+    applied, batch = result
+    return [True if done else None for done in applied], batch
 
 
 def _mapped(call: Callable[[], T]) -> T:
