@@ -43,8 +43,7 @@ def test_threads_that_end_hand_their_connection_back(redis_url: str) -> None:
             for thread in threads:
                 thread.join()
             gc.collect()
-        pool = producer.backend.client.connection_pool
-        assert len(pool._in_use_connections) <= 1  # the main thread's own
+        # connections not handed back would stay checked out and open: 50 more clients
         assert clients_of(redis_url) <= before + 10  # the pool keeps at most one wave's connections idle
         assert producer.backend.counts("default").queued == 51
 
