@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import time
+import threading
 
 import pytest
 
 from taskutils import PayloadError, Task, TaskHandler
 from taskutils.backends.base import DONE_KIND, NewTask, Settlement
 from taskutils.config import Settings
-from taskutils.worker import QUIET_SECONDS, Worker, allow_all
+from taskutils.worker import Worker, allow_all
 
 from . import jobs
 from .conftest import wait_for
@@ -110,13 +110,21 @@ class ExchangeTrace:
         return read
 
 
-def test_a_long_task_handed_to_an_idle_worker_does_not_hold_up_the_next(make_handler, key):
+def test_a_long_task_handed_to_an_idle_worker_does_not_hold_up_the_next(make_handler, backend, key, monkeypatch):
     """On an idle worker a runner waits on the backend and runs what an enqueue hands it on the spot;
     the broker thread must still claim what comes while that task runs."""
+    waiters: set[str] = set()  # names of the threads that called backend.wait
+    wait = backend.wait
+
+    def tracked_wait(*args, **kwargs):
+        waiters.add(threading.current_thread().name)
+        return wait(*args, **kwargs)
+
+    monkeypatch.setattr(backend, "wait", tracked_wait)
     handler = make_handler(max_num_threads=2)
-    time.sleep(QUIET_SECONDS * 4)  # idle: a runner has taken over the wait
+    wait_for(lambda: any(name.startswith("taskutils-runner") for name in waiters), what="a runner to take over the wait")
     first = handler.enqueue_task(Task(jobs.meet, (key, 2)))  # returns only once both run at once
-    time.sleep(QUIET_SECONDS * 2)
+    wait_for(lambda: first.status() == "running", what="the first task to start")
     second = handler.enqueue_task(Task(jobs.meet, (key, 2)))
     assert first.result(timeout=20) is True
     assert second.result(timeout=20) is True
