@@ -169,19 +169,23 @@ class RedisBackend(Backend):
         was lost come back when their lease expires)."""
         args = _exchange_args(consumer, settlements, want, *options)
         script, key = self._scripts["exchange"], prefix(queue)
+
+        def again() -> tuple[list[bool], ClaimBatch]:
+            return _exchange_result(queue, want, self._call("exchange", key, args, pooled=True))
+
         try:
             read = self._pinned.send("EVALSHA", script.sha, 1, key, *args)
         except LostReply:  # the command may have reached the server all the same
-            reply = self._call("exchange", key, args, pooled=True)
-            return lambda: _resent(_exchange_result(queue, want, reply))
+            resent = _resent(again())
+            return lambda: resent
 
         def result() -> tuple[list[bool | None], ClaimBatch]:
             try:
                 return _exchange_result(queue, want, read())
             except LostReply:
-                return _resent(_exchange_result(queue, want, self._call("exchange", key, args, pooled=True)))
+                return _resent(again())
             except redis.exceptions.NoScriptError:  # it did not run: the second attempt is the only one
-                return _exchange_result(queue, want, self._call("exchange", key, args, pooled=True))
+                return again()
             except redis.exceptions.ResponseError as exc:
                 raise BrokerError(f"Redis refused the operation: {exc}") from None
 
