@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -128,6 +129,25 @@ def test_a_long_task_handed_to_an_idle_worker_does_not_hold_up_the_next(make_han
     second = handler.enqueue_task(Task(jobs.meet, (key, 2)))
     assert first.result(timeout=20) is True
     assert second.result(timeout=20) is True
+
+
+def test_an_idle_worker_blocks_instead_of_polling(make_handler, backend, monkeypatch):
+    """With nothing to do, a worker's threads wait on the backend until woken or until
+    sleep_seconds pass: a second of idleness costs a few waits, not one every 50 ms."""
+    waits = []
+    wait = backend.wait
+
+    def counted_wait(*args, **kwargs):
+        waits.append(threading.current_thread().name)
+        return wait(*args, **kwargs)
+
+    monkeypatch.setattr(backend, "wait", counted_wait)
+    handler = make_handler(max_num_threads=2, sleep_seconds=5)
+    wait_for(lambda: any(name.startswith("taskutils-runner") for name in waits), what="a runner to take over the wait")
+    before = len(waits)
+    time.sleep(1.0)  # the idleness under test
+    assert len(waits) - before <= 2, waits[before:]
+    assert handler.enqueue_task(Task(jobs.add, (1, 2))).result(timeout=10) == 3  # and it still wakes for work
 
 
 def test_a_capped_worker_settles_and_claims_in_one_round_trip_per_task(make_handler, backend):

@@ -176,6 +176,8 @@ class MemoryBackend(Backend):
             seen = self._seen.pop(consumer, None)
             while seen == self._generation and time.monotonic() < deadline:
                 self._changed.wait(deadline - time.monotonic())
+            if seen == self._generation:  # nothing changed: a wait that follows this one blocks too
+                self._seen[consumer] = seen
         return None  # every waiting consumer sees every change: there is no token to pass on
 
     def nudge(self, queue: str) -> None:
