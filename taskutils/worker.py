@@ -2,11 +2,13 @@
 
 Runner threads run tasks and queue up how each claim ended (its settlement). One broker thread
 sends those settlements and claims the next tasks in a single round trip per queue, so under
-load each round trip carries many tasks. Short tasks are prefetched (claimed a little ahead)
-unless the queue has a concurrency cap; while the runners still hold enough prefetched work, the
-broker thread lets settlements gather for a few milliseconds so one round trip carries two per
-thread; runners wake it only when a batch is ready, and it looks for settlements by itself every
-GATHER_SECONDS while claims are held. A worker of one queue keeps its last exchange in flight
+load each round trip carries many tasks. Short tasks are prefetched (claimed a little ahead); on
+a queue with a concurrency cap those claims are held ahead outside the cap, and each starts only
+in the slot of a task that finished here, passed on with that task's settlement (see _run).
+While the runners still hold enough prefetched work, the broker thread lets settlements gather
+for a few milliseconds so one round trip carries two per thread; runners wake it only when a
+batch is ready, and it looks for settlements by itself every GATHER_SECONDS while claims are
+held. A worker of one queue keeps its last exchange in flight
 while its runners still have work, and reads it after sending the next, so the backend serves
 one while the worker handles the other. An idle worker blocks on the backend until woken.
 When the worker has held nothing for a moment, one of its idle runners does that blocking wait
@@ -28,7 +30,8 @@ import socket
 import threading
 import time
 import uuid
-from typing import Callable, Iterable, NamedTuple
+from collections import deque
+from typing import Callable, Iterable, NamedTuple, Union
 
 from .backends.base import HAND_BACK_KIND, Backend, Claim, ClaimBatch, Settlement
 from .config import Settings
@@ -51,6 +54,7 @@ class InFlight(NamedTuple):
     queue: str
     settling: list[Settlement]
     asked: int
+    ahead: int  # of which claims ahead
     result: Callable[[], tuple[list[bool | None], ClaimBatch]]
     sent_at: float
 
@@ -59,6 +63,9 @@ class WaitOnBackend(NamedTuple):
     """An inbox item: the runner that takes it waits on the backend for the broker thread (see _block)."""
 
     timeout: float
+
+
+InboxItem = Union[Claim, WaitOnBackend, None]  # None: the runner that takes it ends
 
 
 # Gives up the processor, releasing the GIL meanwhile, so a thread just woken can run.
@@ -88,7 +95,10 @@ class Worker:
         self.settings = settings
         self.consumer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.runner = TaskRunner(settings, allowed, self.consumer)
-        self._inbox: queue_module.SimpleQueue[Claim | WaitOnBackend | None] = queue_module.SimpleQueue()
+        self._inbox: queue_module.SimpleQueue[InboxItem] = queue_module.SimpleQueue()
+        self._slots_waiting = 0  # claims not held ahead that no runner has started yet
+        self._ahead_held = 0  # claims held ahead (Claim.ahead) not started yet
+        self._ahead: deque[Claim] = deque()  # of which those waiting for the next runner that finishes a task
         self._pacer = RunnerPacer(settings.threads, pin=pin)
         self._unpark: queue_module.SimpleQueue[None] = queue_module.SimpleQueue()  # wakes a parked runner
         self._settled: queue_module.SimpleQueue[Settlement] = queue_module.SimpleQueue()
@@ -188,6 +198,8 @@ class Worker:
         with self._state:
             claims = list(self._held.values())
             self._held.clear()
+            self._ahead.clear()
+            self._ahead_held = self._slots_waiting = 0
         returned = 0
         for claim in claims:
             try:
@@ -208,40 +220,111 @@ class Worker:
 
     def _run_loop(self, runner: int) -> None:
         current_backend.set(self.backend)
+        item = self._inbox.get()
+        while item is not None:
+            if isinstance(item, WaitOnBackend):
+                claim = self._wait_for_broker(item.timeout)
+            else:
+                claim = self._startable(item)
+            taken = self._run(runner, claim) if claim is not None else []
+            item = taken[0] if taken else self._inbox.get()
+
+    def _startable(self, claim: Claim) -> Claim | None:
+        """A claim from the inbox, if this runner may start it. One held ahead needs the slot of a
+        task that finishes here: it waits for the next runner to finish one, or goes back to the
+        queue if none runs here (it would wait for good)."""
+        if not claim.ahead or self._stopping.is_set():
+            return claim
+        with self._state:
+            if self._pacer.running or self._slots_waiting:
+                self._ahead.append(claim)
+                return None
+            self._ahead_held -= 1
+        self._settled.put(Settlement(claim, HAND_BACK_KIND))
+        self._poke()
+        return None
+
+    def _run(self, runner: int, claim: Claim) -> list[InboxItem]:
+        """Run a claim, then each claim held ahead that starts in its slot; returns the inbox item
+        taken meanwhile, if any."""
         while True:
-            claim = self._inbox.get()
-            if claim is None:
-                return
-            if isinstance(claim, WaitOnBackend):
-                claim = self._wait_for_broker(claim.timeout)
-                if claim is None:
-                    continue
-            if self._stopping.is_set():  # claimed but not started: it goes back at once
-                self._settled.put(Settlement(claim, HAND_BACK_KIND))
-                self._poke()
-                continue
-            started = time.monotonic()
-            with self._state:
-                self._pacer.started(runner, started)
-            try:
-                settlement = self.runner.execute(claim)
-            except Exception:  # the runner decides for every task; this is a bug, and the lease will expire
-                log.exception("could not decide the outcome of task %s", claim.task_id)
-                settlement = None
-            now = time.monotonic()
-            with self._state:
-                self._seconds_per_task += (now - started - self._seconds_per_task) * 0.1
-                park, wake_parked = self._pacer.finished(runner, now, backlog=not self._inbox.empty())
-            if wake_parked:
-                self._unpark.put(None)
+            settlement, park = self._execute(runner, claim)
+            successor, taken = None, []
+            if settlement is not None and not park and self._ahead_held and settlement.kind != HAND_BACK_KIND:
+                successor, taken = self._successor()
+            elif self._ahead:
+                self._unstick()
             if settlement is not None:
+                if successor is not None:
+                    settlement = settlement._replace(passes_slot_to=successor.task_id)
                 self._settled.put(settlement)
-            ready = self._batch_ready()
+            ready = self._stopping.is_set() or self._batch_ready()
             self._poke(wake_local=ready)  # else it comes within GATHER_SECONDS by itself
             if ready and not self._inbox.empty():  # this runner would go on holding the GIL: let the
                 yield_processor()  # broker thread take it and send the batch now
             if park:
                 self._park()
+            if successor is None:
+                return taken
+            claim = successor
+
+    def _execute(self, runner: int, claim: Claim) -> tuple[Settlement | None, bool]:
+        """Run one task (or hand it back unstarted when stopping); returns its settlement (None if
+        the runner failed: the lease will expire) and whether this runner parks now."""
+        started = time.monotonic()
+        with self._state:
+            self._slots_waiting -= not claim.ahead
+            stopping = self._stopping.is_set()
+            if not stopping:
+                self._pacer.started(runner, started)
+        if stopping:  # claimed but not started: it goes back at once
+            return Settlement(claim, HAND_BACK_KIND), False
+        try:
+            settlement = self.runner.execute(claim)
+        except Exception:  # the runner decides for every task; this is a bug, and the lease will expire
+            log.exception("could not decide the outcome of task %s", claim.task_id)
+            settlement = None
+        now = time.monotonic()
+        with self._state:
+            self._seconds_per_task += (now - started - self._seconds_per_task) * 0.1
+            park, wake_parked = self._pacer.finished(runner, now, backlog=self._backlog())
+        if wake_parked:
+            self._unpark.put(None)
+        return settlement, park
+
+    def _successor(self) -> tuple[Claim | None, list[InboxItem]]:
+        """For a runner whose task finished: a claim held ahead to start in that task's slot, or
+        else the next inbox item, if any."""
+        with self._state:
+            if self._ahead:
+                self._ahead_held -= 1
+                return self._ahead.popleft(), []
+        try:
+            item = self._inbox.get_nowait()
+        except queue_module.Empty:
+            return None, []
+        if isinstance(item, Claim) and item.ahead and not self._stopping.is_set():
+            with self._state:
+                self._ahead_held -= 1
+            return item, []
+        return None, [item]
+
+    def _unstick(self) -> None:
+        """Hand back the claims held ahead that wait for a slot when no task here will free one."""
+        with self._state:
+            if self._pacer.running or self._slots_waiting:
+                return
+            stuck = list(self._ahead)
+            self._ahead.clear()
+            self._ahead_held -= len(stuck)
+        for claim in stuck:
+            self._settled.put(Settlement(claim, HAND_BACK_KIND))
+        if stuck:
+            self._poke()
+
+    def _backlog(self) -> bool:
+        """Claims wait here for a runner."""
+        return not self._inbox.empty() or bool(self._ahead)
 
     def _park(self) -> None:
         """Take no claims while the pacer has runners enough taking them (see pacing.py). Looks
@@ -254,7 +337,7 @@ class Worker:
             except queue_module.Empty:
                 pass
             with self._state:
-                if self._pacer.may_resume(time.monotonic(), backlog=not self._inbox.empty()):
+                if self._pacer.may_resume(time.monotonic(), backlog=self._backlog()):
                     break
         with self._state:
             self._pacer.resumed()
@@ -299,17 +382,17 @@ class Worker:
         if self._in_flight is None:  # pause() and stop() rest between exchanges: none registers this worker idle after them
             self._exchanging.acquire()
         try:
-            want = self._room(settling=len(self._unsent))
-            nothing_to_do = not self._unsent and want == 0 and self._in_flight is None
+            want, ahead = self._room(settling=len(self._unsent))
+            nothing_to_do = not self._unsent and want == ahead == 0 and self._in_flight is None
             if not nothing_to_do:
-                claimed, next_due = self._exchange_queues(want)
+                claimed, next_due = self._exchange_queues(want, ahead)
         finally:
             if self._in_flight is None:
                 self._exchanging.release()
         if nothing_to_do:  # while claims are held, look for their settlements every GATHER_SECONDS
             self._wakeup.wait(GATHER_SECONDS if self._held else self.settings.sleep_seconds)
             return 0
-        if want > 0 and claimed == 0 and not self._unsent and self._in_flight is None:
+        if want + ahead > 0 and claimed == 0 and not self._unsent and self._in_flight is None:
             self._block(next_due)
         return claimed
 
@@ -324,9 +407,10 @@ class Worker:
             return GATHER_SECONDS - (time.monotonic() - self._unsent_since)
         return 0.0
 
-    def _exchange_queues(self, want: int) -> tuple[int, float]:
-        """One exchange per queue with something to settle or claim; (tasks claimed, seconds to the next due).
-        An exchange left in flight by the last call is read after the first one sent here."""
+    def _exchange_queues(self, want: int, ahead: int) -> tuple[int, float]:
+        """One exchange per queue with something to settle or claim (`want` claims, and `ahead`
+        more on a capped queue); (tasks claimed, seconds to the next due). An exchange left in
+        flight by the last call is read after the first one sent here."""
         by_queue: dict[str, list[Settlement]] = {}
         for settlement in self._unsent:
             by_queue.setdefault(settlement.claim.queue, []).append(settlement)
@@ -334,19 +418,20 @@ class Worker:
         sent_here = False
         for name in dict.fromkeys([*self.settings.queues, *by_queue]):
             settling, ask = by_queue.get(name, []), want - claimed if name in self.settings.queues else 0
-            if not settling and ask <= 0:
+            ask_ahead = ahead if name in self.settings.queues else 0
+            if not settling and ask <= 0 and ask_ahead <= 0:
                 continue
             try:
                 result = self.backend.exchange_later(
                     name, self.consumer, settling, ask, self.settings.visibility_timeout,
-                    self.settings.sleep_seconds, self.settings.result_ttl,
+                    self.settings.sleep_seconds, self.settings.result_ttl, ahead=ask_ahead,
                 )
             except BrokerError as exc:  # one broken queue must not stop the others
                 self._report_broken(name, exc)
                 continue
             self._unsent = [settlement for settlement in self._unsent if settlement.claim.queue != name]
             sent_here = True
-            earlier, self._in_flight = self._in_flight, InFlight(name, settling, ask, result, time.monotonic())
+            earlier, self._in_flight = self._in_flight, InFlight(name, settling, ask, ask_ahead, result, time.monotonic())
             if earlier is not None:  # its claims were counted in `want`, not in this call's asks
                 earlier_claimed, next_due = self._read(earlier, earlier_claimed, next_due)
             if not self._keep_in_flight():
@@ -360,7 +445,7 @@ class Worker:
         so that the claims of each queue are known before the next is asked)."""
         return (
             len(self.settings.queues) == 1 and not self._paused and not self._stopping.is_set()
-            and self._inbox.qsize() > self._taking() // 2
+            and self._waiting() > self._taking() // 2
         )
 
     def _take_in_flight(self) -> InFlight:
@@ -380,27 +465,35 @@ class Worker:
             self._unsent = sent.settling + self._unsent  # sent again later: a settled lease refuses a second
             raise
         self._settled_in_broker(sent.settling, applied)
-        self._capped = batch.capped if sent.asked > 0 else self._capped
+        self._capped = batch.capped if sent.asked + sent.ahead > 0 else self._capped
         if batch.next_due is not None:
             next_due = min(next_due, batch.next_due)
         return claimed + self._hand_out(batch.claims), next_due
 
-    def _room(self, settling: int = 0) -> int:
-        """How many more claims to ask for: free runners, plus a prefetch for short tasks.
-        `settling` claims are settled by the same round trip before it claims, so they free their slots."""
+    def _room(self, settling: int = 0) -> tuple[int, int]:
+        """How many more claims to ask for: free runners, plus a prefetch for short tasks; on a
+        capped queue, (claims for free runners, claims ahead for the prefetch). `settling` claims
+        are settled by the same round trip before it claims, so they free their slots."""
         in_flight = self._in_flight  # settles and claims too, when its result is read
         with self._state:
             if self._paused or self._stopping.is_set():
-                return 0
-            held = len(self._held) - settling
+                return 0, 0
+            held, held_ahead = len(self._held) - settling, self._ahead_held
             if in_flight is not None:
-                held += in_flight.asked - len(in_flight.settling)
-            return max(self.settings.threads * (1 + self._prefetch_per_thread()) - held, 0)
+                held += in_flight.asked + in_flight.ahead - len(in_flight.settling)
+                held_ahead += in_flight.ahead
+            threads, prefetch = self.settings.threads, self.settings.threads * self._prefetch_per_thread()
+            if not self._capped:
+                return max(threads + prefetch - held, 0), 0
+            slots = held - held_ahead
+            if slots <= 0 or len(self.settings.queues) > 1:  # claims ahead start only in a slot held here
+                prefetch = 0
+            return max(threads - slots, 0), max(prefetch - held_ahead, 0)
 
     def _prefetch_per_thread(self) -> int:
-        """Claims held ahead per thread: none on a capped queue or for long tasks, else about
-        PREFETCH_SECONDS of work (call with _state held)."""
-        if self._capped or self._seconds_per_task >= SHORT_TASK_SECONDS:
+        """Claims held ahead per thread: none for long tasks, else about PREFETCH_SECONDS of work
+        (call with _state held)."""
+        if self._seconds_per_task >= SHORT_TASK_SECONDS:
             return 0
         return max(1, min(MAX_PREFETCH_PER_THREAD, int(PREFETCH_SECONDS / self._seconds_per_task)))
 
@@ -408,7 +501,11 @@ class Worker:
         """Worth a round trip now: two threads' worth of settlements wait, or the runners are
         about to run out of claims."""
         settled = len(self._unsent) + self._settled.qsize()
-        return settled >= 2 * self.settings.threads or self._inbox.qsize() <= self._taking() // 2
+        return settled >= 2 * self.settings.threads or self._waiting() <= self._taking() // 2
+
+    def _waiting(self) -> int:
+        """Claims here that no runner has taken yet."""
+        return self._inbox.qsize() + len(self._ahead)
 
     def _taking(self) -> int:
         """How many runners take claims now (the others are parked, see pacing.py)."""
@@ -434,6 +531,10 @@ class Worker:
         with self._state:
             for claim in claims:
                 self._held[(claim.queue, claim.task_id)] = claim
+                if claim.ahead:
+                    self._ahead_held += 1
+                else:
+                    self._slots_waiting += 1
         for claim in claims:
             self._inbox.put(claim)
         return len(claims)
@@ -479,6 +580,7 @@ class Worker:
             if claim is not None:
                 with self._state:
                     self._held[(claim.queue, claim.task_id)] = claim
+                    self._slots_waiting += 1
         except (BackendUnavailable, BrokerError) as exc:  # the broker thread meets the outage next
             log.debug("wait failed: %s", exc)
         except Exception:

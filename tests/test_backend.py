@@ -7,7 +7,7 @@ import time
 import pytest
 
 from taskutils import Task
-from taskutils.backends.base import DONE_KIND, Claim, NewTask, RecurrentRecord, Settlement
+from taskutils.backends.base import DONE_KIND, Claim, Counts, NewTask, RecurrentRecord, Settlement
 
 from . import jobs
 from .conftest import wait_for
@@ -41,6 +41,47 @@ def test_one_exchange_settles_then_claims_into_the_freed_slots(backend):
     assert applied == [True, True]
     assert [claim.task_id for claim in batch.claims] == ids[2:]
     assert backend.counts("q").running == 2
+
+
+def test_claims_ahead_wait_for_a_slot_outside_the_cap(backend):
+    backend.set_max_concurrency("q", 2)
+    ids = backend.enqueue("q", [NewTask(BODY) for _ in range(7)])
+    claims = backend.exchange("q", "c1", [], 2, 30, ahead=3)[1].claims
+    assert [claim.task_id for claim in claims] == ids[:5]
+    assert [claim.ahead for claim in claims] == [False, False, True, True, True]
+    assert backend.counts("q") == Counts(0, 2 + 3, 2, 0)  # held ahead: still waiting, as far as the cap goes
+    assert [backend.status("q", claim.task_id)[0] for claim in claims] == ["running"] * 2 + ["queued"] * 3
+    assert backend.claim("q", "c2", 2, 30).claims == []  # the slots are taken; the cap ignores claims ahead
+    first, second, ahead = claims[0], claims[1], claims[2:]
+    passed = Settlement(first, DONE_KIND, passes_slot_to=ahead[0].task_id)  # ahead[0] started in first's slot
+    assert backend.exchange("q", "c1", [passed], 0, 30)[0] == [True]
+    assert backend.status("q", ahead[0].task_id)[0] == "running"
+    assert backend.counts("q").running == 2 and backend.claim("q", "c2", 2, 30).claims == []
+    assert backend.ack(second, b"", 0)  # a slot freed, passed to nobody
+    assert [claim.task_id for claim in backend.claim("q", "c2", 2, 30).claims] == ids[5:6]
+    assert backend.release(ahead[1])  # handed back: back to the front, and no longer ahead
+    assert backend.counts("q") == Counts(0, 1 + 1 + 1, 2, 0)
+    late = Settlement(ahead[0], DONE_KIND, passes_slot_to=ahead[1].task_id)  # no longer held: not counted
+    assert backend.exchange("q", "c1", [late], 0, 30)[0] == [True]
+    assert backend.status("q", ahead[1].task_id)[0] == "queued" and backend.counts("q").running == 1
+
+
+def test_claims_ahead_count_as_claims_on_a_queue_with_no_cap(backend):
+    backend.enqueue("q", [NewTask(BODY) for _ in range(5)])
+    claims = backend.exchange("q", "c1", [], 1, 30, ahead=3)[1].claims
+    assert len(claims) == 4 and not any(claim.ahead for claim in claims)
+    assert backend.counts("q").running == 4
+
+
+def test_an_expired_claim_ahead_frees_nothing_and_holds_nothing(backend):
+    backend.set_max_concurrency("q", 1)
+    backend.enqueue("q", [NewTask(BODY) for _ in range(3)])
+    assert len(backend.exchange("q", "c1", [], 1, 0.2, ahead=2)[1].claims) == 3
+    again = wait_for(lambda: backend.claim("q", "c2", 5, 30).claims, what="redelivery")
+    assert len(again) == 1 and again[0].crashes == 1  # one slot: the cap counts no stale claim ahead
+    assert backend.counts("q") == Counts(0, 2, 1, 0)
+    assert backend.ack(again[0], b"", 0)
+    assert [claim.crashes for claim in backend.claim("q", "c2", 5, 30).claims] == [0]  # never started: no crash
 
 
 def test_exchanges_sent_ahead_are_served_in_the_order_sent(backend):

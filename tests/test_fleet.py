@@ -34,8 +34,12 @@ def test_global_cap_holds_across_processes(producer, workers, client):
     capped = TaskHandler(producer.settings.redis_url, max_num_threads=0, queue="capped")
     capped.enqueue_tasks([Task(fleet_tasks.probe, ("cap", 0.05)) for _ in range(40)])
     assert capped.join(timeout=60)
-    capped.close()
     assert int(client.get("cap:peak")) == 3
+    # short tasks: the workers now claim ahead of the cap, and start those claims only in freed slots
+    capped.enqueue_tasks([Task(fleet_tasks.probe, ("short", 0.001)) for _ in range(1500)])
+    assert capped.join(timeout=60)
+    capped.close()
+    assert int(client.get("short:peak")) <= 3
 
 
 def test_recurrent_runs_fire_exactly_once(producer, workers, client):

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from taskutils import PayloadError, Task, TaskHandler
-from taskutils.backends.base import DONE_KIND, NewTask, Settlement
+from taskutils.backends.base import DONE_KIND, HAND_BACK_KIND, NewTask, Settlement
 from taskutils.config import Settings
 from taskutils.worker import Worker, allow_all
 
@@ -95,14 +95,16 @@ class ExchangeTrace:
     def __init__(self, backend):
         self.sent: list[tuple[int, int]] = []
         self.events: list[tuple[str, int]] = []
+        self.slots_passed: list[str] = []  # claims held ahead that started in a finished task's slot
         self.exchange_later = backend.exchange_later
         backend.exchange_later = self.traced
 
-    def traced(self, queue, consumer, settlements, want, *options):
+    def traced(self, queue, consumer, settlements, want, *options, ahead=0):
         number = len(self.sent)
-        self.sent.append((len(settlements), want))
+        self.sent.append((len(settlements), want + ahead))
+        self.slots_passed += [settled.passes_slot_to for settled in settlements if settled.passes_slot_to]
         self.events.append(("send", number))
-        result = self.exchange_later(queue, consumer, settlements, want, *options)
+        result = self.exchange_later(queue, consumer, settlements, want, *options, ahead=ahead)
 
         def read():
             self.events.append(("read", number))
@@ -160,6 +162,37 @@ def test_a_capped_worker_settles_and_claims_in_one_round_trip_per_task(make_hand
     handler.close(timeout=10)
     assert backend.counts("default").pending == 0
     assert len(exchanges) <= 20 + 5, exchanges  # settling and claiming apart would take about 40
+
+
+def test_short_tasks_on_a_capped_queue_start_claims_held_ahead_in_the_slots_they_free(make_handler, backend, key):
+    """The worker claims ahead of a cap too; a claim ahead starts only when a task here finishes,
+    in its slot, so the cap holds while each round trip carries more tasks."""
+    backend.set_max_concurrency("default", 2)
+    exchanges = ExchangeTrace(backend)
+    handler = make_handler(max_num_threads=6, allow=["tests.jobs"])
+    handler.enqueue_tasks([Task(jobs.probe, (key, 0.001)) for _ in range(400)])
+    assert handler.join(timeout=60)
+    assert backend.counts("default").pending == 0
+    assert jobs.peaks[key] == 2
+    assert len(exchanges.slots_passed) > 100, exchanges.sent
+
+
+def test_claims_ahead_go_back_when_no_task_here_would_free_a_slot(backend):
+    """Held ahead with nothing running or about to start here, they would wait for good."""
+    backend.set_max_concurrency("default", 1)
+    backend.enqueue("default", [NewTask(Task(jobs.add, (1, 2)).encode()) for _ in range(3)])
+    worker = Worker(backend, Settings.build(threads=2, sleep_seconds=0.5), allow_all)
+    slot, first, second = backend.exchange("default", worker.consumer, [], 1, 30, ahead=2)[1].claims
+    worker._hand_out([slot, first, second])
+    assert worker._inbox.get() == slot
+    assert worker._startable(worker._inbox.get()) is None and list(worker._ahead) == [first]  # slot will start
+    settlement, _ = worker._execute(0, slot)  # the runner that ran it took no successor (say it parked)
+    worker._unstick()
+    assert worker._startable(worker._inbox.get()) is None and not worker._ahead
+    assert [worker._settled.get_nowait().claim for _ in range(2)] == [first, second]  # handed back
+    back = [Settlement(first, HAND_BACK_KIND), Settlement(second, HAND_BACK_KIND)]
+    applied, _ = backend.exchange("default", worker.consumer, [settlement, *back], 0, 30)
+    assert applied == [True] * 3 and backend.counts("default").queued == 2
 
 
 def test_short_tasks_finishing_one_by_one_share_round_trips(make_handler, backend):

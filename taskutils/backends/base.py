@@ -26,7 +26,9 @@ class NewTask(NamedTuple):
 
 
 class Claim(NamedTuple):
-    """A task handed to a worker under a lease; `token` fences every later transition."""
+    """A task handed to a worker under a lease; `token` fences every later transition. A claim
+    held `ahead` on a capped queue is not counted by the cap: it may start only in the slot of a
+    task the worker finished (see Settlement.passes_slot_to)."""
 
     queue: str
     task_id: str
@@ -34,13 +36,14 @@ class Claim(NamedTuple):
     body: bytes
     failures: int
     crashes: int
+    ahead: bool = False
 
 
 @dataclass(frozen=True)
 class ClaimBatch:
     """What one claim returns: the claims; when there are none, seconds until the next known due
     time (None if nothing is due), so the consumer knows how long it may wait; and whether the
-    queue has a concurrency cap (a worker does not prefetch from a capped queue)."""
+    queue has a concurrency cap (a worker then claims ahead only as Claim.ahead claims)."""
 
     claims: list[Claim]
     next_due: float | None
@@ -53,13 +56,15 @@ DONE_KIND, FAIL_KIND, RETRY_KIND, HAND_BACK_KIND = "d", "f", "r", "b"
 
 class Settlement(NamedTuple):
     """The end of a claim: done (with its outcome), failed for good (outcome and failure
-    record), retried (after `delay` seconds) or handed back unfinished."""
+    record), retried (after `delay` seconds) or handed back unfinished. `passes_slot_to` names a
+    claim held ahead that started in this task's slot: the cap counts it from this settlement on."""
 
     claim: Claim
     kind: str
     outcome: bytes = b""
     record: bytes = b""
     delay: float = 0.0
+    passes_slot_to: str = ""
 
 
 @dataclass(frozen=True)
@@ -105,23 +110,28 @@ class Backend(ABC):
         lease: float,
         idle_for: float = 0.0,
         result_ttl: float = 0.0,
+        ahead: int = 0,
     ) -> tuple[list[bool], ClaimBatch]:
         """One atomic step of a worker: settle finished claims, then claim up to `want` more.
 
-        Each settlement is refused (False) unless its token still holds the lease. Claiming
-        promotes due delayed tasks, recurrent runs and expired leases first, then takes tasks
-        by priority, FIFO within one. A consumer that gets nothing says how long it will then
-        block in `wait`, so that new work wakes it. Outcomes are kept `result_ttl` seconds."""
+        Each settlement is refused (False) unless its token still holds the lease; a settlement's
+        `passes_slot_to` claim is counted by the cap from then on. Claiming promotes due delayed
+        tasks, recurrent runs and expired leases first, then takes tasks by priority, FIFO within
+        one. On a capped queue `want` is limited by the free slots, and up to `ahead` more are
+        claimed ahead (Claim.ahead, last in the batch); with no cap they add to `want`. A
+        consumer that gets nothing says how long it will then block in `wait`, so that new work
+        wakes it. Outcomes are kept `result_ttl` seconds."""
 
     def exchange_later(
-        self, queue: str, consumer: str, settlements: Sequence[Settlement], want: int, *options: float
+        self, queue: str, consumer: str, settlements: Sequence[Settlement], want: int, *options: float,
+        ahead: int = 0,
     ) -> Callable[[], tuple[list[bool | None], ClaimBatch]]:
         """`exchange` (`options`: lease, idle_for, result_ttl), sent now; the returned function waits
         for its result, so a worker can send the next exchange while the backend serves this one.
         Read results on the sending thread, in the order sent. Here the exchange runs at once.
         A backend that sent the exchange again after losing its reply reports a settlement the
         second attempt refused as None: the lost attempt may well have applied it."""
-        result = self.exchange(queue, consumer, settlements, want, *options)
+        result = self.exchange(queue, consumer, settlements, want, *options, ahead=ahead)
         return lambda: result
 
     @abstractmethod

@@ -45,6 +45,7 @@ class _Lease:
     token: int
     level: float
     entry: _Entry
+    ahead: bool = False  # claimed ahead on a capped queue: not counted by the cap until it starts
 
 
 @dataclass
@@ -57,6 +58,13 @@ class _Queue:
     failed: dict[str, tuple[float, _Entry, bytes]] = field(default_factory=dict)
     recurrent: dict[str, RecurrentRecord] = field(default_factory=dict)
     max_concurrency: int | None = None
+    ahead: int = 0  # leases held ahead
+
+    def release(self, task_id: str) -> _Lease:
+        """End the lease of `task_id` (which must be held)."""
+        held = self.leases.pop(task_id)
+        self.ahead -= held.ahead
+        return held
 
 
 class MemoryBackend(Backend):
@@ -109,34 +117,55 @@ class MemoryBackend(Backend):
         lease: float,
         idle_for: float = 0.0,
         result_ttl: float = 0.0,
+        ahead: int = 0,
     ) -> tuple[list[bool], ClaimBatch]:
         with self._changed:
             q, now = self._queue(queue), self.now()
+            for settlement in settlements if q.ahead else ():
+                started = q.leases.get(settlement.passes_slot_to)
+                if started is not None and started.ahead:
+                    started.ahead = False
+                    q.ahead -= 1
+                    q.state[settlement.passes_slot_to] = RUNNING
             applied = [self._settle_one(q, settlement, result_ttl, now) for settlement in settlements]
             if any(applied):
                 self._notify()
-            if want <= 0:
+            if want <= 0 and ahead <= 0:
                 return applied, ClaimBatch([], None, q.max_concurrency is not None)
-            return applied, self._claim(q, queue, consumer, want, lease, now)
+            return applied, self._claim(q, queue, consumer, want, ahead, lease, now)
 
-    def _claim(self, q: _Queue, queue: str, consumer: str, limit: int, lease: float, now: float) -> ClaimBatch:
+    def _claim(
+        self, q: _Queue, queue: str, consumer: str, limit: int, ahead: int, lease: float, now: float
+    ) -> ClaimBatch:
         self._promote(q, now)
         if q.max_concurrency is not None:
-            limit = min(limit, q.max_concurrency - len(q.leases))
-        claims = []
-        for level in sorted(q.ready, reverse=True):
-            entries = q.ready[level]
-            while entries and len(claims) < limit:
-                entry = entries.popleft()
-                token = next(self._ids)
-                q.leases[entry.task_id] = _Lease(now + lease, token, level, entry)
-                q.state[entry.task_id] = RUNNING
-                claims.append(Claim(queue, entry.task_id, token, entry.body, entry.failures, entry.crashes))
-            if not entries:
-                del q.ready[level]
+            limit = min(limit, q.max_concurrency - (len(q.leases) - q.ahead))
+        else:
+            limit, ahead = limit + ahead, 0
+        claims: list[Claim] = []
+        self._take(q, queue, limit, now + lease, False, claims)
+        self._take(q, queue, ahead, now + lease, True, claims)
         if not claims:
             self._seen.setdefault(consumer, self._generation)
         return ClaimBatch(claims, None if claims else self._next_due(q, now), q.max_concurrency is not None)
+
+    def _take(self, q: _Queue, queue: str, limit: int, deadline: float, ahead: bool, claims: list[Claim]) -> None:
+        """Lease up to `limit` ready tasks by priority, FIFO within one, onto `claims`."""
+        if limit <= 0:
+            return
+        taken = 0
+        for level in sorted(q.ready, reverse=True):
+            entries = q.ready[level]
+            while entries and taken < limit:
+                entry = entries.popleft()
+                token = next(self._ids)
+                q.leases[entry.task_id] = _Lease(deadline, token, level, entry, ahead)
+                q.state[entry.task_id] = QUEUED if ahead else RUNNING
+                claims.append(Claim(queue, entry.task_id, token, entry.body, entry.failures, entry.crashes, ahead))
+                taken += 1
+            if not entries:
+                del q.ready[level]
+        q.ahead += taken if ahead else 0
 
     def _promote(self, q: _Queue, now: float) -> None:
         """Move due delayed tasks, due recurrent runs and expired leases to ready."""
@@ -156,10 +185,10 @@ class MemoryBackend(Backend):
                 del q.recurrent[name]
             else:
                 q.recurrent[name] = RecurrentRecord(record.body, record.interval, repeats, record.stop, upcoming)
-        for task_id, held in list(q.leases.items()):
+        for task_id, held in reversed(list(q.leases.items())):  # each to the front: the last first
             if held.deadline <= now:
-                del q.leases[task_id]
-                held.entry.crashes += 1
+                q.release(task_id)
+                held.entry.crashes += not held.ahead  # one held ahead never started
                 q.ready.setdefault(held.level, deque()).appendleft(held.entry)
                 q.state[task_id] = QUEUED
 
@@ -205,7 +234,7 @@ class MemoryBackend(Backend):
         held = q.leases.get(claim.task_id)
         if held is None or held.token != claim.token:
             return False
-        del q.leases[claim.task_id]
+        q.release(claim.task_id)
         q.state.pop(claim.task_id, None)
         if settlement.kind == RETRY_KIND:
             held.entry.failures += 1
@@ -240,7 +269,7 @@ class MemoryBackend(Backend):
         with self._changed:
             q = self._queue(queue)
             queued = sum(len(entries) for entries in q.ready.values())
-            return Counts(len(q.scheduled), queued, len(q.leases), len(q.failed))
+            return Counts(len(q.scheduled), queued + q.ahead, len(q.leases) - q.ahead, len(q.failed))
 
     def failed(self, queue: str) -> dict[str, bytes]:
         with self._changed:

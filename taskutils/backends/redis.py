@@ -84,10 +84,10 @@ def level_name(priority: float) -> str:
     return "max" if priority == TOP else str(int(priority))
 
 
-def parse_envelope(queue: str, token: int, envelope: bytes) -> Claim:
+def parse_envelope(queue: str, token: int, envelope: bytes, ahead: bool = False) -> Claim:
     """A Claim from one envelope (see lua/_prelude.lua)."""
     task_id, failures, crashes, body = envelope.split(b"|", 3)
-    return Claim(queue, task_id.decode(), int(token), body, int(failures), int(crashes))
+    return Claim(queue, task_id.decode(), int(token), body, int(failures), int(crashes), ahead)
 
 
 class RedisBackend(Backend):
@@ -156,19 +156,22 @@ class RedisBackend(Backend):
         lease: float,
         idle_for: float = 0.0,
         result_ttl: float = 0.0,
+        ahead: int = 0,
     ) -> tuple[list[bool], ClaimBatch]:
-        args = _exchange_args(consumer, settlements, want, lease, idle_for, result_ttl)
-        return _exchange_result(queue, want, self._run("exchange", queue, args))
+        args = _exchange_args(consumer, settlements, want, ahead, lease, idle_for, result_ttl)
+        return _exchange_result(queue, want + ahead, self._run("exchange", queue, args))
 
     def exchange_later(
-        self, queue: str, consumer: str, settlements: Sequence[Settlement], want: int, *options: float
+        self, queue: str, consumer: str, settlements: Sequence[Settlement], want: int, *options: float,
+        ahead: int = 0,
     ) -> Callable[[], tuple[list[bool | None], ClaimBatch]]:
         """Pipelined on the thread's connection. A reply lost with the connection, or refused
         because the server lost its scripts, is made up for by running the exchange again through
         the pool (settling twice is harmless: a settled lease refuses the second; claims whose reply
         was lost come back when their lease expires)."""
-        args = _exchange_args(consumer, settlements, want, *options)
+        args = _exchange_args(consumer, settlements, want, ahead, *options)
         script, key = self._scripts["exchange"], prefix(queue)
+        want += ahead
 
         def again() -> tuple[list[bool], ClaimBatch]:
             return _exchange_result(queue, want, self._call("exchange", key, args, pooled=True))
@@ -392,11 +395,12 @@ def _script_source(name: str, helpers: Sequence[str]) -> str:
 
 
 def _exchange_args(
-    consumer: str, settlements: Sequence[Settlement], want: int, lease: float, idle_for: float = 0.0,
+    consumer: str, settlements: Sequence[Settlement], want: int, ahead: int, lease: float, idle_for: float = 0.0,
     result_ttl: float = 0.0,
 ) -> list[Any]:
     """ARGV of exchange.lua."""
-    args: list[Any] = [consumer, want, repr(lease), repr(idle_for), repr(result_ttl)]
+    started = "".join(settled.passes_slot_to for settled in settlements)
+    args: list[Any] = [consumer, want, repr(lease), repr(idle_for), repr(result_ttl), ahead, started]
     for settled in settlements:
         data = repr(settled.delay) if settled.kind == RETRY_KIND else settled.outcome
         args += [settled.kind, settled.claim.task_id, settled.claim.token, data, settled.record]
@@ -409,7 +413,8 @@ def _exchange_result(queue: str, want: int, reply: list[Any]) -> tuple[list[bool
     if want <= 0:
         return applied, ClaimBatch([], None)
     next_due = float(reply[1])
-    claims = [parse_envelope(queue, reply[i], reply[i + 1]) for i in range(3, len(reply), 2)]
+    first_ahead = len(reply) - 2 * reply[3]
+    claims = [parse_envelope(queue, reply[i], reply[i + 1], i >= first_ahead) for i in range(4, len(reply), 2)]
     return applied, ClaimBatch(claims, None if next_due < 0 else next_due, reply[2] == 1)
 
 

@@ -48,14 +48,41 @@ local function seconds_to_next_due(now)
   return '-1'
 end
 
--- Promote due work, then hand up to `limit` ready tasks to one consumer under a lease.
+-- pop up to `limit` ready tasks by priority, FIFO within one, leased until `deadline` (see
+-- lease_batch); returns how many
+local function take_ready(limit, deadline, taken, out)
+  local count = 0
+  while count < limit do
+    local top = redis.call('ZRANGE', P .. 'prios', 0, 0)[1]
+    if not top then break end
+    local level = top
+    if not valid_level(level) then level = '0' end -- a list no enqueue made: its items count as priority 0
+    local key = P .. 'ready:' .. top
+    local items = redis.call('LPOP', key, math.min(limit - count, 500))
+    if items then
+      lease_batch(items, level, deadline, taken, out)
+      count = count + #items
+    end
+    if redis.call('EXISTS', key) == 0 then
+      redis.call('ZREM', P .. 'prios', top)
+    end
+  end
+  return count
+end
+
+-- Promote due work, then hand up to `limit` ready tasks to one consumer under a lease. On a capped
+-- queue, `limit` counts only free slots; up to `ahead` more are then claimed ahead: leased like the
+-- others, but not counted by the cap (they are in the `ahead` set) and queued in state, as they
+-- start only in the slot of a task the consumer finished (see settle_and_claim in exchange.lua).
+-- On a queue with no cap, `ahead` adds to `limit`.
 -- Returns {seconds until the next due time or "-1" (always "-1" when it claimed something),
 --          1 if the queue is capped else 0,
+--          how many of the claims (the last ones) are held ahead,
 --          token1, envelope1, token2, envelope2, ...}
-local function claim(consumer, limit, lease, idle_for, now)
+local function claim(consumer, limit, ahead, lease, idle_for, now)
   local idle_member = consumer .. '|' .. lease
   redis.call('ZREM', P .. 'idle', idle_member)
-  local out = {'-1', 0}
+  local out = {'-1', 0, 0}
 
   -- tasks an enqueue handed straight to this consumer (see hand_off in _prelude.lua) that it did
   -- not take from its wake list while waiting: back to the front of their level, to be claimed
@@ -115,51 +142,54 @@ local function claim(consumer, limit, lease, idle_for, now)
   end
 
   -- leases that expired: their worker died or stalled; the task goes back to the front of its
-  -- level (it was already due) with one more crash
+  -- level (it was already due) with one more crash, unless it was held ahead and never started
   local expired = redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', lease_score(now), 'LIMIT', 0, 1000)
-  for _, id in ipairs(expired) do
+  local unstarted = {}
+  if #expired > 0 and redis.call('EXISTS', P .. 'ahead') == 1 then
+    unstarted = redis.call('SMISMEMBER', P .. 'ahead', unpack(expired))
+    drop_ahead(expired)
+  end
+  for k = #expired, 1, -1 do -- each to the front: the last first, so that they keep their order
+    local id = expired[k]
     local held = redis.call('HGET', P .. 'inflight', id)
     redis.call('ZREM', P .. 'leases', id)
     if held then
       local _, level, envelope = inflight_fields(held)
       local task_id, failures, crashes, body = envelope_fields(envelope)
-      push_ready(level, envelope_of(task_id, failures, crashes + 1, body), true)
+      if unstarted[k] ~= 1 then crashes = crashes + 1 end
+      push_ready(level, envelope_of(task_id, failures, crashes, body), true)
       promoted = promoted + 1
       redis.call('HDEL', P .. 'inflight', id)
     end
   end
 
-  -- the fleet-wide cap: running tasks are the leases
+  -- the fleet-wide cap: running tasks are the leases not held ahead
   local cap = redis.call('HGET', P .. 'config', 'max_concurrency')
-  local capped = 0
   if cap then
-    capped = 1
-    limit = math.min(limit, tonumber(cap) - redis.call('ZCARD', P .. 'leases'))
+    out[2] = 1
+    limit = math.min(limit, tonumber(cap) - counted_leases())
+  else
+    limit, ahead = limit + ahead, 0
   end
 
-  out[2] = capped
-  local taken = {} -- ids leased by this call
-  while limit > 0 do
-    local top = redis.call('ZRANGE', P .. 'prios', 0, 0)[1]
-    if not top then break end
-    local level = top
-    if not valid_level(level) then level = '0' end -- a list no enqueue made: its items count as priority 0
-    local key = P .. 'ready:' .. top
-    local items = redis.call('LPOP', key, math.min(limit, 500))
-    if items then
-      lease_batch(items, level, now + lease, taken, out)
-      limit = limit - #items
-    end
-    if redis.call('EXISTS', key) == 0 then
-      redis.call('ZREM', P .. 'prios', top)
+  local taken, deadline = {}, now + lease -- ids leased by this call
+  take_ready(limit, deadline, taken, out)
+  if ahead > 0 then
+    local first = #out + 2
+    out[3] = take_ready(ahead, deadline, taken, out)
+    if out[3] > 0 then
+      local ids = {}
+      for i = first, #out, 2 do ids[#ids + 1] = string.sub(out[i], 1, 12) end
+      call_in_chunks('SADD', P .. 'ahead', ids)
+      set_states(ids, 'q')
     end
   end
-  if #out == 2 then
+  if #out == 3 then
     redis.call('ZADD', P .. 'idle', now + idle_for, idle_member)
   end
   -- work this call made ready but did not take goes to the other idle consumers
   if promoted > 0 and redis.call('EXISTS', P .. 'prios') == 1 then wake(promoted, now) end
 
-  if #out == 2 then out[1] = seconds_to_next_due(now) end
+  if #out == 3 then out[1] = seconds_to_next_due(now) end
   return out
 end

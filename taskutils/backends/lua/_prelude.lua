@@ -8,6 +8,7 @@
 --   scheduled  = ZSET member <level> "|" <envelope>, score = due time
 --   inflight   = HASH field <id>, value <token> "|" <level> "|" <envelope>
 --   failed     = HASH field <id>, value <level> "|" <envelope> (failed_info holds the reason)
+--   ahead      = SET of the ids of claims held ahead on a capped queue (see _claim.lua)
 --   state      = task states live in small hashes of STATE_BUCKET ids each, "state:<id // 64 in hex>",
 --                field <id % 64>: Redis keeps hashes that small as compact listpacks (a few bytes a
 --                task instead of ~60 in one big hash), and an emptied bucket disappears
@@ -110,6 +111,16 @@ local function wake(n, now)
   end
 end
 
+-- the leases a queue's cap counts: all but the claims held ahead, which wait for a slot (_claim.lua)
+local function counted_leases()
+  return redis.call('ZCARD', P .. 'leases') - redis.call('SCARD', P .. 'ahead')
+end
+
+-- ids no longer held ahead: they took a finished task's slot, or their lease ended
+local function drop_ahead(ids)
+  if #ids > 0 and redis.call('EXISTS', P .. 'ahead') == 1 then call_in_chunks('SREM', P .. 'ahead', ids) end
+end
+
 -- lease a new ready task straight to a consumer blocked in wait(), pushing the claim on its own
 -- wake list: it starts without another round trip. Only when nothing else is ready (so priority
 -- and FIFO order hold) and the cap allows. Returns true if handed off.
@@ -120,7 +131,7 @@ local function hand_off(level, envelope)
   local member = redis.call('ZRANGE', P .. 'idle', -1, -1)[1]
   if not member then return false end
   local cap = redis.call('HGET', P .. 'config', 'max_concurrency')
-  if cap and redis.call('ZCARD', P .. 'leases') >= tonumber(cap) then return false end
+  if cap and counted_leases() >= tonumber(cap) then return false end
   local bar = string.find(member, '|[^|]*$')
   local consumer, lease = string.sub(member, 1, bar - 1), tonumber(string.sub(member, bar + 1))
   if not lease then return false end

@@ -69,6 +69,7 @@ local function settle(from, now, ttl)
   if #released > 0 then
     call_in_chunks('HDEL', P .. 'inflight', released)
     call_in_chunks('ZREM', P .. 'leases', released)
+    drop_ahead(released)
     drop_states(finished)
   end
   return table.concat(applied)

@@ -1,21 +1,34 @@
 -- One round trip of a worker: settle the tasks it finished, then claim up to `want` more.
 -- KEYS[1] - queue prefix (see _prelude.lua)
 -- ARGV[1] - consumer id
--- ARGV[2] - most tasks to claim (0: settle only)
+-- ARGV[2] - most tasks to claim into free slots (0: settle only)
 -- ARGV[3] - lease seconds (the visibility timeout)
 -- ARGV[4] - seconds the consumer will block in wait() if it gets nothing
 -- ARGV[5] - seconds to keep outcomes (0: not kept)
+-- ARGV[6] - most tasks to claim ahead on a capped queue (see claim() in _claim.lua)
+-- ARGV[7] - the ids (12 characters each, joined) of claims held ahead that the consumer started,
+--           each in the slot of a task it settles in this call: the cap counts them from now on
 -- ARGV    - then groups of 5 per settlement: kind, task id, token, data, failure record
 --           kind "d" done (data: outcome), "f" failed for good (data: outcome; record),
 --           "r" retry (data: delay seconds), "b" hand back (data unused)
 -- returns   {applied: one "1"/"0" per settlement, as one string;
 --            then what claim() returns (see _claim.lua)}
 local now = clock()
-local applied = settle(6, now, tonumber(ARGV[5]))
-local want = tonumber(ARGV[2])
+local started = ARGV[7]
+if started ~= '' and redis.call('EXISTS', P .. 'ahead') == 1 then
+  local ids, held = {}, {}
+  for i = 1, #started, 12 do ids[#ids + 1] = string.sub(started, i, i + 11) end
+  for k, member in ipairs(redis.call('SMISMEMBER', P .. 'ahead', unpack(ids))) do
+    if member == 1 then held[#held + 1] = ids[k] end -- else its lease ended: it is not this consumer's
+  end
+  drop_ahead(held)
+  set_states(held, 'r')
+end
+local applied = settle(8, now, tonumber(ARGV[5]))
+local want, ahead = tonumber(ARGV[2]), tonumber(ARGV[6])
 local out = {applied}
-if want > 0 then
-  for _, item in ipairs(claim(ARGV[1], want, tonumber(ARGV[3]), tonumber(ARGV[4]), now)) do
+if want > 0 or ahead > 0 then
+  for _, item in ipairs(claim(ARGV[1], want, ahead, tonumber(ARGV[3]), tonumber(ARGV[4]), now)) do
     out[#out + 1] = item
   end
 end
