@@ -98,7 +98,7 @@ class Worker:
         self._inbox: queue_module.SimpleQueue[InboxItem] = queue_module.SimpleQueue()
         self._slots_waiting = 0  # claims not held ahead that no runner has started yet
         self._ahead_held = 0  # claims held ahead (Claim.ahead) not started yet
-        self._ahead: deque[Claim] = deque()  # of which those waiting for the next runner that finishes a task
+        self._ahead: deque[tuple[float, Claim]] = deque()  # of which those waiting for a runner to finish a task, since when
         self._pacer = RunnerPacer(settings.threads, pin=pin)
         self._unpark: queue_module.SimpleQueue[None] = queue_module.SimpleQueue()  # wakes a parked runner
         self._settled: queue_module.SimpleQueue[Settlement] = queue_module.SimpleQueue()
@@ -231,17 +231,12 @@ class Worker:
 
     def _startable(self, claim: Claim) -> Claim | None:
         """A claim from the inbox, if this runner may start it. One held ahead needs the slot of a
-        task that finishes here: it waits for the next runner to finish one, or goes back to the
-        queue if none runs here (it would wait for good)."""
+        task that finishes here: it waits for the next runner to finish one (see _unstick)."""
         if not claim.ahead or self._stopping.is_set():
             return claim
         with self._state:
-            if self._pacer.running or self._slots_waiting:
-                self._ahead.append(claim)
-                return None
-            self._ahead_held -= 1
-        self._settled.put(Settlement(claim, HAND_BACK_KIND))
-        self._poke()
+            self._ahead.append((time.monotonic(), claim))
+        self._unstick()
         return None
 
     def _run(self, runner: int, claim: Claim) -> list[InboxItem]:
@@ -298,7 +293,7 @@ class Worker:
         with self._state:
             if self._ahead:
                 self._ahead_held -= 1
-                return self._ahead.popleft(), []
+                return self._ahead.popleft()[1], []
         try:
             item = self._inbox.get_nowait()
         except queue_module.Empty:
@@ -310,11 +305,16 @@ class Worker:
         return None, [item]
 
     def _unstick(self) -> None:
-        """Hand back the claims held ahead that wait for a slot when no task here will free one."""
+        """Hand back the claims held ahead that wait for a slot when no task here will free one
+        soon: none runs or is about to start, or the oldest has waited STALL_SECONDS (a long task
+        holds the slot). Back at the front of the queue, they take the next free slot anywhere."""
+        now = time.monotonic()
         with self._state:
-            if self._pacer.running or self._slots_waiting:
+            if not self._ahead:
                 return
-            stuck = list(self._ahead)
+            if (self._pacer.running or self._slots_waiting) and now - self._ahead[0][0] < STALL_SECONDS:
+                return
+            stuck = [claim for _, claim in self._ahead]
             self._ahead.clear()
             self._ahead_held -= len(stuck)
         for claim in stuck:
@@ -371,6 +371,8 @@ class Worker:
     def exchange_once(self) -> int:
         """Send finished claims and claim more in one round trip per queue, or wait; returns tasks claimed."""
         self._wakeup.clear()
+        if self._ahead:
+            self._unstick()
         while not self._settled.empty():
             if not self._unsent:
                 self._unsent_since = time.monotonic()

@@ -10,6 +10,7 @@ import pytest
 from taskutils import PayloadError, Task, TaskHandler
 from taskutils.backends.base import DONE_KIND, HAND_BACK_KIND, NewTask, Settlement
 from taskutils.config import Settings
+from taskutils.pacing import STALL_SECONDS
 from taskutils.worker import Worker, allow_all
 
 from . import jobs
@@ -177,22 +178,28 @@ def test_short_tasks_on_a_capped_queue_start_claims_held_ahead_in_the_slots_they
     assert len(exchanges.slots_passed) > 100, exchanges.sent
 
 
-def test_claims_ahead_go_back_when_no_task_here_would_free_a_slot(backend):
-    """Held ahead with nothing running or about to start here, they would wait for good."""
+def test_claims_ahead_go_back_when_no_task_here_would_free_a_slot_soon(backend):
+    """Held ahead with nothing running or about to start here, they would wait for good; behind
+    a long task, for as long as it runs."""
     backend.set_max_concurrency("default", 1)
-    backend.enqueue("default", [NewTask(Task(jobs.add, (1, 2)).encode()) for _ in range(3)])
+    backend.enqueue("default", [NewTask(Task(jobs.add, (1, 2)).encode()) for _ in range(4)])
     worker = Worker(backend, Settings.build(threads=2, sleep_seconds=0.5), allow_all)
-    slot, first, second = backend.exchange("default", worker.consumer, [], 1, 30, ahead=2)[1].claims
-    worker._hand_out([slot, first, second])
+    slot, first, second, third = backend.exchange("default", worker.consumer, [], 1, 30, ahead=3)[1].claims
+    worker._hand_out([slot, first, second, third])
     assert worker._inbox.get() == slot
-    assert worker._startable(worker._inbox.get()) is None and list(worker._ahead) == [first]  # slot will start
+    assert worker._startable(worker._inbox.get()) is None and [c for _, c in worker._ahead] == [first]  # slot will start
     settlement, _ = worker._execute(0, slot)  # the runner that ran it took no successor (say it parked)
     worker._unstick()
     assert worker._startable(worker._inbox.get()) is None and not worker._ahead
     assert [worker._settled.get_nowait().claim for _ in range(2)] == [first, second]  # handed back
-    back = [Settlement(first, HAND_BACK_KIND), Settlement(second, HAND_BACK_KIND)]
+    worker._pacer.started(0, time.monotonic())  # a task runs here, and goes on running
+    assert worker._startable(worker._inbox.get()) is None and worker._settled.empty()  # waits for its slot ...
+    worker._ahead[0] = (time.monotonic() - STALL_SECONDS, third)
+    worker._unstick()
+    assert worker._settled.get_nowait().claim == third and not worker._ahead  # ... for STALL_SECONDS at most
+    back = [Settlement(claim, HAND_BACK_KIND) for claim in (first, second, third)]
     applied, _ = backend.exchange("default", worker.consumer, [settlement, *back], 0, 30)
-    assert applied == [True] * 3 and backend.counts("default").queued == 2
+    assert applied == [True] * 4 and backend.counts("default").queued == 3
 
 
 def test_short_tasks_finishing_one_by_one_share_round_trips(make_handler, backend):
