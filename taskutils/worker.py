@@ -245,13 +245,16 @@ class Worker:
         while True:
             settlement, park = self._execute(runner, claim)
             successor, taken = None, []
-            if settlement is not None and not park and self._ahead_held and settlement.kind != HAND_BACK_KIND:
+            if (  # _ahead_held read without the lock: a claim ahead handed out meanwhile waits for the next task
+                self._ahead_held and settlement is not None and not park and settlement.kind != HAND_BACK_KIND
+                and not self._stopping.is_set()
+            ):
                 successor, taken = self._successor()
             elif self._ahead:
                 self._unstick()
             if settlement is not None:
                 if successor is not None:
-                    settlement = settlement._replace(passes_slot_to=successor.task_id)
+                    settlement = settlement._replace(passes_slot_to=successor)
                 self._settled.put(settlement)
             ready = self._stopping.is_set() or self._batch_ready()
             self._poke(wake_local=ready)  # else it comes within GATHER_SECONDS by itself
@@ -312,7 +315,7 @@ class Worker:
         with self._state:
             if not self._ahead:
                 return
-            if (self._pacer.running or self._slots_waiting) and now - self._ahead[0][0] < STALL_SECONDS:
+            if (self._pacer.running > 0 or self._slots_waiting > 0) and now - self._ahead[0][0] < STALL_SECONDS:
                 return
             stuck = [claim for _, claim in self._ahead]
             self._ahead.clear()
@@ -384,8 +387,8 @@ class Worker:
         if self._in_flight is None:  # pause() and stop() rest between exchanges: none registers this worker idle after them
             self._exchanging.acquire()
         try:
-            want, ahead = self._room(settling=len(self._unsent))
-            nothing_to_do = not self._unsent and want == ahead == 0 and self._in_flight is None
+            want, ahead = self._room(settling=len(self._unsent))  # claims ahead only go along with the rest
+            nothing_to_do = not self._unsent and want == 0 and self._in_flight is None
             if not nothing_to_do:
                 claimed, next_due = self._exchange_queues(want, ahead)
         finally:
@@ -394,8 +397,8 @@ class Worker:
         if nothing_to_do:  # while claims are held, look for their settlements every GATHER_SECONDS
             self._wakeup.wait(GATHER_SECONDS if self._held else self.settings.sleep_seconds)
             return 0
-        if want + ahead > 0 and claimed == 0 and not self._unsent and self._in_flight is None:
-            self._block(next_due)
+        if want > 0 and claimed == 0 and not self._unsent and self._in_flight is None:
+            self._block(min(next_due, STALL_SECONDS) if self._ahead else next_due)  # see _unstick
         return claimed
 
     def _gather_seconds(self) -> float:
@@ -420,9 +423,9 @@ class Worker:
         sent_here = False
         for name in dict.fromkeys([*self.settings.queues, *by_queue]):
             settling, ask = by_queue.get(name, []), want - claimed if name in self.settings.queues else 0
-            ask_ahead = ahead if name in self.settings.queues else 0
-            if not settling and ask <= 0 and ask_ahead <= 0:
+            if not settling and ask <= 0:
                 continue
+            ask_ahead = ahead if name in self.settings.queues else 0
             try:
                 result = self.backend.exchange_later(
                     name, self.consumer, settling, ask, self.settings.visibility_timeout,
@@ -600,7 +603,7 @@ class Worker:
                 self.backend.release(woken)
                 return None
             return woken
-        if woken is not None and self._room() == 0:
+        if woken is not None and self._room()[0] == 0:
             self.backend.nudge(woken)  # this token was meant for a worker that will claim
         return None
 

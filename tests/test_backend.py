@@ -53,7 +53,7 @@ def test_claims_ahead_wait_for_a_slot_outside_the_cap(backend):
     assert [backend.status("q", claim.task_id)[0] for claim in claims] == ["running"] * 2 + ["queued"] * 3
     assert backend.claim("q", "c2", 2, 30).claims == []  # the slots are taken; the cap ignores claims ahead
     first, second, ahead = claims[0], claims[1], claims[2:]
-    passed = Settlement(first, DONE_KIND, passes_slot_to=ahead[0].task_id)  # ahead[0] started in first's slot
+    passed = Settlement(first, DONE_KIND, passes_slot_to=ahead[0])  # ahead[0] started in first's slot
     assert backend.exchange("q", "c1", [passed], 0, 30)[0] == [True]
     assert backend.status("q", ahead[0].task_id)[0] == "running"
     assert backend.counts("q").running == 2 and backend.claim("q", "c2", 2, 30).claims == []
@@ -61,9 +61,18 @@ def test_claims_ahead_wait_for_a_slot_outside_the_cap(backend):
     assert [claim.task_id for claim in backend.claim("q", "c2", 2, 30).claims] == ids[5:6]
     assert backend.release(ahead[1])  # handed back: back to the front, and no longer ahead
     assert backend.counts("q") == Counts(0, 1 + 1 + 1, 2, 0)
-    late = Settlement(ahead[0], DONE_KIND, passes_slot_to=ahead[1].task_id)  # no longer held: not counted
+    late = Settlement(ahead[0], DONE_KIND, passes_slot_to=ahead[1])  # no longer held: not counted
     assert backend.exchange("q", "c1", [late], 0, 30)[0] == [True]
     assert backend.status("q", ahead[1].task_id)[0] == "queued" and backend.counts("q").running == 1
+
+
+def test_asking_only_for_claims_ahead_does_not_make_a_consumer_idle(backend):
+    """Its slots are busy: new work must go to a consumer that asked for free slots."""
+    backend.set_max_concurrency("q", 2)
+    assert backend.exchange("q", "c1", [], 0, 30, idle_for=10, ahead=2)[1].claims == []
+    backend.enqueue("q", [NewTask(BODY)])
+    assert backend.counts("q") == Counts(0, 1, 0, 0)  # queued, not handed to c1
+    assert backend.exchange("q", "c2", [], 1, 30, idle_for=10)[1].claims != []
 
 
 def test_claims_ahead_count_as_claims_on_a_queue_with_no_cap(backend):
@@ -76,12 +85,15 @@ def test_claims_ahead_count_as_claims_on_a_queue_with_no_cap(backend):
 def test_an_expired_claim_ahead_frees_nothing_and_holds_nothing(backend):
     backend.set_max_concurrency("q", 1)
     backend.enqueue("q", [NewTask(BODY) for _ in range(3)])
-    assert len(backend.exchange("q", "c1", [], 1, 0.2, ahead=2)[1].claims) == 3
-    again = wait_for(lambda: backend.claim("q", "c2", 5, 30).claims, what="redelivery")
-    assert len(again) == 1 and again[0].crashes == 1  # one slot: the cap counts no stale claim ahead
+    old_slot, old_ahead, _ = backend.exchange("q", "c1", [], 1, 0.2, ahead=2)[1].claims
+    again = wait_for(lambda: backend.exchange("q", "c2", [], 5, 30, ahead=1)[1].claims, what="redelivery")
+    assert [(claim.ahead, claim.crashes) for claim in again] == [(False, 1), (True, 1)]  # one slot: no stale claim ahead counted
     assert backend.counts("q") == Counts(0, 2, 1, 0)
+    stale = Settlement(old_slot, DONE_KIND, passes_slot_to=old_ahead)  # c1 came back after its leases expired
+    assert backend.exchange("q", "c1", [stale], 0, 30)[0] == [False]
+    assert backend.counts("q") == Counts(0, 2, 1, 0)  # c2's claim ahead of the same task is still not counted
     assert backend.ack(again[0], b"", 0)
-    assert [claim.crashes for claim in backend.claim("q", "c2", 5, 30).claims] == [0]  # never started: no crash
+    assert [claim.crashes for claim in backend.claim("q", "c3", 5, 30).claims] == [1]  # the third: it may have started
 
 
 def test_exchanges_sent_ahead_are_served_in_the_order_sent(backend):

@@ -103,7 +103,7 @@ class ExchangeTrace:
     def traced(self, queue, consumer, settlements, want, *options, ahead=0):
         number = len(self.sent)
         self.sent.append((len(settlements), want + ahead))
-        self.slots_passed += [settled.passes_slot_to for settled in settlements if settled.passes_slot_to]
+        self.slots_passed += [settled.passes_slot_to for settled in settlements if settled.passes_slot_to]  # claims
         self.events.append(("send", number))
         result = self.exchange_later(queue, consumer, settlements, want, *options, ahead=ahead)
 
@@ -200,6 +200,19 @@ def test_claims_ahead_go_back_when_no_task_here_would_free_a_slot_soon(backend):
     back = [Settlement(claim, HAND_BACK_KIND) for claim in (first, second, third)]
     applied, _ = backend.exchange("default", worker.consumer, [settlement, *back], 0, 30)
     assert applied == [True] * 4 and backend.counts("default").queued == 3
+
+
+def test_a_wake_token_a_worker_cannot_use_goes_on_to_another(backend, monkeypatch):
+    """A worker with every thread busy (claims ahead aside) passes it on instead of swallowing it."""
+    backend.set_max_concurrency("default", 4)
+    backend.enqueue("default", [NewTask(Task(jobs.add, (1, 2)).encode()) for _ in range(2)])
+    worker = Worker(backend, Settings.build(threads=2, sleep_seconds=0.5), allow_all)
+    worker._capped, worker._seconds_per_task = True, 0.001  # short tasks: it would claim ahead
+    worker._hand_out(backend.claim("default", worker.consumer, 2, 30).claims)
+    nudged = []
+    monkeypatch.setattr(backend, "nudge", nudged.append)
+    assert worker._room()[0] == 0 and worker._room()[1] > 0
+    assert worker._taken("default") is None and nudged == ["default"]
 
 
 def test_short_tasks_finishing_one_by_one_share_round_trips(make_handler, backend):

@@ -56,15 +56,16 @@ DONE_KIND, FAIL_KIND, RETRY_KIND, HAND_BACK_KIND = "d", "f", "r", "b"
 
 class Settlement(NamedTuple):
     """The end of a claim: done (with its outcome), failed for good (outcome and failure
-    record), retried (after `delay` seconds) or handed back unfinished. `passes_slot_to` names a
-    claim held ahead that started in this task's slot: the cap counts it from this settlement on."""
+    record), retried (after `delay` seconds) or handed back unfinished. `passes_slot_to` is a
+    claim held ahead that started in this task's slot: the cap counts it from this settlement on,
+    if its lease is still held."""
 
     claim: Claim
     kind: str
     outcome: bytes = b""
     record: bytes = b""
     delay: float = 0.0
-    passes_slot_to: str = ""
+    passes_slot_to: Claim | None = None
 
 
 @dataclass(frozen=True)

@@ -122,11 +122,12 @@ class MemoryBackend(Backend):
         with self._changed:
             q, now = self._queue(queue), self.now()
             for settlement in settlements if q.ahead else ():
-                started = q.leases.get(settlement.passes_slot_to)
-                if started is not None and started.ahead:
+                passed = settlement.passes_slot_to
+                started = q.leases.get(passed.task_id) if passed is not None else None
+                if started is not None and started.ahead and started.token == passed.token:
                     started.ahead = False
                     q.ahead -= 1
-                    q.state[settlement.passes_slot_to] = RUNNING
+                    q.state[passed.task_id] = RUNNING
             applied = [self._settle_one(q, settlement, result_ttl, now) for settlement in settlements]
             if any(applied):
                 self._notify()
@@ -185,12 +186,12 @@ class MemoryBackend(Backend):
                 del q.recurrent[name]
             else:
                 q.recurrent[name] = RecurrentRecord(record.body, record.interval, repeats, record.stop, upcoming)
-        for task_id, held in reversed(list(q.leases.items())):  # each to the front: the last first
-            if held.deadline <= now:
-                q.release(task_id)
-                held.entry.crashes += not held.ahead  # one held ahead never started
-                q.ready.setdefault(held.level, deque()).appendleft(held.entry)
-                q.state[task_id] = QUEUED
+        expired = sorted((held.deadline, task_id) for task_id, held in q.leases.items() if held.deadline <= now)
+        for _, task_id in reversed(expired):  # each to the front: the last first, so they keep their order
+            held = q.release(task_id)
+            held.entry.crashes += 1
+            q.ready.setdefault(held.level, deque()).appendleft(held.entry)
+            q.state[task_id] = QUEUED
 
     @staticmethod
     def _next_due(q: _Queue, now: float) -> float | None:

@@ -6,7 +6,8 @@ Keys of queue Q all start with "tu:{Q}:" (one hash tag, so one Cluster slot):
     prios          ZSET   levels that have ready tasks, score = -priority
     scheduled      ZSET   "<level>|<envelope>" of delayed tasks, score = due time
     state:<bucket> HASH   task id % 64 -> s(cheduled) / q(ueued) / r(unning), for ids id // 64 == bucket (hex)
-    leases         ZSET   running task ids, score = lease deadline in whole ms (also the concurrency semaphore)
+    leases         ZSET   claimed task ids, score = lease deadline in whole ms (the concurrency semaphore, less `ahead`)
+    ahead          SET    ids of claims held ahead of the cap, not counted by it (see lua/_claim.lua)
     inflight       HASH   running task id -> "<token>|<level>|<envelope>"
     result:<id>    STRING outcome record (msgpack), expires after result_ttl
     failed         HASH   task id -> "<level>|<envelope>" of a task failed for good, kept until purged
@@ -399,7 +400,9 @@ def _exchange_args(
     result_ttl: float = 0.0,
 ) -> list[Any]:
     """ARGV of exchange.lua."""
-    started = "".join(settled.passes_slot_to for settled in settlements)
+    started = " ".join(
+        f"{settled.passes_slot_to.task_id}:{settled.passes_slot_to.token}" for settled in settlements if settled.passes_slot_to
+    )
     args: list[Any] = [consumer, want, repr(lease), repr(idle_for), repr(result_ttl), ahead, started]
     for settled in settlements:
         data = repr(settled.delay) if settled.kind == RETRY_KIND else settled.outcome

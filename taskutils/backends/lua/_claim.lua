@@ -73,13 +73,14 @@ end
 -- Promote due work, then hand up to `limit` ready tasks to one consumer under a lease. On a capped
 -- queue, `limit` counts only free slots; up to `ahead` more are then claimed ahead: leased like the
 -- others, but not counted by the cap (they are in the `ahead` set) and queued in state, as they
--- start only in the slot of a task the consumer finished (see settle_and_claim in exchange.lua).
--- On a queue with no cap, `ahead` adds to `limit`.
+-- start only in the slot of a task the consumer finished (see exchange.lua). On a queue with no
+-- cap, `ahead` adds to `limit`. A consumer that asked for no free slot is not registered idle.
 -- Returns {seconds until the next due time or "-1" (always "-1" when it claimed something),
 --          1 if the queue is capped else 0,
 --          how many of the claims (the last ones) are held ahead,
 --          token1, envelope1, token2, envelope2, ...}
 local function claim(consumer, limit, ahead, lease, idle_for, now)
+  local asked = limit
   local idle_member = consumer .. '|' .. lease
   redis.call('ZREM', P .. 'idle', idle_member)
   local out = {'-1', 0, 0}
@@ -142,13 +143,10 @@ local function claim(consumer, limit, ahead, lease, idle_for, now)
   end
 
   -- leases that expired: their worker died or stalled; the task goes back to the front of its
-  -- level (it was already due) with one more crash, unless it was held ahead and never started
+  -- level (it was already due) with one more crash. A claim held ahead counts one too: it may
+  -- have started in a finished task's slot before its worker could say so.
   local expired = redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', lease_score(now), 'LIMIT', 0, 1000)
-  local unstarted = {}
-  if #expired > 0 and redis.call('EXISTS', P .. 'ahead') == 1 then
-    unstarted = redis.call('SMISMEMBER', P .. 'ahead', unpack(expired))
-    drop_ahead(expired)
-  end
+  drop_ahead(expired)
   for k = #expired, 1, -1 do -- each to the front: the last first, so that they keep their order
     local id = expired[k]
     local held = redis.call('HGET', P .. 'inflight', id)
@@ -156,8 +154,7 @@ local function claim(consumer, limit, ahead, lease, idle_for, now)
     if held then
       local _, level, envelope = inflight_fields(held)
       local task_id, failures, crashes, body = envelope_fields(envelope)
-      if unstarted[k] ~= 1 then crashes = crashes + 1 end
-      push_ready(level, envelope_of(task_id, failures, crashes, body), true)
+      push_ready(level, envelope_of(task_id, failures, crashes + 1, body), true)
       promoted = promoted + 1
       redis.call('HDEL', P .. 'inflight', id)
     end
@@ -184,7 +181,7 @@ local function claim(consumer, limit, ahead, lease, idle_for, now)
       set_states(ids, 'q')
     end
   end
-  if #out == 3 then
+  if #out == 3 and asked > 0 then
     redis.call('ZADD', P .. 'idle', now + idle_for, idle_member)
   end
   -- work this call made ready but did not take goes to the other idle consumers

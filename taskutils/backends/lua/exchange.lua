@@ -6,23 +6,28 @@
 -- ARGV[4] - seconds the consumer will block in wait() if it gets nothing
 -- ARGV[5] - seconds to keep outcomes (0: not kept)
 -- ARGV[6] - most tasks to claim ahead on a capped queue (see claim() in _claim.lua)
--- ARGV[7] - the ids (12 characters each, joined) of claims held ahead that the consumer started,
---           each in the slot of a task it settles in this call: the cap counts them from now on
+-- ARGV[7] - "<id>:<token>" of each claim held ahead that the consumer started in the slot of a
+--           task it settles in this call, space-separated: the cap counts them from now on, if
+--           that token still holds the lease
 -- ARGV    - then groups of 5 per settlement: kind, task id, token, data, failure record
 --           kind "d" done (data: outcome), "f" failed for good (data: outcome; record),
 --           "r" retry (data: delay seconds), "b" hand back (data unused)
 -- returns   {applied: one "1"/"0" per settlement, as one string;
 --            then what claim() returns (see _claim.lua)}
 local now = clock()
-local started = ARGV[7]
-if started ~= '' and redis.call('EXISTS', P .. 'ahead') == 1 then
-  local ids, held = {}, {}
-  for i = 1, #started, 12 do ids[#ids + 1] = string.sub(started, i, i + 11) end
-  for k, member in ipairs(redis.call('SMISMEMBER', P .. 'ahead', unpack(ids))) do
-    if member == 1 then held[#held + 1] = ids[k] end -- else its lease ended: it is not this consumer's
+local passed = {}
+if ARGV[7] ~= '' and redis.call('EXISTS', P .. 'ahead') == 1 then
+  local ids, tokens = {}, {}
+  for id, token in string.gmatch(ARGV[7], '(%x+):(%d+)') do
+    ids[#ids + 1], tokens[#tokens + 1] = id, token
   end
-  drop_ahead(held)
-  set_states(held, 'r')
+  local ahead = redis.call('SMISMEMBER', P .. 'ahead', unpack(ids))
+  local held = redis.call('HMGET', P .. 'inflight', unpack(ids))
+  for k, id in ipairs(ids) do -- else its lease ended: it is no longer this consumer's claim
+    if ahead[k] == 1 and held[k] and inflight_fields(held[k]) == tokens[k] then passed[#passed + 1] = id end
+  end
+  drop_ahead(passed)
+  set_states(passed, 'r')
 end
 local applied = settle(8, now, tonumber(ARGV[5]))
 local want, ahead = tonumber(ARGV[2]), tonumber(ARGV[6])
@@ -32,6 +37,8 @@ if want > 0 or ahead > 0 then
     out[#out + 1] = item
   end
 end
--- freed slots or work put back may let idle consumers take something
-if string.find(applied, '1', 1, true) and redis.call('EXISTS', P .. 'prios') == 1 then wake(#applied, now) end
+-- freed slots (less those passed on) or work put back may let idle consumers take something
+if #applied > #passed and string.find(applied, '1', 1, true) and redis.call('EXISTS', P .. 'prios') == 1 then
+  wake(#applied - #passed, now)
+end
 return out
