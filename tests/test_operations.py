@@ -154,15 +154,17 @@ def test_an_idle_worker_blocks_instead_of_polling(make_handler, backend, monkeyp
 
 
 def test_a_capped_worker_settles_and_claims_in_one_round_trip_per_task(make_handler, backend):
-    """Each round trip settles the finished task and claims the next into its freed slot."""
+    """Each round trip settles the finished task and claims the next into its freed slot (tasks
+    of 60 ms: too long to claim ahead)."""
     backend.set_max_concurrency("default", 1)
-    backend.enqueue("default", [NewTask(Task(jobs.add, (1, 2)).encode()) for _ in range(20)])
-    exchanges = ExchangeTrace(backend).sent
+    backend.enqueue("default", [NewTask(Task(jobs.sleep_for, (0.06,)).encode()) for _ in range(12)])
+    exchanges = ExchangeTrace(backend)
     handler = make_handler(max_num_threads=1, allow=["tests.jobs"])
     assert handler.join(timeout=30)
     handler.close(timeout=10)
     assert backend.counts("default").pending == 0
-    assert len(exchanges) <= 20 + 5, exchanges  # settling and claiming apart would take about 40
+    assert not exchanges.slots_passed
+    assert len(exchanges.sent) <= 12 + 3, exchanges.sent  # settling and claiming apart would take about 24
 
 
 def test_short_tasks_on_a_capped_queue_start_claims_held_ahead_in_the_slots_they_free(make_handler, backend, key):
