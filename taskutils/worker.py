@@ -249,9 +249,7 @@ class Worker:
                 self._ahead_held and settlement is not None and not park and settlement.kind != HAND_BACK_KIND
                 and not self._stopping.is_set()
             ):
-                successor, taken = self._successor()
-            elif self._ahead:
-                self._unstick()
+                successor, taken = self._successor()  # else the broker thread's round (_unstick) frees what waits
             if settlement is not None:
                 if successor is not None:
                     settlement = settlement._replace(passes_slot_to=successor)

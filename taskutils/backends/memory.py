@@ -60,6 +60,11 @@ class _Queue:
     max_concurrency: int | None = None
     ahead: int = 0  # leases held ahead
 
+    def lease_of(self, task_id: str, token: int) -> _Lease | None:
+        """The lease of `task_id` if `token` still holds it."""
+        held = self.leases.get(task_id)
+        return held if held is not None and held.token == token else None
+
     def release(self, task_id: str) -> _Lease:
         """End the lease of `task_id` (which must be held)."""
         held = self.leases.pop(task_id)
@@ -123,8 +128,8 @@ class MemoryBackend(Backend):
             q, now = self._queue(queue), self.now()
             for settlement in settlements if q.ahead else ():
                 passed = settlement.passes_slot_to
-                started = q.leases.get(passed.task_id) if passed is not None else None
-                if started is not None and started.ahead and started.token == passed.token:
+                started = q.lease_of(passed.task_id, passed.token) if passed is not None else None
+                if started is not None and started.ahead:
                     started.ahead = False
                     q.ahead -= 1
                     q.state[passed.task_id] = RUNNING
@@ -223,8 +228,8 @@ class MemoryBackend(Backend):
             q, now = self._queue(queue), self.now()
             lost = []
             for task_id, token in leases.items():
-                held = q.leases.get(task_id)
-                if held is None or held.token != token:
+                held = q.lease_of(task_id, token)
+                if held is None:
                     lost.append(task_id)
                 else:
                     held.deadline = now + lease
@@ -232,8 +237,8 @@ class MemoryBackend(Backend):
 
     def _settle_one(self, q: _Queue, settlement: Settlement, result_ttl: float, now: float) -> bool:
         claim = settlement.claim
-        held = q.leases.get(claim.task_id)
-        if held is None or held.token != claim.token:
+        held = q.lease_of(claim.task_id, claim.token)
+        if held is None:
             return False
         q.release(claim.task_id)
         q.state.pop(claim.task_id, None)

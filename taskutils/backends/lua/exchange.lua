@@ -26,7 +26,7 @@ if ARGV[7] ~= '' and redis.call('EXISTS', P .. 'ahead') == 1 then
   for k, id in ipairs(ids) do -- else its lease ended: it is no longer this consumer's claim
     if ahead[k] == 1 and held[k] and inflight_fields(held[k]) == tokens[k] then passed[#passed + 1] = id end
   end
-  drop_ahead(passed)
+  if #passed > 0 then call_in_chunks('SREM', P .. 'ahead', passed) end
   set_states(passed, 'r')
 end
 local applied = settle(8, now, tonumber(ARGV[5]))
