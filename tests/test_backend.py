@@ -193,6 +193,17 @@ def test_new_work_goes_straight_to_an_idle_consumer(backend):
     assert backend.ack(claims[0], b"ok", 60)
 
 
+def test_a_resting_consumer_gives_back_what_was_handed_to_it(backend):
+    """A consumer that stops waiting under its name (it pauses or stops) puts back the tasks an
+    enqueue handed to it that it did not take; another consumer then claims them."""
+    assert backend.claim("q", "c1", 1, 30, idle_for=5).claims == []
+    (task_id,) = backend.enqueue("q", [NewTask(BODY)])
+    backend.rest(["q"], "c1")
+    assert backend.status("q", task_id)[0] == "queued"
+    assert [claim.task_id for claim in backend.claim("q", "c2", 1, 30).claims] == [task_id]
+    assert backend.wait(["q"], "c1", 0.05) is None
+
+
 def test_one_bulk_enqueue_keeps_priority_fifo_delays_and_hand_off(backend):
     assert backend.claim("q", "c1", 1, 30, idle_for=5).claims == []  # c1 now waits for work
     priorities = [1, 0, 5, 1, 0, 5, 1]

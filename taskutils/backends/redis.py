@@ -71,7 +71,7 @@ SCRIPTS = {
     "schedule_recurrent": ("_prelude",),
     "requeue_failed": ("_prelude", "_envelope"),
     "register_worker": ("_prelude",),
-    "rest": ("_prelude",),
+    "rest": ("_prelude", "_envelope"),
 }
 WORKERS = "tu:"
 

@@ -85,20 +85,7 @@ local function claim(consumer, limit, ahead, lease, idle_for, now)
   redis.call('ZREM', P .. 'idle', idle_member)
   local out = {'-1', 0, 0}
 
-  -- tasks an enqueue handed straight to this consumer (see hand_off in _prelude.lua) that it did
-  -- not take from its wake list while waiting: back to the front of their level, to be claimed
-  -- below in priority order like the rest
-  local own = P .. 'wake:' .. consumer
-  if redis.call('EXISTS', own) == 1 then
-    for _, item in ipairs(redis.call('LRANGE', own, 0, -1)) do
-      if item ~= '1' then
-        local token, _, envelope = inflight_fields(item)
-        local level, held = release(string.sub(envelope, 1, 12), token)
-        if level then push_ready(level, held, true) end
-      end
-    end
-    redis.call('DEL', own)
-  end
+  put_back_handed(consumer) -- then claimed below in priority order like the rest
 
   -- delayed tasks that are due
   local due = redis.call('ZRANGEBYSCORE', P .. 'scheduled', '-inf', now, 'LIMIT', 0, 1000)

@@ -53,3 +53,23 @@ local function release(id, token)
   redis.call('HDEL', key, field)
   return level, envelope
 end
+
+-- tasks an enqueue handed straight to consumer (see hand_off in _prelude.lua) that it did not take
+-- from its wake list while waiting: back to the front of their level; returns how many
+local function put_back_handed(consumer)
+  local own = P .. 'wake:' .. consumer
+  if redis.call('EXISTS', own) == 0 then return 0 end
+  local returned = 0
+  for _, item in ipairs(redis.call('LRANGE', own, 0, -1)) do
+    if item ~= '1' then -- '1' only interrupts a wait
+      local token, _, envelope = inflight_fields(item)
+      local level, held = release(string.sub(envelope, 1, 12), token)
+      if level then
+        push_ready(level, held, true)
+        returned = returned + 1
+      end
+    end
+  end
+  redis.call('DEL', own)
+  return returned
+end
