@@ -11,9 +11,10 @@ batch is ready, and it looks for settlements by itself every GATHER_SECONDS whil
 held. A worker of one queue keeps its last exchange in flight
 while its runners still have work, and reads it after sending the next, so the backend serves
 one while the worker handles the other. An idle worker blocks on the backend until woken.
-When the worker has held nothing for a moment, one of its idle runners does that blocking wait
-instead of the broker thread, so a task an enqueue hands straight to it starts on the thread that
-received it, without waking a second thread first.
+When the worker has held nothing for a moment, one of its idle runners takes over that blocking
+wait, so a task an enqueue hands straight to it starts on the thread that received it; the broker
+thread waits beside it under a name of its own, so that the runner wakes no thread first (on a
+virtual machine, waking a thread on another CPU costs the waker tens of microseconds).
 Once the process's CPU is saturated, a worker given a CpuPin keeps its threads on one CPU, and
 fewer runners take claims, down to two, while the others park (pacing.py, affinity.py): under the
 GIL more threads, or more CPUs, would add only contention.
@@ -46,6 +47,7 @@ PREFETCH_SECONDS = 0.01  # a thread of short tasks holds about this much work ah
 MAX_PREFETCH_PER_THREAD = 3  # ... in 1 to this many claims
 GATHER_SECONDS = 0.005  # how often the broker thread looks for settlements, and how long they gather
 QUIET_SECONDS = 0.05  # an idle worker waits this long on the broker thread before a runner takes the wait
+BESIDE_MARGIN = 0.02  # the broker thread's entry beside a runner ends this much sooner than the runner's (see _block)
 
 
 class InFlight(NamedTuple):
@@ -60,7 +62,7 @@ class InFlight(NamedTuple):
 
 
 class WaitOnBackend(NamedTuple):
-    """An inbox item: the runner that takes it waits on the backend for the broker thread (see _block)."""
+    """An inbox item: the runner that takes it waits on the backend as this worker (see _block)."""
 
     timeout: float
 
@@ -94,6 +96,7 @@ class Worker:
         self.backend = backend
         self.settings = settings
         self.consumer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._beside = f"{self.consumer}:broker"  # the broker thread's name while a runner waits as the worker
         self.runner = TaskRunner(settings, allowed, self.consumer)
         self._inbox: queue_module.SimpleQueue[InboxItem] = queue_module.SimpleQueue()
         self._slots_waiting = 0  # claims not held ahead that no runner has started yet
@@ -110,10 +113,13 @@ class Worker:
         self._seconds_per_task = 1.0  # running average, decides prefetching
         self._capped = True  # until a claim says otherwise
         self._paused = False
-        self._on_broker = False  # the broker thread, or a runner for it, is blocked in backend.wait
+        self._blocked_as: str | None = None  # the name the broker thread waits on the backend under, if it does
+        self._runner_listening = False  # a runner waits on the backend as this worker (WaitOnBackend) ...
+        self._runner_until = 0.0  # ... until then at most
+        self._registered = False  # no task was handed to a runner since this worker last asked for work
+        self._registered_at = 0.0  # when it last asked for work (its idle entry lasts sleep_seconds from then)
         self._exchanging = threading.Lock()  # held by the broker thread around its exchanges
         self._wakeup = threading.Event()
-        self._waited = threading.Event()  # a runner's wait on the backend for the broker thread ended
         self._stopping = threading.Event()
         self._drained = threading.Event()  # runners are gone: the broker thread may end
         self._idle = threading.Event()  # nothing is held any more: the heartbeat may end
@@ -150,7 +156,8 @@ class Worker:
         """Tell the backend not to wake this worker or hand it tasks while it does not claim."""
         try:
             with self._exchanging:  # an exchange in flight may register it idle: rest after it
-                self.backend.rest(self.settings.queues, self.consumer)
+                for name in (self.consumer, self._beside):
+                    self.backend.rest(self.settings.queues, name)
         except (BackendUnavailable, BrokerError):
             pass  # an entry left behind expires within sleep_seconds
 
@@ -180,7 +187,6 @@ class Worker:
             self._pacer.start_over()  # a stopped worker leaves its CPU to others
         self._drained.set()
         self._wakeup.set()
-        self._waited.set()  # a wait no runner took any more
         if self._broker is not None:
             self._broker.join(self.settings.sleep_seconds + self.settings.broker_timeout)
         self.hand_back()
@@ -223,7 +229,7 @@ class Worker:
         item = self._inbox.get()
         while item is not None:
             if isinstance(item, WaitOnBackend):
-                claim = self._wait_for_broker(item.timeout)
+                claim = self._listen(item.timeout)
             else:
                 claim = self._startable(item)
             taken = self._run(runner, claim) if claim is not None else []
@@ -345,14 +351,14 @@ class Worker:
 
     def _poke(self, always: bool = False, wake_local: bool = True) -> None:
         """Wake the broker thread: locally (unless only a wait on the backend needs breaking), and
-        through the backend if it is blocked there."""
+        through the backend if it is blocked there; `always` also ends a runner's wait (see _block)."""
         if wake_local:
             self._wakeup.set()
         with self._state:
-            blocked = self._on_broker
-        if blocked or always:
+            blocked = self._blocked_as
+        for name in (self.consumer, self._beside) if always else (blocked,) if blocked else ():
             try:
-                self.backend.interrupt(self.settings.queues, self.consumer)
+                self.backend.interrupt(self.settings.queues, name)
             except (BackendUnavailable, BrokerError):
                 pass  # the broker thread wakes by itself within sleep_seconds
 
@@ -424,6 +430,8 @@ class Worker:
             if not settling and ask <= 0:
                 continue
             ask_ahead = ahead if name in self.settings.queues else 0
+            if ask > 0:  # before it is sent: a hand-off from an older entry may follow (_listen)
+                self._registered, self._registered_at = True, time.monotonic()
             try:
                 result = self.backend.exchange_later(
                     name, self.consumer, settling, ask, self.settings.visibility_timeout,
@@ -544,54 +552,114 @@ class Worker:
 
     def _block(self, timeout: float) -> None:
         """Wait for work on the backend, unless a runner finished meanwhile (it would interrupt).
-        When nothing is held and QUIET_SECONDS passed with nothing, an idle runner waits out the
-        rest instead and runs a handed task itself (back-to-back work stays on this thread: handing
-        the wait over costs a thread switch just when the next task tends to arrive)."""
+        When nothing is held and QUIET_SECONDS passed with nothing, an idle runner takes over this
+        worker's wait for the rest and runs a handed task itself (back-to-back work stays on this
+        thread: handing the wait over costs a thread switch just when the next task tends to
+        arrive). This thread then waits beside it (_wait_beside)."""
         with self._state:
             if not self._settled.empty() or self._stopping.is_set():
                 return
-            self._on_broker = True
-            delegate = not self._held and self.settings.threads > 0 and timeout > QUIET_SECONDS
-        try:
-            woken = self.backend.wait(self.settings.queues, self.consumer, QUIET_SECONDS if delegate else timeout)
-        except BaseException:
-            with self._state:
-                self._on_broker = False
-            raise
+            beside = self._runner_listening
+            if not beside and not self._registered:
+                return  # a runner was handed a task since this worker asked for work: ask again first
+            delegate = not beside and not self._held and self.settings.threads > 0 and timeout > QUIET_SECONDS
+            if not beside:
+                self._blocked_as = self.consumer
+        if beside:
+            self._wait_beside(timeout)
+            return
+        woken = self._wait_as(self.consumer, QUIET_SECONDS if delegate else timeout)
         if delegate and woken is None and not self._wakeup.is_set():  # quiet: a runner waits out the rest
             with self._state:
                 parked = self._pacer.parked
                 self._pacer.start_over()  # idle: every runner takes claims again, on every CPU
+                self._runner_listening = True
+                self._runner_until = time.monotonic() + timeout - QUIET_SECONDS
             for _ in range(parked):
                 self._unpark.put(None)
-            self._waited.clear()
             self._inbox.put(WaitOnBackend(timeout - QUIET_SECONDS))
-            self._waited.wait(timeout + self.settings.broker_timeout + 1.0)
+            self._wait_beside(timeout - QUIET_SECONDS)
             return
-        with self._state:
-            self._on_broker = False
         claim = self._taken(woken)
         if claim is not None:
             self._hand_out([claim])
 
-    def _wait_for_broker(self, timeout: float) -> Claim | None:
-        """On a runner: the broker thread's wait on the backend; a task handed to this worker to run here."""
+    def _wait_as(self, name: str, timeout: float) -> str | Claim | None:
+        """The broker thread's wait on the backend as `name`, `_blocked_as` set by the caller
+        (with the same lock held as its last look at the settlements: _poke interrupts it)."""
+        try:
+            return self.backend.wait(self.settings.queues, name, timeout)
+        finally:
+            with self._state:
+                self._blocked_as = None
+
+    def _wait_beside(self, timeout: float) -> None:
+        """While a runner waits as this worker, wait too, under this thread's own name, for no
+        longer than the runner. Its entry ends BESIDE_MARGIN before both the worker's entry and
+        that wait, so an enqueue hands its task to the runner first (the entry that lasts longest)
+        and the next one here: the runner need not wake this thread to wait again while it runs
+        its task (_listen). A wait that ends early rests the name, unless a task used it up."""
+        now = time.monotonic()
+        until = min(now + timeout, self._runner_until)
+        if until <= now:  # Redis may end the runner's wait a little late: it wakes this thread then
+            self._wakeup.wait(QUIET_SECONDS)
+            return
+        entry_ends = min(self._registered_at + self.settings.sleep_seconds, until) - BESIDE_MARGIN
+        with self._exchanging:  # pause() and stop() rest after it: no entry outlives them
+            want = self._room()[0]
+            claimed, next_due = 0, until - now
+            for name in self.settings.queues if want > 0 else ():
+                try:
+                    _, batch = self.backend.exchange(
+                        name, self._beside, [], want - claimed, self.settings.visibility_timeout,
+                        max(entry_ends - time.monotonic(), 0.0), self.settings.result_ttl,
+                    )
+                except BrokerError as exc:
+                    self._report_broken(name, exc)
+                    continue
+                self._capped = batch.capped
+                claimed += self._hand_out(batch.claims)
+                if batch.next_due is not None:
+                    next_due = min(next_due, batch.next_due)
+        if claimed or want <= 0:
+            return
         claim = None
+        try:
+            with self._state:
+                if not self._settled.empty() or self._stopping.is_set() or not self._runner_listening:
+                    return  # the runner's wait ended meanwhile: this thread waits as the worker again
+                self._blocked_as = self._beside
+            claim = self._taken(self._wait_as(self._beside, next_due))
+        finally:
+            if claim is None and time.monotonic() < entry_ends + BESIDE_MARGIN / 2:  # else it has expired
+                self.backend.rest(self.settings.queues, self._beside)
+        if claim is not None:
+            self._hand_out([claim])
+
+    def _listen(self, timeout: float) -> Claim | None:
+        """On a runner: this worker's wait on the backend, taken over from the broker thread; a
+        task handed to this worker runs on this thread at once. The broker thread, waiting beside
+        (see _block) for no longer, is woken only if this wait brings a wake token or fails, or if
+        it did not wait beside."""
+        claim, woken, failed = None, None, False
         try:
             woken = self.backend.wait(self.settings.queues, self.consumer, timeout)
             claim = self._taken(woken)
-            if claim is not None:
-                with self._state:
-                    self._held[(claim.queue, claim.task_id)] = claim
-                    self._slots_waiting += 1
         except (BackendUnavailable, BrokerError) as exc:  # the broker thread meets the outage next
             log.debug("wait failed: %s", exc)
+            failed = True
         except Exception:
             log.exception("wait on the backend failed; going on")
-        finally:
-            with self._state:
-                self._on_broker = False
-            self._waited.set()  # the broker thread goes on, seeing this claim held
+            failed = True
+        with self._state:
+            self._runner_listening = False
+            if claim is not None:
+                self._held[(claim.queue, claim.task_id)] = claim
+                self._slots_waiting += 1
+                self._registered = False  # the enqueue that handed it used this worker's entry up
+            beside = self._blocked_as == self._beside
+        if failed or isinstance(woken, str) or not beside:
+            self._poke()  # the broker thread claims, or waits as this worker again
         return claim
 
     def _taken(self, woken: str | Claim | None) -> Claim | None:

@@ -134,6 +134,41 @@ def test_a_long_task_handed_to_an_idle_worker_does_not_hold_up_the_next(make_han
     assert second.result(timeout=20) is True
 
 
+@pytest.mark.parametrize("connect", ["fakeredis", "redis"], indirect=True)  # embedded, nothing is handed off:
+def test_a_task_handed_to_a_waiting_runner_wakes_no_other_thread(make_handler, backend, key, monkeypatch):  # all wake
+    """The broker thread waits beside the runner that took over an idle worker's wait, under its
+    own name: a task handed to the runner starts there, and the broker thread goes on waiting
+    (no round trip) until that task ends."""
+    exchanges: list[str] = []  # the thread of each exchange
+    handed: list[str] = []  # the thread each handed task reached
+    for method in ("exchange", "exchange_later"):
+        def traced(*args, _real=getattr(backend, method), **kwargs):
+            exchanges.append(threading.current_thread().name)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(backend, method, traced)
+    wait = backend.wait
+
+    def tracked_wait(*args, **kwargs):
+        woken = wait(*args, **kwargs)
+        if woken is not None and not isinstance(woken, str):
+            handed.append(threading.current_thread().name)
+        return woken
+
+    monkeypatch.setattr(backend, "wait", tracked_wait)
+    handler = make_handler(max_num_threads=2, sleep_seconds=5)
+    worker = handler._worker
+    wait_for(lambda: worker._blocked_as == worker._beside, what="the broker thread to wait beside a runner")
+    before = len(exchanges)
+    ref = handler.enqueue_task(Task(jobs.wait_gate, (key,)))
+    wait_for(lambda: jobs.calls[key] == ["started"], what="the handed task to start")
+    time.sleep(0.2)
+    assert handed == ["taskutils-runner-0"] or handed == ["taskutils-runner-1"], handed
+    assert exchanges[before:] == [] and worker._blocked_as == worker._beside
+    jobs.gates[key].set()
+    assert ref.result(timeout=10) == "released"
+
+
 def test_an_idle_worker_blocks_instead_of_polling(make_handler, backend, monkeypatch):
     """With nothing to do, a worker's threads wait on the backend until woken or until
     sleep_seconds pass: a second of idleness costs a few waits, not one every 50 ms."""
@@ -215,6 +250,32 @@ def test_a_wake_token_a_worker_cannot_use_goes_on_to_another(backend, monkeypatc
     monkeypatch.setattr(backend, "nudge", nudged.append)
     assert worker._room()[0] == 0 and worker._room()[1] > 0
     assert worker._taken("default") is None and nudged == ["default"]
+
+
+def test_after_a_runner_is_handed_a_task_the_worker_asks_again_before_waiting_as_itself(backend, monkeypatch):
+    """The enqueue that handed a runner its task used this worker's idle entry up: a broker thread
+    that was not waiting beside then registers again (an exchange) before it waits as the worker,
+    or later tasks would find nobody to hand them to."""
+    backend.enqueue("default", [NewTask(Task(jobs.add, (1, 2)).encode())])
+    (handed,) = backend.claim("default", "an enqueue's hand-off", 1, 30).claims
+    worker = Worker(backend, Settings.build(threads=2, sleep_seconds=0.5), allow_all)
+    waits: list[str] = []
+
+    def wait(queues, consumer, timeout):
+        waits.append(consumer)
+        return handed if consumer == worker.consumer and len(waits) == 1 else None
+
+    monkeypatch.setattr(backend, "wait", wait)
+    worker._exchange_queues(2, 0)  # asks for work: registered
+    worker._runner_listening = True
+    assert worker._listen(5) == handed and worker._held
+    assert worker._wakeup.is_set()  # the broker thread was not waiting beside: woken
+    worker._block(5)
+    assert waits == [worker.consumer]  # it did not wait: it asks again first
+    worker._exchange_queues(1, 0)
+    worker._block(0.01)
+    assert waits == [worker.consumer, worker.consumer]
+    assert backend.exchange("default", "x", [Settlement(handed, DONE_KIND, b"")], 0, 30)[0] == [True]
 
 
 def test_short_tasks_finishing_one_by_one_share_round_trips(make_handler, backend):
