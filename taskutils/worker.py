@@ -598,40 +598,40 @@ class Worker:
         longer than the runner. Its entry ends BESIDE_MARGIN before both the worker's entry and
         that wait, so an enqueue hands its task to the runner first (the entry that lasts longest)
         and the next one here: the runner need not wake this thread to wait again while it runs
-        its task (_listen). A wait that ends early rests the name, unless a task used it up."""
+        its task (_listen). A wait that ends before `until` rests the name, unless a task used
+        it up. With several queues (the worker's entries on the others would outlast this
+        thread's), or no other runner free, this thread waits for the runner to wake it instead."""
         now = time.monotonic()
         until = min(now + timeout, self._runner_until)
-        if until <= now:  # Redis may end the runner's wait a little late: it wakes this thread then
-            self._wakeup.wait(QUIET_SECONDS)
-            return
         entry_ends = min(self._registered_at + self.settings.sleep_seconds, until) - BESIDE_MARGIN
         with self._exchanging:  # pause() and stop() rest after it: no entry outlives them
-            want = self._room()[0]
-            claimed, next_due = 0, until - now
-            for name in self.settings.queues if want > 0 else ():
+            want = self._room()[0] - 1  # the listening runner gets its task through its own wait
+            beside = until > now and want > 0 and len(self.settings.queues) == 1
+            if beside:
                 try:
                     _, batch = self.backend.exchange(
-                        name, self._beside, [], want - claimed, self.settings.visibility_timeout,
+                        self.settings.queues[0], self._beside, [], want, self.settings.visibility_timeout,
                         max(entry_ends - time.monotonic(), 0.0), self.settings.result_ttl,
                     )
                 except BrokerError as exc:
-                    self._report_broken(name, exc)
-                    continue
+                    self._report_broken(self.settings.queues[0], exc)
+                    return
                 self._capped = batch.capped
-                claimed += self._hand_out(batch.claims)
-                if batch.next_due is not None:
-                    next_due = min(next_due, batch.next_due)
-        if claimed or want <= 0:
+        if not beside:  # the runner wakes it when its wait ends (it was not waiting beside)
+            self._wakeup.wait(max(until - now, 0.0) + self.settings.broker_timeout + 1.0)
             return
-        claim = None
+        if self._hand_out(batch.claims):
+            return
+        wait = until - time.monotonic()
+        claim, wait = None, wait if batch.next_due is None else min(wait, batch.next_due)
         try:
             with self._state:
                 if not self._settled.empty() or self._stopping.is_set() or not self._runner_listening:
                     return  # the runner's wait ended meanwhile: this thread waits as the worker again
                 self._blocked_as = self._beside
-            claim = self._taken(self._wait_as(self._beside, next_due))
+            claim = self._taken(self._wait_as(self._beside, wait))
         finally:
-            if claim is None and time.monotonic() < entry_ends + BESIDE_MARGIN / 2:  # else it has expired
+            if claim is None and time.monotonic() < until:  # else the wait outlived the entry
                 self.backend.rest(self.settings.queues, self._beside)
         if claim is not None:
             self._hand_out([claim])

@@ -198,9 +198,10 @@ def test_a_resting_consumer_gives_back_what_was_handed_to_it(backend):
     enqueue handed to it that it did not take; another consumer then claims them."""
     assert backend.claim("q", "c1", 1, 30, idle_for=5).claims == []
     (task_id,) = backend.enqueue("q", [NewTask(BODY)])
+    (later,) = backend.enqueue("q", [NewTask(BODY)])
     backend.rest(["q"], "c1")
     assert backend.status("q", task_id)[0] == "queued"
-    assert [claim.task_id for claim in backend.claim("q", "c2", 1, 30).claims] == [task_id]
+    assert [claim.task_id for claim in backend.claim("q", "c2", 2, 30).claims] == [task_id, later]  # in order
     assert backend.wait(["q"], "c1", 0.05) is None
 
 

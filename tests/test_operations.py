@@ -165,8 +165,35 @@ def test_a_task_handed_to_a_waiting_runner_wakes_no_other_thread(make_handler, b
     time.sleep(0.2)
     assert handed == ["taskutils-runner-0"] or handed == ["taskutils-runner-1"], handed
     assert exchanges[before:] == [] and worker._blocked_as == worker._beside
+    second = handler.enqueue_task(Task(jobs.add, (1, 2)))  # handed to the broker thread, waiting beside
+    wait_for(lambda: handed[1:] == ["taskutils-broker"], what="the next task to be handed to the broker thread")
+    assert second.result(timeout=10) == 3
     jobs.gates[key].set()
     assert ref.result(timeout=10) == "released"
+
+
+@pytest.mark.parametrize("threads, queues", [(1, ("default",)), (2, ("default", "other"))])
+def test_while_an_idle_worker_runs_a_handed_task_no_entry_of_it_holds_work_it_cannot_start(backend, key, threads, queues):
+    """With no other runner free, the broker thread does not wait beside (what it took would wait
+    for the runner); with several queues, it does not either (the worker's entries on the other
+    queues would outlast its own): the next task stays free for others, or starts here at once."""
+    worker = Worker(backend, Settings.build(threads=threads, sleep_seconds=30, queues=queues, allow=("tests",)), allow_all)
+    worker.start()
+    try:
+        wait_for(lambda: worker._runner_listening, what="a runner to take over the wait")
+        first = backend.enqueue("default", [NewTask(Task(jobs.wait_gate, (key,)).encode())])[0]
+        wait_for(lambda: jobs.calls[key] == ["started"], what="the first task to start")
+        second = backend.enqueue(queues[-1], [NewTask(Task(jobs.add, (1, 2)).encode())])[0]
+        if threads == 1:
+            time.sleep(0.3)
+            assert backend.status(queues[-1], second)[0] == "queued"  # not held here behind the first
+        else:
+            wait_for(lambda: backend.status(queues[-1], second)[1] is not None, what="the task on the other queue to run")
+        jobs.gates[key].set()
+        wait_for(lambda: backend.status("default", first)[1] is not None, what="the first task to finish")
+    finally:
+        jobs.gates[key].set()
+        worker.stop(timeout=10)
 
 
 def test_an_idle_worker_blocks_instead_of_polling(make_handler, backend, monkeypatch):

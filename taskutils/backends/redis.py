@@ -198,6 +198,7 @@ class RedisBackend(Backend):
     def wait(self, queues: Sequence[str], consumer: str, timeout: float) -> str | Claim | None:
         if timeout <= 0:
             return None
+        timeout = max(timeout, 0.001)  # a server that truncates to whole ms would read less as 0: no timeout
         wake_keys = {prefix(q) + "wake": q for q in queues}
         own_keys = {prefix(q) + "wake:" + consumer: q for q in queues}
         popped = _mapped(lambda: self._pinned_blocking.execute("BLPOP", *wake_keys, *own_keys, timeout))
