@@ -47,7 +47,7 @@ PREFETCH_SECONDS = 0.01  # a thread of short tasks holds about this much work ah
 MAX_PREFETCH_PER_THREAD = 3  # ... in 1 to this many claims
 GATHER_SECONDS = 0.005  # how often the broker thread looks for settlements, and how long they gather
 QUIET_SECONDS = 0.05  # an idle worker waits this long on the broker thread before a runner takes the wait
-BESIDE_MARGIN = 0.02  # the broker thread's entry beside a runner ends this much sooner than the runner's (see _block)
+BESIDE_MARGIN = 0.02  # the broker thread's entry beside a runner ends this much sooner than the runner's (see _wait_beside)
 
 
 class InFlight(NamedTuple):
