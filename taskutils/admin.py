@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .backends.base import Backend, Counts
+from .backends.base import Backend
+from .backends.records import Counts
 from .task import unpack
 
 

@@ -1,4 +1,4 @@
-"""taskutils-worker: parse arguments into Settings, start a Worker, drain on SIGTERM/SIGINT."""
+"""taskutils-worker: parse arguments into Settings, then run one Worker (or a supervisor of several)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ import sys
 import threading
 from typing import Sequence
 
-from .affinity import CpuPin, can_pin
 from .backends.redis import RedisBackend
 from .config import DEFAULT_REDIS_URL, Settings
 from .errors import BackendUnavailable
-from .worker import Worker, module_allowed
+from .task import module_allowed
+from .worker import Worker
+from .worker.supervisor import BAD_SETTINGS, Supervisor, orphaned
 
 log = logging.getLogger("taskutils.worker")
 
@@ -26,7 +27,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="Run taskutils tasks from Redis. Every option also reads TASKUTILS_<OPTION> from the environment.",
     )
     parser.add_argument("--redis-url", help=f"Redis URL (TASKUTILS_REDIS_URL, default {DEFAULT_REDIS_URL})")
-    parser.add_argument("--threads", type=int, help="runner threads (TASKUTILS_THREADS, default 3)")
+    parser.add_argument("--threads", type=int, help="runner threads per process (TASKUTILS_THREADS, default 3)")
+    parser.add_argument("--processes", type=int, help="worker processes under one supervisor: one per free core (TASKUTILS_PROCESSES, default 1)")
     parser.add_argument("--queue", dest="queues", action="append", help="queue to consume, repeatable, in precedence order (TASKUTILS_QUEUES, comma-separated; default 'default')")
     parser.add_argument("--import", dest="imports", action="append", help="module to import at start; its functions (and its submodules') may run (TASKUTILS_IMPORTS)")
     parser.add_argument("--allow", action="append", help="another module whose functions may run, imported on demand (TASKUTILS_ALLOW)")
@@ -38,43 +40,38 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--broker-timeout", type=float, help="seconds a Redis call retries through an outage before it fails (TASKUTILS_BROKER_TIMEOUT, default 10)")
     parser.add_argument("--max-crashes", type=int, help="crash redeliveries after which a task is quarantined (TASKUTILS_MAX_CRASHES, default 3)")
     parser.add_argument("--max-payload", type=int, help="largest task payload in bytes (TASKUTILS_MAX_PAYLOAD, default 524288)")
-    parser.add_argument("--pin-cpu", choices=("auto", "off"), help="auto: while its tasks keep the interpreter busy, keep this process on one CPU no other worker here holds; off: never (TASKUTILS_PIN_CPU, default auto)")
-    parser.add_argument("--cpu-locks", help="directory where the worker processes of one machine claim their CPUs; share it between containers of one host (TASKUTILS_CPU_LOCKS, default a folder in the temporary directory)")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (TASKUTILS_LOG_LEVEL, default INFO)")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
     try:
-        settings = Settings.build(**vars(args))
+        settings = Settings.build(**vars(parse_args(arguments)))
     except ValueError as exc:
         print(f"taskutils-worker: {exc}", file=sys.stderr)
-        return 2
+        return BAD_SETTINGS
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.processes > 1:
+        return Supervisor(arguments, settings.processes).run()
+    return run_worker(settings)
+
+
+def run_worker(settings: Settings) -> int:
+    """One worker process until SIGTERM or SIGINT: drain and exit 0; a second signal exits 1 at once."""
     sys.path.insert(0, "")
     for module in settings.imports:
         try:
             importlib.import_module(module)
         except Exception:
             log.exception("cannot import --import module %r", module)
-            return 2
+            return BAD_SETTINGS
     url = settings.redis_url or DEFAULT_REDIS_URL
     backend = RedisBackend.from_url(url, settings.broker_timeout)
     allowed = settings.imports + settings.allow + ("__main__",)
     if allowed == ("__main__",):
         log.warning("no --import or --allow given: this worker may run no function at all")
-    try:
-        for warning in backend.warnings():
-            log.warning(warning)
-        if settings.max_concurrency is not None:
-            for queue in settings.queues:
-                backend.set_max_concurrency(queue, settings.max_concurrency)
-        pin = CpuPin(settings.cpu_locks) if settings.pin_cpu == "auto" and can_pin() else None
-        worker = Worker(backend, settings, lambda module: module_allowed(module, allowed), pin)
-    except BackendUnavailable as exc:
-        log.error("cannot start: %s", exc)
-        return 1
+    worker = Worker(backend, settings, lambda module: module_allowed(module, allowed))
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -88,20 +85,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    try:
+        for warning in backend.warnings():
+            log.warning(warning)
+        if settings.max_concurrency is not None:
+            for queue in settings.queues:
+                backend.set_max_concurrency(queue, settings.max_concurrency)
+        worker.start()
+    except BackendUnavailable as exc:
+        log.error("cannot start: %s", exc)
+        return 1
     log.info(
         "worker %s started: redis %s, queues %s, %d threads, allowed modules %s, visibility timeout %.3gs",
         worker.consumer, _redacted(url), ",".join(settings.queues), settings.threads, ",".join(allowed[:-1]) or "-",
         settings.visibility_timeout,
     )
-    try:
-        worker.start()
-    except BackendUnavailable as exc:
-        log.error("cannot start: %s", exc)
-        return 1
     while not stop.wait(1.0):
-        pass
-    finished = worker.stop(settings.grace_period)
-    if not finished:
+        if orphaned():
+            log.warning("the supervisor is gone: stop taking tasks, letting %d running finish", worker.running)
+            break
+    if not worker.stop(settings.grace_period):
         log.warning("grace period over: running tasks were handed back to the queue")
     log.info("worker %s stopped", worker.consumer)
     backend.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
@@ -27,26 +28,25 @@ class Settings:
     max_crashes: int = 3
     max_payload: int = 512 * 1024
     log_level: str = "INFO"
-    pin_cpu: str = "auto"  # taskutils-worker only: "auto" keeps a saturated worker on one CPU (affinity.py), "off" never
-    cpu_locks: str = ""  # directory where the worker processes of one machine claim their CPUs ("": the temporary folder)
+    processes: int = 1  # taskutils-worker only: worker processes under one supervisor
 
     def __post_init__(self) -> None:
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0, got {self.threads}")
+        if self.processes < 1:
+            raise ValueError(f"processes must be >= 1, got {self.processes}")
         if not self.queues or not all(self.queues):
             raise ValueError(f"queues must be non-empty names, got {self.queues!r}")
         if self.max_concurrency is not None and self.max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1 or None, got {self.max_concurrency}")
         for name in ("visibility_timeout", "sleep_seconds", "broker_timeout", "max_crashes", "max_payload"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+            if not 0 < getattr(self, name) < math.inf:
+                raise ValueError(f"{name} must be > 0 and finite, got {getattr(self, name)}")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ValueError(f"log_level must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {self.log_level!r}")
-        if self.pin_cpu not in ("auto", "off"):
-            raise ValueError(f"pin_cpu must be 'auto' or 'off', got {self.pin_cpu!r}")
         for name in ("grace_period", "result_ttl"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0 seconds, got {getattr(self, name)}")
+            if not 0 <= getattr(self, name) < math.inf:
+                raise ValueError(f"{name} must be >= 0 seconds and finite, got {getattr(self, name)}")
 
     @classmethod
     def build(cls, environ: Mapping[str, str] | None = None, **given: Any) -> "Settings":
@@ -76,6 +76,7 @@ def _parse(name: str, raw: str) -> Any:
         "broker_timeout": float,
         "max_crashes": int,
         "max_payload": int,
+        "processes": int,
     }.get(name)
     if name in ("queues", "imports", "allow"):
         return tuple(part.strip() for part in raw.split(",") if part.strip())

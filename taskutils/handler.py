@@ -8,13 +8,13 @@ from collections.abc import MutableMapping
 from typing import Any, Iterable, Iterator, Sequence
 
 from .admin import FailedTask, failed_tasks, purge_failed, requeue_failed
-from .backends import Backend, MemoryBackend, backend_for
-from .backends.base import FAILED, NewTask, RecurrentRecord
+from .backends import Backend, backend_for
+from .backends.records import FAILED, NewTask
 from .config import Settings
 from .errors import InvalidTask, PayloadError, TaskFailed, TaskNotFound
-from .recurrent import Recurrent, epoch
-from .task import Task, TaskBody, unpack
-from .worker import Worker, allow_all, module_allowed
+from .recurrent import Recurrent, record_of, recurrent_of
+from .task import Task, allow_all, module_allowed, unpack
+from .worker import Worker
 
 log = logging.getLogger("taskutils.handler")
 
@@ -34,7 +34,7 @@ class TaskRef:
         if state is not None:
             return state
         if outcome is not None:
-            return unpack(outcome)[0]
+            return unpack(outcome)[0] if outcome else "done"
         raise TaskNotFound(f"no record of task {self.id} on queue {self.queue!r}: unknown id or result expired")
 
     def result(self, timeout: float | None = None) -> Any:
@@ -43,6 +43,8 @@ class TaskRef:
         pause = 0.001
         while True:
             state, outcome = self.backend.status(self.queue, self.id)
+            if outcome == b"":  # done, returning None
+                return None
             if outcome is not None:
                 kind, value, error = unpack(outcome)
                 if kind == FAILED:
@@ -63,19 +65,13 @@ class RecurrentTasks(MutableMapping[str, Recurrent]):
         self._backend, self._queue, self._admit = backend, queue, admit
 
     def __setitem__(self, name: str, recurrent: Recurrent) -> None:
+        """Store a schedule; setting the same definition again leaves the stored one as it is."""
         if not isinstance(name, str) or not name:
             raise InvalidTask(f"a recurrent task needs a non-empty string name, got {name!r}")
         if not isinstance(recurrent, Recurrent):
             raise InvalidTask(f"recurrent_tasks[{name!r}] must be a Recurrent, got {recurrent!r}")
         self._admit(recurrent.task)
-        start = epoch(recurrent.start)
-        record = RecurrentRecord(
-            body=recurrent.task.encode(),
-            interval=float(recurrent.interval),
-            repeats=-1 if recurrent.repeats is None else recurrent.repeats,
-            stop=epoch(recurrent.stop),
-            next_run=self._backend.now() if start is None else start,
-        )
+        record = record_of(recurrent, self._backend.now())
         if record.stop is not None and record.next_run > record.stop:
             raise InvalidTask(f"recurrent_tasks[{name!r}]: stop has already passed; it would never run")
         self._backend.recurrent_put(self._queue, name, record)
@@ -84,13 +80,7 @@ class RecurrentTasks(MutableMapping[str, Recurrent]):
         record = self._backend.recurrent_get(self._queue, name)
         if record is None:
             raise KeyError(name)
-        body = TaskBody.decode(record.body)
-        task = Task(
-            body.ref, body.args, body.kwargs, 0, body.repeats_on_failure,
-            retry_delay=body.retry_delay, retry_backoff=body.retry_backoff,
-        )
-        repeats = None if record.repeats < 0 else record.repeats
-        return Recurrent(task, record.interval, repeats, start=record.next_run, stop=record.stop)
+        return recurrent_of(record)
 
     def __delitem__(self, name: str) -> None:
         if not self._backend.recurrent_delete(self._queue, name):
@@ -142,9 +132,8 @@ class TaskHandler:
         for warning in self.backend.warnings():
             log.warning(warning)
         self._allowed_modules = {"__main__", *self.settings.allow}
-        embedded = isinstance(self.backend, MemoryBackend)
-        self._policy = allow_all if embedded else self._allowed
-        if not embedded and self.settings.threads and not self.settings.allow:
+        self._policy = allow_all if self.backend.in_process else self._allowed
+        if not self.backend.in_process and self.settings.threads and not self.settings.allow:
             log.warning(
                 "this handler's threads run only functions of __main__ and of tasks it enqueues itself; "
                 "tasks of other modules on queue %r fail as not allowed: pass allow=[modules] to run them", queue
@@ -234,8 +223,10 @@ class TaskHandler:
         return True
 
     def close(self, timeout: float | None = None) -> bool:
-        """Stop taking tasks and let running ones finish (up to `timeout`); True if they all did."""
-        finished = self._worker.stop(timeout) if self._worker else True
+        """Stop taking tasks and let running ones finish (up to `timeout`); True if they all did.
+        Tasks still running after `timeout` keep their leases until they end (Python cannot stop
+        a thread), so no other worker runs them meanwhile; they are settled when they end."""
+        finished = self._worker.stop(timeout, hand_back_running=False) if self._worker else True
         if self._owns_backend and finished:
             self.backend.close()
         return finished

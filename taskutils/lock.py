@@ -15,13 +15,11 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
-import redis.exceptions
-
-from .backends.base import Backend
-from .backends.memory import MemoryBackend, local_lock
-from .backends.redis import RedisBackend
-from .errors import TaskutilsError
-from .worker import current_backend
+from .backends import backend_for
+from .backends.base import Backend, SharedLock
+from .backends.local_lock import LocalLock
+from .context import current_backend
+from .errors import BackendUnavailable, TaskutilsError
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("taskutils.lock")
@@ -40,7 +38,7 @@ class LockWrapper:
         self.name = name or _creation_site()
         self.timeout = timeout
         self._redis_url = redis_url or os.environ.get("TASKUTILS_REDIS_URL")
-        self._own_backend: RedisBackend | None = None
+        self._own_backend: Backend | None = None
 
     def __call__(self, func: F) -> F:
         @functools.wraps(func)
@@ -53,7 +51,7 @@ class LockWrapper:
     def _backend(self) -> Backend | None:
         if self._redis_url:
             if self._own_backend is None:
-                self._own_backend = RedisBackend.from_url(self._redis_url)
+                self._own_backend = backend_for(self._redis_url)
             return self._own_backend
         return current_backend.get()
 
@@ -63,14 +61,9 @@ class LockWrapper:
             held[self.name].depth += 1
             return self
         backend = self._backend()
-        if backend is None or isinstance(backend, MemoryBackend):
-            lock: Any = local_lock(self.name)
-            lock.acquire()
-            held[self.name] = _Holding(lock, None)
-        else:
-            lock = backend.lock(self.name, self.timeout)
-            lock.acquire()
-            held[self.name] = _Holding(lock, _Renewer(lock, self.timeout, self.name))
+        lock: SharedLock = LocalLock(self.name) if backend is None else backend.lock(self.name, self.timeout)
+        lock.acquire()
+        held[self.name] = _Holding(lock, _Renewer(lock, self.timeout, self.name) if lock.leased else None)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -80,13 +73,8 @@ class LockWrapper:
         if holding.depth:
             return
         del held[self.name]
-        if holding.renewer is None:
-            holding.lock.release()
-            return
-        lost = holding.renewer.stop()
-        try:
-            holding.lock.release()
-        except redis.exceptions.LockError:
+        lost = holding.renewer.stop() if holding.renewer is not None else False
+        if not holding.lock.release():
             lost = True
         if lost and exc_info[0] is None:
             raise LockLost(f"lock {self.name!r} expired while held: its lease of {self.timeout}s was not renewed in time")
@@ -96,7 +84,7 @@ class LockWrapper:
 class _Holding:
     """A lock this thread holds, how many times over, and the thread renewing its lease."""
 
-    lock: Any
+    lock: SharedLock
     renewer: "_Renewer | None"
     depth: int = 1
 
@@ -114,7 +102,7 @@ def _held_here() -> dict[str, _Holding]:
 class _Renewer:
     """Extends a Redis lock's lease every third of it until stopped; remembers if the lease was lost."""
 
-    def __init__(self, lock: Any, lease: float, name: str):
+    def __init__(self, lock: SharedLock, lease: float, name: str):
         self._lock, self._lease, self._name = lock, lease, name
         self._done = threading.Event()
         self.lost = False
@@ -124,13 +112,14 @@ class _Renewer:
     def _loop(self) -> None:
         while not self._done.wait(self._lease / 3):
             try:
-                self._lock.reacquire()
-            except redis.exceptions.LockNotOwnedError:
+                renewed = self._lock.renew()
+            except BackendUnavailable as exc:
+                log.warning("lock %r: could not renew the lease: %s", self._name, exc)
+                continue
+            if not renewed:
                 self.lost = True
                 log.error("lock %r: lease expired while held; another holder may run concurrently", self._name)
                 return
-            except redis.exceptions.ConnectionError as exc:
-                log.warning("lock %r: could not renew the lease: %s", self._name, exc)
 
     def stop(self) -> bool:
         self._done.set()

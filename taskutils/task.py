@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import math
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -13,6 +14,8 @@ import msgpack
 from .errors import InvalidTask, PayloadError
 
 PRIORITY_LIMIT = 2**31
+MAX_DELAY = 366 * 24 * 3600.0  # the longest delay or retry delay accepted, in seconds: a year
+MAX_REPEATS = 1000  # the most retries a task may ask for
 
 
 def function_ref(func: Callable[..., Any] | str) -> str:
@@ -63,6 +66,16 @@ def resolve(ref: str, allowed: Callable[[str], bool]) -> Callable[..., Any]:
     return func
 
 
+def module_allowed(module: str, allowed: Iterable[str]) -> bool:
+    """True if `module` is one of `allowed` or a submodule of one."""
+    return any(module == name or module.startswith(name + ".") for name in allowed)
+
+
+def allow_all(module: str) -> bool:
+    """The embedded backend's policy: only this process can enqueue, so anything importable runs."""
+    return True
+
+
 def _lookup(module: Any, qualname: str) -> Any:
     target = module
     for part in qualname.split("."):
@@ -91,14 +104,29 @@ class Task:
         object.__setattr__(self, "args", tuple(self.args))
         object.__setattr__(self, "kwargs", dict(self.kwargs or {}))
         object.__setattr__(self, "ref", function_ref(self.func))
-        if not isinstance(self.priority, int) or abs(self.priority) >= PRIORITY_LIMIT:
+        if not isinstance(self.priority, int) or isinstance(self.priority, bool) or abs(self.priority) >= PRIORITY_LIMIT:
             raise InvalidTask(f"priority must be an int between -2**31 and 2**31, got {self.priority!r}")
-        if not isinstance(self.repeats_on_failure, int) or self.repeats_on_failure < 0:
-            raise InvalidTask(f"repeats_on_failure must be an int >= 0, got {self.repeats_on_failure!r}")
-        if self.delay is not None and self.delay < 0:
-            raise InvalidTask(f"delay must be >= 0 seconds, got {self.delay!r}")
-        if self.retry_delay < 0 or self.retry_backoff < 1:
-            raise InvalidTask("retry_delay must be >= 0 and retry_backoff >= 1")
+        if not isinstance(self.repeats_on_failure, int) or not 0 <= self.repeats_on_failure <= MAX_REPEATS:
+            raise InvalidTask(f"repeats_on_failure must be an int from 0 to {MAX_REPEATS}, got {self.repeats_on_failure!r}")
+        if self.delay is not None:
+            object.__setattr__(self, "delay", seconds("delay", self.delay))
+        object.__setattr__(self, "retry_delay", seconds("retry_delay", self.retry_delay))
+        if not _is_number(self.retry_backoff) or not 1 <= self.retry_backoff < math.inf:
+            raise InvalidTask(f"retry_backoff must be a finite number >= 1, got {self.retry_backoff!r}")
+        object.__setattr__(self, "retry_backoff", float(self.retry_backoff))
+        if self.repeats_on_failure and self.retry_delay:
+            try:
+                longest = self.retry_delay * self.retry_backoff ** (self.repeats_on_failure - 1)
+            except OverflowError:
+                longest = math.inf
+            if longest > MAX_DELAY:
+                raise InvalidTask(
+                    f"retry_delay={self.retry_delay:g} with retry_backoff={self.retry_backoff:g} waits "
+                    f"{'too long' if longest == math.inf else f'{longest:.3g}s'} before retry {self.repeats_on_failure}: "
+                    f"the longest retry delay is {MAX_DELAY:.0f}s (a year); use fewer repeats or a smaller backoff"
+                )
+        if self.queue is not None and (not isinstance(self.queue, str) or not self.queue):
+            raise InvalidTask(f"queue must be a non-empty string or None (the handler's queue), got {self.queue!r}")
         if not all(isinstance(key, str) for key in self.kwargs):
             raise InvalidTask("kwargs keys must be strings")
 
@@ -114,16 +142,16 @@ class Task:
             spec.pop()
         try:
             return pack_checked(spec)
-        except (TypeError, ValueError, OverflowError):
+        except (TypeError, ValueError, OverflowError, RecursionError):
             raise PayloadError(self._unencodable() + "; use None, bool, int, float, str, bytes, list, tuple or dict") from None
 
     def _unencodable(self) -> str:
         for index, value in enumerate(self.args):
             if not _packs(value):
-                return f"argument {index} ({type(value).__name__}: {value!r:.60}) of {self.ref} cannot be encoded with msgpack"
+                return f"argument {index} ({type(value).__name__}: {_preview(value)}) of {self.ref} cannot be encoded with msgpack"
         for name, value in self.kwargs.items():
             if not _packs(value):
-                return f"argument {name!r} ({type(value).__name__}: {value!r:.60}) of {self.ref} cannot be encoded with msgpack"
+                return f"argument {name!r} ({type(value).__name__}: {_preview(value)}) of {self.ref} cannot be encoded with msgpack"
         return f"the arguments of {self.ref} cannot be encoded with msgpack"
 
 
@@ -154,8 +182,12 @@ class TaskBody(NamedTuple):
         return cls(ref, args, kwargs, repeats, float(delay), float(backoff))
 
     def retry_delay_after(self, failures: int) -> float:
-        """Seconds to wait before the retry that follows the given number of failures."""
-        return self.retry_delay * self.retry_backoff ** max(failures - 1, 0)
+        """Seconds to wait before the retry that follows the given number of failures; ValueError
+        if that is not a finite number of seconds up to MAX_DELAY (a body not made by Task)."""
+        delay = self.retry_delay * self.retry_backoff ** max(failures - 1, 0)
+        if not 0 <= delay <= MAX_DELAY:
+            raise ValueError(f"a retry delay of {delay!r} seconds is not between 0 and {MAX_DELAY:.0f}")
+        return delay
 
 
 BODY_DEFAULTS: list[Any] = [None, None, None, 0, 0, 1]
@@ -163,7 +195,26 @@ BODY_DEFAULTS: list[Any] = [None, None, None, 0, 0, 1]
 
 def _compact(seconds: float) -> float | int:
     """An integral float as an int (1 byte of msgpack instead of 9)."""
-    return int(seconds) if float(seconds).is_integer() else seconds
+    return int(seconds) if float(seconds).is_integer() and abs(seconds) < 2**53 else seconds
+
+
+def _preview(value: Any) -> str:
+    """The start of repr(value), for an error message."""
+    try:
+        return f"{value!r:.60}"
+    except RecursionError:
+        return "nested too deep"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def seconds(name: str, value: Any) -> float:
+    """A delay in seconds, checked: a finite number from 0 to MAX_DELAY; InvalidTask names `name`."""
+    if not _is_number(value) or not 0 <= value <= MAX_DELAY:
+        raise InvalidTask(f"{name} must be a number of seconds from 0 to {MAX_DELAY:.0f} (a year), got {value!r}")
+    return float(value)
 
 
 _packers = threading.local()
@@ -196,5 +247,5 @@ def _packs(value: Any) -> bool:
     try:
         pack_checked(value)
         return True
-    except (TypeError, ValueError, OverflowError):
+    except (TypeError, ValueError, OverflowError, RecursionError):
         return False

@@ -31,7 +31,6 @@ class ChaosReport:
     cap: int
     running_after: int
     slots_held_after: int
-    held_ahead_after: int
     redelivery_seconds_max: float
 
     def lines(self) -> str:
@@ -88,7 +87,6 @@ def run_chaos(redis_url: str, tasks: int, workers: int = 4, threads: int = 3, ca
             if pid0 in killed:
                 redelivery.append(t1 - max(t0, killed[pid0]))
     slots = client.zcard(f"tu:{{{queue}}}:leases")
-    ahead = client.scard(f"tu:{{{queue}}}:ahead")
     client.close()
     return ChaosReport(
         tasks=tasks,
@@ -105,7 +103,6 @@ def run_chaos(redis_url: str, tasks: int, workers: int = 4, threads: int = 3, ca
         cap=cap,
         running_after=counts.running,
         slots_held_after=slots,
-        held_ahead_after=ahead,
         redelivery_seconds_max=round(max(redelivery, default=0.0), 2),
     )
 

@@ -45,7 +45,7 @@ def connect(request: pytest.FixtureRequest) -> Iterator[Callable[[], Backend]]:
         factory: Callable[[], Backend] = lambda: shared  # noqa: E731
     elif request.param == "fakeredis":
         server = fakeredis.FakeServer()
-        factory = lambda: RedisBackend(fakeredis.FakeRedis(server=server), fakeredis.FakeRedis(server=server))  # noqa: E731
+        factory = lambda: RedisBackend(fakeredis.FakeRedis(server=server))  # noqa: E731
     else:
         url = request.getfixturevalue("redis_url")
         factory = lambda: RedisBackend.from_url(url)  # noqa: E731

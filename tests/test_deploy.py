@@ -47,11 +47,8 @@ def test_compose_file_scales_workers_and_publishes_nothing():
     for module in env["TASKUTILS_IMPORTS"].split(","):
         assert (ROOT / (module.replace(".", "/") + ".py")).is_file()
     assert "noeviction" in services["redis"]["command"]
-    dockerfile = (ROOT / "worker" / "Dockerfile").read_text()
-    locks = re.search(r"^ENV TASKUTILS_CPU_LOCKS=(\S+)$", dockerfile, re.M)
-    assert locks, "the worker image should name a directory for CPU locks"
-    volume = f"cpu-locks:{locks.group(1)}"
-    assert volume in worker["volumes"] and "cpu-locks" in compose["volumes"], "scaled workers must share their CPU locks"
+    cpus = float(worker["deploy"]["resources"]["limits"]["cpus"])
+    assert int(env["TASKUTILS_PROCESSES"]) == cpus, "one worker process per CPU the container may use"
 
 
 def test_worker_image_copies_what_exists_and_runs_the_worker():

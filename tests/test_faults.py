@@ -22,15 +22,15 @@ def check_chaos(report) -> None:
     assert report.quarantined <= 2  # a task held by three killed workers in a row: rare, and kept, not lost
     assert report.duplicates_not_running_at_a_kill == 0
     assert report.peak_concurrency <= report.cap
-    assert report.running_after == 0 and report.slots_held_after == 0 and report.held_ahead_after == 0
+    assert report.running_after == 0 and report.slots_held_after == 0
 
 
 def test_chaos_short(redis_url):
     check_chaos(run_chaos(redis_url, tasks=400, task_seconds=0.05, kill_every=0.7))
 
 
-def test_chaos_with_claims_held_ahead_of_the_cap(redis_url):
-    """Tasks short enough that the workers claim ahead of the cap: the kills catch claims held ahead too."""
+def test_chaos_with_short_tasks(redis_url):
+    """Tasks of 2-6 ms: many claims are in flight, being settled or being claimed at each kill."""
     check_chaos(run_chaos(redis_url, tasks=3000, task_seconds=0.004, kill_every=0.7))
 
 

@@ -35,7 +35,7 @@ def test_global_cap_holds_across_processes(producer, workers, client):
     capped.enqueue_tasks([Task(fleet_tasks.probe, ("cap", 0.05)) for _ in range(40)])
     assert capped.join(timeout=60)
     assert int(client.get("cap:peak")) == 3
-    # short tasks: the workers now claim ahead of the cap, and start those claims only in freed slots
+    # short tasks: settled and claimed in the same round trips, and still never more than the cap
     capped.enqueue_tasks([Task(fleet_tasks.probe, ("short", 0.001)) for _ in range(1500)])
     assert capped.join(timeout=60)
     capped.close()

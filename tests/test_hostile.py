@@ -13,11 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from taskutils import Task, TaskHandler
-from taskutils.backends.base import RETRY_KIND, Settlement
+from taskutils.backends.records import Ending, Exchange, Settlement
 from taskutils.backends.redis import RedisBackend, prefix
 from taskutils.config import Settings
-from taskutils.runner import TaskRunner
-from taskutils.worker import module_allowed
+from taskutils.task import module_allowed
+from taskutils.worker.execution import TaskExecutor
 
 from . import fleet_tasks
 from .fleet import WorkerProcess
@@ -73,20 +73,24 @@ def test_garbage_in_every_key_ends_in_the_failed_store(redis_url):
         client.close()
 
 
-def hostile_runner() -> TaskRunner:
-    """A runner allowed to run tests.fleet_tasks only, as a worker started with --import would be."""
+def hostile_executor() -> TaskExecutor:
+    """An executor allowed to run tests.fleet_tasks only, as a worker started with --import would be."""
     allowed = ("tests.fleet_tasks",)
-    return TaskRunner(Settings.build({}), lambda m: module_allowed(m, allowed), "hypothesis")
+    return TaskExecutor(Settings.build({}), lambda m: module_allowed(m, allowed), "hypothesis")
 
 
-def drain(backend: RedisBackend, runner: TaskRunner) -> None:
+def claim(backend: RedisBackend, want: int) -> list:
+    return backend.exchange(Exchange("default", "hypothesis", (), want)).claims
+
+
+def drain(backend: RedisBackend, executor: TaskExecutor) -> None:
     """Claim and run until nothing is ready, the way a worker does, on this thread."""
     while True:
-        batch = backend.claim("default", "hypothesis", 10, 30)
-        if not batch.claims:
+        claims = claim(backend, 10)
+        if not claims:
             return
-        settlements = [runner.execute(claim) for claim in batch.claims]
-        assert all(backend.exchange("default", "hypothesis", settlements, 0, 30, result_ttl=60)[0])
+        settlements = [executor.run(held) for held in claims]
+        assert all(backend.exchange(Exchange("default", "hypothesis", settlements, result_ttl=60)).applied)
 
 
 msgpack_values = st.recursive(
@@ -97,9 +101,8 @@ msgpack_values = st.recursive(
 
 
 def fresh_fake_backend() -> tuple[RedisBackend, redis.Redis]:
-    server = fakeredis.FakeServer()
-    client = fakeredis.FakeRedis(server=server)
-    return RedisBackend(client, fakeredis.FakeRedis(server=server)), client
+    client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    return RedisBackend(client), client
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -111,7 +114,7 @@ def test_random_bytes_and_payloads_never_break_a_worker(raw, bodies):
     for index, value in enumerate(bodies):
         push_raw(client, f"{index:012x}|0|0|".encode() + msgpack.packb(value))
         client.zadd(P + "scheduled", {msgpack.packb(value) + b"#%d" % index: 0})  # members must differ
-    drain(backend, hostile_runner())
+    drain(backend, hostile_executor())
     counts = backend.counts("default")
     assert (counts.queued, counts.running, counts.scheduled) == (0, 0, 0)
     assert counts.failed == len(raw) + 2 * len(bodies)
@@ -124,7 +127,7 @@ def test_random_bytes_on_a_real_server(raw, redis_server):
     backend.client.flushall()
     for item in raw:
         push_raw(backend.client, item)
-    drain(backend, hostile_runner())
+    drain(backend, hostile_executor())
     assert backend.counts("default").failed == len(raw)
     backend.close()
 
@@ -156,21 +159,21 @@ def test_copied_envelopes_run_under_their_own_ids_and_lose_nothing(redis_url):
         backend.client.hset(P + "failed", "ffffffff0002", b"0|ffffffff0002|0|0|kept")
         for item in (envelope, envelope, b"ffffffff0002|0|0|" + body("tests.fleet_tasks:mark", ["k", "w"])):
             push_raw(backend.client, item)  # two copies in one batch, and one whose id is in the failed store
-        claims = backend.claim("default", "copies", 10, 30).claims
-        assert len(claims) == 3 and len({claim.task_id for claim in claims}) == 3
-        assert claims[0].task_id == "ffffffff0001" and claims[0].body == claims[1].body
-        assert claims[2].task_id != "ffffffff0002"  # that id belongs to the failed task
+        claims = claim(backend, 10)
+        seqs = [held.task_id.partition("-")[2] for held in claims]
+        assert len(claims) == 3 and len(set(seqs)) == 3
+        assert seqs[0] == "ffffffff0001" and claims[0].body == claims[1].body
+        assert seqs[2] != "ffffffff0002"  # that one belongs to the failed task
         assert backend.client.hget(P + "failed", "ffffffff0002") == b"0|ffffffff0002|0|0|kept"
-        assert all(backend.status("default", claim.task_id)[0] == "running" for claim in claims)
+        assert all(backend.status("default", held.task_id)[0] == "running" for held in claims)
         backend.close()
 
 
 def test_a_settlement_sent_twice_in_one_round_trip_applies_once(redis_url):
     for backend in raw_backends(redis_url):
         push_raw(backend.client, b"ffffffff0001|0|0|" + body("tests.fleet_tasks:mark", ["k", "v"]))
-        (claim,) = backend.claim("default", "twice", 1, 30).claims
-        retry = Settlement(claim, RETRY_KIND)
-        applied, _ = backend.exchange("default", "twice", [retry, retry], 0, 30)
-        assert applied == [True, False]
+        (held,) = claim(backend, 1)
+        retry = Settlement(held, Ending.RETRY)
+        assert backend.exchange(Exchange("default", "twice", [retry, retry])).applied == [True, False]
         assert backend.counts("default").queued == 1  # put back once, not twice
         backend.close()

@@ -10,7 +10,6 @@ import pytest
 import redis
 
 from taskutils import LockLost, LockWrapper
-from taskutils.backends.redis import RedisBackend
 
 
 def run_concurrently(calls, threads=4):
@@ -79,7 +78,7 @@ def test_redis_lock_comes_from_the_environment(redis_url, monkeypatch):
 def test_lease_is_renewed_while_held(redis_url):
     name = uuid.uuid4().hex
     holder = LockWrapper(name, redis_url=redis_url, timeout=0.3)
-    other = RedisBackend.from_url(redis_url).lock(name, 0.3)
+    other = redis.Redis.from_url(redis_url).lock("tu:lock:" + name, timeout=0.3)
     with holder:
         deadline = time.monotonic() + 1.0
         while time.monotonic() < deadline:
@@ -90,7 +89,7 @@ def test_lease_is_renewed_while_held(redis_url):
 
 def test_lock_of_a_dead_holder_frees_after_its_lease(redis_url):
     name = uuid.uuid4().hex
-    dead = RedisBackend.from_url(redis_url).lock(name, 0.3)
+    dead = redis.Redis.from_url(redis_url).lock("tu:lock:" + name, timeout=0.3)
     assert dead.acquire(blocking=False)  # never released, never renewed: its holder "died"
     started = time.monotonic()
     with LockWrapper(name, redis_url=redis_url):

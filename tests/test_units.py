@@ -11,8 +11,7 @@ from taskutils import InvalidTask, PayloadError, Recurrent, Task
 from taskutils.cli import _redacted
 from taskutils.config import Settings
 from taskutils.recurrent import epoch, next_run
-from taskutils.task import TaskBody, resolve
-from taskutils.worker import module_allowed
+from taskutils.task import MAX_DELAY, TaskBody, module_allowed, resolve
 
 from . import jobs
 
@@ -36,9 +35,38 @@ def test_task_needs_an_importable_function():
 
 
 def test_task_validates_its_policy():
-    for bad in ({"priority": 1.5}, {"repeats_on_failure": -1}, {"delay": -1}, {"retry_delay": -1}):
+    for bad in ({"priority": 1.5}, {"priority": True}, {"repeats_on_failure": -1}, {"delay": -1}, {"retry_delay": -1}):
         with pytest.raises(InvalidTask):
             Task(jobs.add, **bad)
+
+
+@pytest.mark.parametrize("bad, field", [
+    ({"delay": float("nan")}, "delay"),
+    ({"delay": float("inf")}, "delay"),
+    ({"delay": MAX_DELAY * 2}, "delay"),
+    ({"retry_delay": float("nan"), "repeats_on_failure": 1}, "retry_delay"),
+    ({"retry_backoff": float("nan"), "repeats_on_failure": 1}, "retry_backoff"),
+    ({"retry_backoff": float("inf"), "repeats_on_failure": 1}, "retry_backoff"),
+    ({"retry_delay": 1, "retry_backoff": 1e18, "repeats_on_failure": 20}, "retry_backoff"),
+    ({"repeats_on_failure": 10**6}, "repeats_on_failure"),
+    ({"queue": ""}, "queue"),
+])
+def test_absurd_inputs_are_refused_naming_the_field(bad, field):
+    with pytest.raises(InvalidTask, match=field):
+        Task(jobs.add, **bad)
+
+
+def test_absurd_payloads_are_refused_as_payload_errors():
+    deep: list = []
+    tip = deep
+    for _ in range(3000):
+        tip.append([])
+        tip = tip[0]
+    with pytest.raises(PayloadError, match="argument 0 .*nested too deep"):
+        Task(jobs.echo, (deep,)).encode()
+    assert TaskBody.decode(Task(jobs.add, retry_backoff=2**64, repeats_on_failure=0).encode()).retry_backoff == 2.0**64
+    with pytest.raises(InvalidTask, match="interval"):
+        Recurrent(Task(jobs.add), interval=float("inf"))
 
 
 def test_payload_error_names_the_argument():
@@ -100,9 +128,11 @@ def test_settings_precedence_and_errors():
         Settings.build({}, log_level="bogus")
     with pytest.raises(ValueError, match="max_concurrency"):
         Settings.build({}, max_concurrency=0)
-    assert Settings.build({}).pin_cpu == "auto" and Settings.build({"TASKUTILS_PIN_CPU": "off"}).pin_cpu == "off"
-    with pytest.raises(ValueError, match="pin_cpu must be 'auto' or 'off'"):
-        Settings.build({"TASKUTILS_PIN_CPU": "3"})
+    assert Settings.build({"TASKUTILS_PROCESSES": "2"}).processes == 2
+    with pytest.raises(ValueError, match="processes must be >= 1"):
+        Settings.build({}, processes=0)
+    with pytest.raises(ValueError, match="visibility_timeout must be > 0 and finite"):
+        Settings.build({}, visibility_timeout=float("inf"))
 
 
 def test_passwords_are_redacted():

@@ -13,8 +13,7 @@ import subprocess
 import time
 
 from taskutils import Task, TaskHandler
-from taskutils.backends.base import DONE_KIND, Settlement
-from taskutils.backends.redis import RedisBackend
+from taskutils.backends.records import Ending, Exchange, Settlement
 
 from .base import POLL, REPO_ROOT, START_TIMEOUT, Peer, bin_path
 
@@ -95,13 +94,13 @@ class TaskutilsPeer(Peer):
         for _ in range(probe):
             self.send("noop", {})
         enqueue_us = (time.perf_counter() - started) / probe * 1e6
-        backend: RedisBackend = self.handler.backend  # type: ignore[assignment]
+        backend = self.handler.backend
         held: list[Settlement] = []
         started = time.perf_counter()
         for _ in range(probe // 8):  # what a worker of 8 threads does: settle 8, claim 8
-            _, batch = backend.exchange("default", "scale-probe", held, 8, 30.0, 0.0, 0.0)
-            held = [Settlement(claim, DONE_KIND, b"") for claim in batch.claims]
-        backend.exchange("default", "scale-probe", held, 0, 30.0)
+            reply = backend.exchange(Exchange("default", "scale-probe", held, 8, 30.0))
+            held = [Settlement(claim, Ending.DONE) for claim in reply.claims]
+        backend.exchange(Exchange("default", "scale-probe", held))
         claim_us = (time.perf_counter() - started) / probe * 1e6
         self.flush()
         return enqueue_us, claim_us

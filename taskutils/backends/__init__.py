@@ -1,4 +1,4 @@
-"""Storage backends: the embedded in-process one and Redis, behind one interface."""
+"""Storage backends: the embedded in-process one and Redis, behind one interface (base.py)."""
 
 from __future__ import annotations
 

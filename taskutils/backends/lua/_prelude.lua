@@ -1,183 +1,81 @@
--- Shared helpers, prepended to every script of this folder when it is loaded.
+-- Small pure helpers (no Redis calls), prepended to every script of this folder.
 --
--- KEYS[1] - the queue's key prefix, "tu:{<queue>}:"; every key a script touches is that prefix
---           plus a suffix, so all keys of one queue share one hash tag (one Redis Cluster slot).
+-- KEYS[1] is the queue's key prefix "tu:{<queue>}:"; every key a script touches is this prefix
+-- plus a suffix (taskutils/backends/redis.py lists them all), so all keys of one queue share one
+-- hash tag: one Redis Cluster slot.
+--
 -- Formats:
---   envelope   = <id: 12 hex digits> "|" <failures> "|" <crashes> "|" <msgpack body>
---   level      = the priority as a decimal integer, or "max" for recurrent runs
---   scheduled  = ZSET member <level> "|" <envelope>, score = due time
---   inflight   = HASH field <id>, value <token> "|" <level> "|" <envelope>
---   failed     = HASH field <id>, value <level> "|" <envelope> (failed_info holds the reason)
---   ahead      = SET of the ids of claims held ahead on a capped queue (see _claim.lua)
---   state      = task states live in small hashes of STATE_BUCKET ids each, "state:<id // 64 in hex>",
---                field <id % 64>: Redis keeps hashes that small as compact listpacks (a few bytes a
---                task instead of ~60 in one big hash), and an emptied bucket disappears
--- Anything else found in these keys (garbage written by hand or by a bug) is wrapped as the
--- body of a new, well-formed envelope: a worker then fails it with a reason, and nothing
--- here raises on it.
+--   seq        a task's sequence number in its queue, in lower-case hex; the task's id is
+--              <epoch> "-" <seq>, where the epoch is made with the queue (see _store.lua)
+--   envelope   <seq> "|" <failures> "|" <crashes> "|" <msgpack body>
+--   level      a priority as a decimal integer, or "max" for recurrent runs (before every priority)
+--   lease      the inflight HASH value of a claimed task: <token> "|" <level> "|" <envelope>
 local P = KEYS[1]
 
-local function clock()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) + tonumber(t[2]) / 1000000
-end
-
+-- task states and outcomes live in small hashes of STATE_BUCKET tasks each (see _store.lua)
 local STATE_BUCKET = 64
 
--- a lease deadline as a leases score: whole milliseconds, which Redis keeps as integers in a
--- small sorted set (adding and removing members is about 3 times cheaper than with fractions)
+-- a time as a leases score: whole milliseconds, which Redis keeps as integers in a small sorted
+-- set (adding and removing members costs about a third of what fractions cost)
 local function lease_score(seconds)
   return string.format('%d', math.floor(seconds * 1000))
 end
 
--- the key and field holding the state of task id
-local function state_of(id)
-  local number = tonumber(id, 16)
-  return P .. 'state:' .. string.format('%x', math.floor(number / STATE_BUCKET)), tostring(number % STATE_BUCKET)
+-- the bucket (hex) and field of a task's state and outcome
+local function bucket_of(seq)
+  local number = tonumber(seq, 16)
+  return string.format('%x', math.floor(number / STATE_BUCKET)), tostring(number % STATE_BUCKET)
 end
 
-local function set_state(id, state)
-  local key, field = state_of(id)
-  redis.call('HSET', key, field, state)
+local function valid_level(level)
+  return level == 'max' or string.find(level, '^-?%d+$') ~= nil
 end
 
--- redis.call(command, key, args...) in slices of at most 1000 arguments (Lua's unpack has a stack
--- limit); returns the replies joined when they are lists (HMGET's missing fields stay false)
-local function call_in_chunks(command, key, args)
-  if #args <= 1000 then return redis.call(command, key, unpack(args)) end
-  local replies = {}
-  for first = 1, #args, 1000 do
-    local reply = redis.call(command, key, unpack(args, first, math.min(first + 999, #args)))
-    if type(reply) == 'table' then
-      for _, item in ipairs(reply) do replies[#replies + 1] = item end
-    end
-  end
-  return replies
-end
-
--- the state buckets of ids: {key = {field, ...}} and the keys in first-seen order
-local function state_buckets(ids)
-  local buckets, keys = {}, {}
-  for _, id in ipairs(ids) do
-    local key, field = state_of(id)
-    if not buckets[key] then
-      buckets[key] = {}
-      keys[#keys + 1] = key
-    end
-    local fields = buckets[key]
-    fields[#fields + 1] = field
-  end
-  return buckets, keys
-end
-
--- set the state of many tasks: one HSET per bucket (consecutive ids share one)
-local function set_states(ids, state)
-  local buckets, keys = state_buckets(ids)
-  for _, key in ipairs(keys) do
-    local pairs_ = {}
-    for _, field in ipairs(buckets[key]) do
-      pairs_[#pairs_ + 1] = field
-      pairs_[#pairs_ + 1] = state
-    end
-    call_in_chunks('HSET', key, pairs_)
-  end
-end
-
--- forget the state of many tasks: one HDEL per bucket
-local function drop_states(ids)
-  local buckets, keys = state_buckets(ids)
-  for _, key in ipairs(keys) do
-    call_in_chunks('HDEL', key, buckets[key])
-  end
-end
-
--- task ids are the queue's sequence numbers as 12 hex digits
-local function id_of(number)
-  return string.format('%012x', number)
-end
-
-local function new_id()
-  return id_of(redis.call('INCR', P .. 'seq'))
-end
-
--- give up to n consumers blocked in wait() a wake token
-local function wake(n, now)
-  if redis.call('EXISTS', P .. 'idle') == 0 then return end -- nobody is waiting: the common case
-  now = now or clock()
-  redis.call('ZREMRANGEBYSCORE', P .. 'idle', '-inf', now)
-  local missing = math.min(n, redis.call('ZCARD', P .. 'idle')) - redis.call('LLEN', P .. 'wake')
-  for _ = 1, missing do
-    redis.call('RPUSH', P .. 'wake', '1')
-  end
-end
-
--- the leases a queue's cap counts: all but the claims held ahead, which wait for a slot (_claim.lua)
-local function counted_leases()
-  return redis.call('ZCARD', P .. 'leases') - redis.call('SCARD', P .. 'ahead')
-end
-
--- ids no longer held ahead: they took a finished task's slot, or their lease ended
-local function drop_ahead(ids)
-  if #ids > 0 and redis.call('EXISTS', P .. 'ahead') == 1 then call_in_chunks('SREM', P .. 'ahead', ids) end
-end
-
--- lease a new ready task straight to a consumer blocked in wait(), pushing the claim on its own
--- wake list: it starts without another round trip. Only when nothing else is ready (so priority
--- and FIFO order hold) and the cap allows. Returns true if handed off.
-local function hand_off(level, envelope)
-  if redis.call('EXISTS', P .. 'idle') == 0 or redis.call('EXISTS', P .. 'prios') == 1 then return false end
-  local now = clock()
-  redis.call('ZREMRANGEBYSCORE', P .. 'idle', '-inf', now)
-  local member = redis.call('ZRANGE', P .. 'idle', -1, -1)[1]
-  if not member then return false end
-  local cap = redis.call('HGET', P .. 'config', 'max_concurrency')
-  if cap and counted_leases() >= tonumber(cap) then return false end
-  local bar = string.find(member, '|[^|]*$')
-  local consumer, lease = string.sub(member, 1, bar - 1), tonumber(string.sub(member, bar + 1))
-  if not lease then return false end
-  redis.call('ZREM', P .. 'idle', member)
-  local id = string.sub(envelope, 1, 12)
-  local token = string.format('%d', redis.call('INCR', P .. 'fence'))
-  redis.call('ZADD', P .. 'leases', lease_score(now + lease), id)
-  redis.call('HSET', P .. 'inflight', id, token .. '|' .. level .. '|' .. envelope)
-  set_state(id, 'r')
-  redis.call('RPUSH', P .. 'wake:' .. consumer, token .. '|' .. level .. '|' .. envelope)
-  redis.call('EXPIRE', P .. 'wake:' .. consumer, 60)
-  return true
-end
-
--- a priority level's score in prios, which is ordered highest priority first ("max" before all)
+-- a level's score in prios, which is ordered highest priority first
 local function level_rank(level)
   if level == 'max' then return -math.huge end
   return -tonumber(level)
 end
 
--- mark a priority level as holding ready tasks
-local function mark_level(level)
-  local rank = level_rank(level)
-  redis.call('ZADD', P .. 'prios', rank == -math.huge and '-inf' or rank, level)
+local function is_envelope(text)
+  return string.find(text, '^%x+|%d+|%d+|') ~= nil and #string.match(text, '^%x+') <= 15
 end
 
--- make a task ready at the back of its level (or at the front, to run next)
-local function push_ready(level, envelope, front)
-  redis.call(front and 'LPUSH' or 'RPUSH', P .. 'ready:' .. level, envelope)
-  mark_level(level)
-  set_state(string.sub(envelope, 1, 12), 'q')
+-- a well-formed envelope -> seq, failures, crashes, body
+local function envelope_fields(envelope)
+  local first = string.find(envelope, '|', 1, true)
+  local second = string.find(envelope, '|', first + 1, true)
+  local third = string.find(envelope, '|', second + 1, true)
+  return string.sub(envelope, 1, first - 1), tonumber(string.sub(envelope, first + 1, second - 1)),
+    tonumber(string.sub(envelope, second + 1, third - 1)), string.sub(envelope, third + 1)
 end
 
--- make tasks of one level ready at its back, in order: one call per key for the lot
-local function push_ready_many(level, envelopes)
-  call_in_chunks('RPUSH', P .. 'ready:' .. level, envelopes)
-  mark_level(level)
-  local ids = {}
-  for k, envelope in ipairs(envelopes) do ids[k] = string.sub(envelope, 1, 12) end
-  set_states(ids, 'q')
+local function envelope_of(seq, failures, crashes, body)
+  return seq .. '|' .. failures .. '|' .. crashes .. '|' .. body
 end
 
--- delay a task; if it is now the first due, wake one idle consumer so it waits for the right time
-local function schedule(level, envelope, due, now)
-  local first = redis.call('ZRANGE', P .. 'scheduled', 0, 0, 'WITHSCORES')[2]
-  redis.call('ZADD', P .. 'scheduled', due, level .. '|' .. envelope)
-  set_state(string.sub(envelope, 1, 12), 's')
-  if not first or due < tonumber(first) then wake(1, now) end
+local function seq_of(envelope)
+  return string.sub(envelope, 1, string.find(envelope, '|', 1, true) - 1)
+end
+
+-- "<level>|<rest>" -> level, rest; a missing or invalid level reads as priority 0 and the whole text
+local function split_level(text)
+  local bar = string.find(text, '|', 1, true)
+  if bar and valid_level(string.sub(text, 1, bar - 1)) then
+    return string.sub(text, 1, bar - 1), string.sub(text, bar + 1)
+  end
+  return '0', text
+end
+
+-- a lease -> token, level, rest (an envelope unless the value is damaged)
+local function lease_fields(lease)
+  local bar = string.find(lease, '|', 1, true)
+  if not bar then return '', '0', lease end
+  local level, rest = split_level(string.sub(lease, bar + 1))
+  return string.sub(lease, 1, bar - 1), level, rest
+end
+
+local function token_of(lease)
+  local bar = string.find(lease, '|', 1, true)
+  return bar and string.sub(lease, 1, bar - 1) or ''
 end

@@ -1,44 +1,23 @@
--- One round trip of a worker: settle the tasks it finished, then claim up to `want` more.
--- KEYS[1] - queue prefix (see _prelude.lua)
+-- One round trip of a worker on one queue: settle the claims it finished, then claim more.
+-- KEYS[1] - the queue's prefix P. Touches P .. inflight, leases, state:*, outcome:*, failed,
+--           failed_info, ready:*, prios, scheduled, rec, rec:*, config, idle, wake, epoch, seq
+--           (see _settle.lua, _claim.lua, _queue.lua)
 -- ARGV[1] - consumer id
--- ARGV[2] - most tasks to claim into free slots (0: settle only)
+-- ARGV[2] - most tasks to claim (0: settle only)
 -- ARGV[3] - lease seconds (the visibility timeout)
--- ARGV[4] - seconds the consumer will block in wait() if it gets nothing
--- ARGV[5] - seconds to keep outcomes (0: not kept)
--- ARGV[6] - most tasks to claim ahead on a capped queue (see claim() in _claim.lua)
--- ARGV[7] - "<id>:<token>" of each claim held ahead that the consumer started in the slot of a
---           task it settles in this call, space-separated: the cap counts them from now on, if
---           that token still holds the lease
--- ARGV    - then groups of 5 per settlement: kind, task id, token, data, failure record
---           kind "d" done (data: outcome), "f" failed for good (data: outcome; record),
---           "r" retry (data: delay seconds), "b" hand back (data unused)
--- returns   {applied: one "1"/"0" per settlement, as one string;
---            then what claim() returns (see _claim.lua)}
+-- ARGV[4] - seconds the consumer waits for new work if it gets none
+-- ARGV[5] - seconds to keep outcomes (0: none are kept)
+-- ARGV[6] - a random nonce from the consumer: the leases of this call get tokens "<nonce>.<k>"
+-- ARGV[7..] - the settlements, groups of 5 (see _settle.lua)
+-- returns   {applied: "1"/"0" per settlement as one string, the queue's epoch, capped 1/0,
+--            seconds to the next due time or "-1" (when nothing was claimed), token1, envelope1, ...}
 local now = clock()
-local passed = {}
-if ARGV[7] ~= '' and redis.call('EXISTS', P .. 'ahead') == 1 then
-  local ids, tokens = {}, {}
-  for id, token in string.gmatch(ARGV[7], '(%x+):(%d+)') do
-    ids[#ids + 1], tokens[#tokens + 1] = id, token
-  end
-  local ahead = redis.call('SMISMEMBER', P .. 'ahead', unpack(ids))
-  local held = redis.call('HMGET', P .. 'inflight', unpack(ids))
-  for k, id in ipairs(ids) do -- else its lease ended: it is no longer this consumer's claim
-    if ahead[k] == 1 and held[k] and inflight_fields(held[k]) == tokens[k] then passed[#passed + 1] = id end
-  end
-  if #passed > 0 then call_in_chunks('SREM', P .. 'ahead', passed) end
-  set_states(passed, 'r')
+local out = {settle(7, now, tonumber(ARGV[5])), epoch(), 0, '-1'}
+local want = tonumber(ARGV[2])
+if want > 0 then
+  local claimed = claim(ARGV[1], want, tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[6], now)
+  out[3], out[4] = claimed[1], claimed[2]
+  for i = 3, #claimed do out[#out + 1] = claimed[i] end
 end
-local applied = settle(8, now, tonumber(ARGV[5]))
-local want, ahead = tonumber(ARGV[2]), tonumber(ARGV[6])
-local out = {applied}
-if want > 0 or ahead > 0 then
-  for _, item in ipairs(claim(ARGV[1], want, ahead, tonumber(ARGV[3]), tonumber(ARGV[4]), now)) do
-    out[#out + 1] = item
-  end
-end
--- freed slots (less those passed on) or work put back may let idle consumers take something
-if #applied > #passed and string.find(applied, '1', 1, true) and redis.call('EXISTS', P .. 'prios') == 1 then
-  wake(#applied - #passed, now)
-end
+wake_for_ready(now) -- for the slots it freed and the work it made ready but did not take
 return out

@@ -1,8 +1,8 @@
 -- Record a live worker, stamped with the server's clock; its heartbeat calls this again.
--- KEYS[1] - "tu:" (workers are not per queue)
+-- KEYS[1] - "tu:" (workers are not per queue). Touches tu:worker:<consumer>, tu:workers
 -- ARGV[1] - consumer id
 -- ARGV[2] - seconds the record lives unless renewed
--- ARGV    - then pairs: field, value (host, pid, threads, queues, ...)
+-- ARGV[3..] - pairs: field, value (host, pid, threads, queues, ...)
 -- returns   1
 local key, now = P .. 'worker:' .. ARGV[1], clock()
 redis.call('DEL', key)

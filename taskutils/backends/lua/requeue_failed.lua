@@ -1,19 +1,20 @@
 -- Move tasks from the failed store back to the queue, with their attempts counted afresh.
--- KEYS[1] - queue prefix (see _prelude.lua)
--- ARGV    - task ids
--- returns   the ids that were in the failed store and are queued again
-local now, requeued = clock(), {}
-for _, id in ipairs(ARGV) do
-  local entry = redis.call('HGET', P .. 'failed', id)
+-- KEYS[1] - the queue's prefix P. Touches P .. epoch, failed, failed_info, outcome:*, ready:*,
+--           prios, state:*, idle, wake, config, leases, seq
+-- ARGV    - seqs
+-- returns   the seqs that were in the failed store and are queued again
+local requeued = {}
+for _, seq in ipairs(ARGV) do
+  local entry = redis.call('HGET', P .. 'failed', seq)
   if entry then
-    local level, envelope = level_and_envelope(entry)
-    local task_id, _, _, body = envelope_fields(envelope)
-    push_ready(level, envelope_of(task_id, 0, 0, body))
-    redis.call('HDEL', P .. 'failed', id)
-    redis.call('HDEL', P .. 'failed_info', id)
-    redis.call('DEL', P .. 'result:' .. task_id)
-    requeued[#requeued + 1] = task_id
+    local level, rest = split_level(entry)
+    local _, _, _, body = envelope_fields(checked(rest))
+    push_ready(level, envelope_of(seq, 0, 0, body))
+    redis.call('HDEL', P .. 'failed', seq)
+    redis.call('HDEL', P .. 'failed_info', seq)
+    drop_outcome(seq)
+    requeued[#requeued + 1] = seq
   end
 end
-if #requeued > 0 then wake(#requeued, now) end
+wake_for_ready(nil)
 return requeued

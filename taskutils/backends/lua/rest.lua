@@ -1,14 +1,8 @@
--- A consumer stops being woken or handed tasks (it pauses, stops, or stops waiting under this
--- name): drop its idle entry, and put back the tasks handed to it that it did not take.
--- KEYS[1] - queue prefix (see _prelude.lua)
+-- A consumer stops waiting for work (it pauses or stops): new work now wakes the others, and a
+-- wake token it may have taken without claiming goes to them too.
+-- KEYS[1] - the queue's prefix P. Touches P .. idle, wake, prios, ready:<top level>, config, leases
 -- ARGV[1] - consumer id
--- returns   how many idle entries were dropped
-local mine, dropped = ARGV[1] .. '|', 0
-for _, member in ipairs(redis.call('ZRANGE', P .. 'idle', 0, -1)) do
-  if string.sub(member, 1, #mine) == mine then
-    dropped = dropped + redis.call('ZREM', P .. 'idle', member)
-  end
-end
-local returned = put_back_handed(ARGV[1])
-if returned > 0 then wake(returned) end
-return dropped
+-- returns   1 if the consumer was waiting, else 0
+local removed = redis.call('ZREM', P .. 'idle', ARGV[1])
+wake_for_ready(nil)
+return removed

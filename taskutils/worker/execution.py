@@ -1,6 +1,6 @@
 """Run one claimed task and decide how its claim ends: done, retried, failed for good, or quarantined.
 
-The runner only decides; the worker sends the decisions (settlements) to the backend in batches.
+The executor only decides; the exchanger sends the decisions (settlements) to the broker in batches.
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ import time
 import traceback
 from typing import Any, Callable
 
-from .backends.base import DONE_KIND, FAIL_KIND, RETRY_KIND, Claim, Settlement
-from .config import Settings
-from .task import TaskBody, pack, pack_checked, resolve
+from ..backends.records import Claim, Ending, Settlement
+from ..config import Settings
+from ..task import TaskBody, pack, pack_checked, resolve
 
 log = logging.getLogger("taskutils.worker")
+SCALARS = frozenset({str, int, float, bool, bytes})  # always unpack as they were packed
 
 
 class Rejected(Exception):
@@ -27,13 +28,10 @@ class Rejected(Exception):
         self.ref = ref
 
 
-DONE_WITHOUT_VALUE = pack(["done", None, None])
-SCALARS = frozenset({str, int, float, bool, bytes})  # always unpack as they were packed
-
-
 def outcome_done(value: Any) -> bytes:
-    if value is None:  # most tasks: no encoding at all
-        return DONE_WITHOUT_VALUE
+    """The stored outcome of a task that returned `value`: empty for None (most tasks)."""
+    if value is None:
+        return b""
     if type(value) in SCALARS:
         return pack(["done", value, None])
     return pack_checked(["done", value, None])
@@ -43,7 +41,7 @@ def outcome_failed(error: str) -> bytes:
     return pack(["failed", None, error])
 
 
-class TaskRunner:
+class TaskExecutor:
     """The rules for one claimed task."""
 
     def __init__(self, settings: Settings, allowed: Callable[[str], bool], consumer: str):
@@ -51,8 +49,15 @@ class TaskRunner:
         self._resolved: dict[str, tuple[Callable[..., Any], inspect.Signature | None]] = {}
         self._resolving = threading.Lock()
 
-    def execute(self, claim: Claim) -> Settlement:
-        """Run one claimed task; returns how its claim ends."""
+    def run(self, claim: Claim) -> Settlement:
+        """Run one claimed task; returns how its claim ends, whatever the task does."""
+        try:
+            return self._run(claim)
+        except Exception as exc:  # a bug deciding the outcome: fail the task with the reason, never leave it held
+            log.exception("task %s: could not decide its outcome", claim.task_id)
+            return self._fail(claim, f"taskutils could not decide the outcome: {type(exc).__name__}: {exc}", ref=None)
+
+    def _run(self, claim: Claim) -> Settlement:
         try:
             body, func = self._prepare(claim)
         except Rejected as exc:
@@ -67,7 +72,7 @@ class TaskRunner:
         except BaseException:  # a worker survives any task, SystemExit included
             return self._failed_attempt(claim, body, traceback.format_exc())
         try:
-            return Settlement(claim, DONE_KIND, outcome_done(value))
+            return Settlement(claim, Ending.DONE, outcome_done(value))
         except (TypeError, ValueError, OverflowError):
             reason = f"PayloadError: return value of {body.ref} ({type(value).__name__}) cannot be encoded with msgpack"
             return self._fail(claim, reason, ref=body.ref)
@@ -116,12 +121,15 @@ class TaskRunner:
         failures = claim.failures + 1
         if failures > body.repeats_on_failure:
             return self._fail(claim, error, ref=body.ref)
-        delay = body.retry_delay_after(failures)
+        try:
+            delay = body.retry_delay_after(failures)
+        except (OverflowError, ValueError) as exc:
+            return self._fail(claim, f"{error}\nits retry delay cannot be computed ({exc}): failed for good", ref=body.ref)
         log.warning(
             "task %s (%s) failed, retry %d of %d in %.3gs:\n%s",
             claim.task_id, body.ref, failures, body.repeats_on_failure, delay, error,
         )
-        return Settlement(claim, RETRY_KIND, delay=delay)
+        return Settlement(claim, Ending.RETRY, delay=delay)
 
     def _fail(self, claim: Claim, error: str, ref: str | None) -> Settlement:
         log.error("task %s (%s) failed for good after %d attempt(s):\n%s", claim.task_id, ref, claim.failures + 1, error)
@@ -136,4 +144,4 @@ class TaskRunner:
                 "worker": self.consumer,
             }
         )
-        return Settlement(claim, FAIL_KIND, outcome_failed(error), record)
+        return Settlement(claim, Ending.FAILED, outcome_failed(error), record)

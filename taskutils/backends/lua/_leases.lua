@@ -1,0 +1,29 @@
+-- Leases: the one place that makes them and the one place that ends them (needs _prelude.lua,
+-- _store.lua).
+--
+-- Keys: P..'leases' (ZSET seq -> deadline in ms: the running tasks, which the concurrency cap
+-- counts), P..'inflight' (HASH seq -> lease value, see _prelude.lua), the state buckets.
+-- A task is running exactly while it has a lease; its token is unique to that lease.
+
+-- lease claimed tasks until `deadline`: entries are {seq, token, level, envelope}; one call per key
+local function make_leases(entries, deadline)
+  if #entries == 0 then return end
+  local scores, values, seqs, score = {}, {}, {}, lease_score(deadline)
+  for k, entry in ipairs(entries) do
+    scores[#scores + 1] = score
+    scores[#scores + 1] = entry[1]
+    values[#values + 1] = entry[1]
+    values[#values + 1] = entry[2] .. '|' .. entry[3] .. '|' .. entry[4]
+    seqs[k] = entry[1]
+  end
+  call_in_chunks('ZADD', P .. 'leases', scores)
+  call_in_chunks('HSET', P .. 'inflight', values)
+  set_states(seqs, 'r')
+end
+
+-- end the leases of seqs (their state is set by whatever comes next: ready, scheduled, finished)
+local function end_leases(seqs)
+  if #seqs == 0 then return end
+  call_in_chunks('HDEL', P .. 'inflight', seqs)
+  call_in_chunks('ZREM', P .. 'leases', seqs)
+end

@@ -1,0 +1,72 @@
+-- Making tasks ready or scheduled, and waking waiting consumers (needs _prelude.lua, _store.lua).
+--
+-- Keys: P..'ready:<level>', P..'prios', P..'scheduled', P..'idle', P..'wake', P..'config',
+-- P..'leases', and the state buckets of _store.lua.
+--
+-- Waking: a consumer that asked for work and got none is entered in `idle` until the end of the
+-- wait it announced, then blocks in BLPOP on `wake`. New work pushes wake tokens there; a token
+-- goes to a consumer that is blocked now, so a process that died (its connection closed) is
+-- never woken, and no task is ever handed to anybody here: the woken consumer claims by itself.
+-- A process that is stopped but still connected can swallow a token: when more consumers are
+-- waiting than there is new work, one spare token goes out, and a consumer whose wait ends
+-- looks for work by itself.
+
+local function mark_level(level)
+  local rank = level_rank(level)
+  redis.call('ZADD', P .. 'prios', rank == -math.huge and '-inf' or rank, level)
+end
+
+-- make a task ready at the back of its level (at the front, to run next)
+local function push_ready(level, envelope, front)
+  redis.call(front and 'LPUSH' or 'RPUSH', P .. 'ready:' .. level, envelope)
+  mark_level(level)
+  set_state(seq_of(envelope), 'q')
+end
+
+-- make tasks of one level ready at its back, in order: one call per key for the lot
+local function push_ready_many(level, envelopes)
+  call_in_chunks('RPUSH', P .. 'ready:' .. level, envelopes)
+  mark_level(level)
+  local seqs = {}
+  for k, envelope in ipairs(envelopes) do seqs[k] = seq_of(envelope) end
+  set_states(seqs, 'q')
+end
+
+-- push wake tokens so that up to n waiting consumers (plus a spare, see above) look for work;
+-- `now` may be nil (the clock is read only if somebody waits)
+local function wake(n, now)
+  if n <= 0 or redis.call('EXISTS', P .. 'idle') == 0 then return end -- nobody waits: the common case
+  redis.call('ZREMRANGEBYSCORE', P .. 'idle', '-inf', now or clock())
+  local waiting = redis.call('ZCARD', P .. 'idle')
+  local wanted = math.min(n, waiting)
+  if waiting > wanted then wanted = wanted + 1 end
+  for _ = 1, wanted - redis.call('LLEN', P .. 'wake') do
+    redis.call('RPUSH', P .. 'wake', '1')
+  end
+end
+
+-- delay a task; if it is now the first due, wake a consumer so that it waits for the right time
+local function schedule(level, envelope, due, now)
+  local first = redis.call('ZRANGE', P .. 'scheduled', 0, 0, 'WITHSCORES')[2]
+  redis.call('ZADD', P .. 'scheduled', due, level .. '|' .. envelope)
+  set_state(seq_of(envelope), 's')
+  if not first or due < tonumber(first) then wake(1, now) end
+end
+
+-- free slots of the queue's cap, or nil when it has none
+local function free_slots()
+  local cap = redis.call('HGET', P .. 'config', 'max_concurrency')
+  if not cap then return nil end
+  return math.max(tonumber(cap) - redis.call('ZCARD', P .. 'leases'), 0)
+end
+
+-- wake waiting consumers for the ready work the cap lets start (after settling or claiming)
+local function wake_for_ready(now)
+  if redis.call('EXISTS', P .. 'idle') == 0 then return end
+  local top = redis.call('ZRANGE', P .. 'prios', 0, 0)[1]
+  if not top then return end
+  local startable = redis.call('LLEN', P .. 'ready:' .. top)
+  local free = free_slots()
+  if free then startable = math.min(startable, free) end
+  wake(startable, now)
+end

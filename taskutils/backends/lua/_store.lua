@@ -1,0 +1,123 @@
+-- Reading and writing a queue's bookkeeping (needs _prelude.lua): the clock, task ids, task
+-- states and outcomes.
+--
+-- Keys: P..'epoch', P..'seq', P..'state:<bucket>', P..'outcome:<bucket>'.
+-- Task states and outcomes live in hashes of STATE_BUCKET tasks ("state:<seq // 64 in hex>", field
+-- <seq % 64>): Redis keeps hashes that small as compact listpacks, a few bytes a task instead of
+-- a key of its own, and an emptied bucket disappears. An outcome bucket expires result_ttl after
+-- its last write (never sooner than it was set to before), so an outcome is kept at least
+-- result_ttl seconds, and at most as long as later outcomes of its bucket.
+
+local function clock()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+
+-- redis.call(command, key, args...) in slices of at most 1000 arguments (Lua's unpack has a stack
+-- limit); returns the replies joined when they are lists
+local function call_in_chunks(command, key, args)
+  if #args <= 1000 then return redis.call(command, key, unpack(args)) end
+  local replies = {}
+  for first = 1, #args, 1000 do
+    local reply = redis.call(command, key, unpack(args, first, math.min(first + 999, #args)))
+    if type(reply) == 'table' then
+      for _, item in ipairs(reply) do replies[#replies + 1] = item end
+    end
+  end
+  return replies
+end
+
+-- the queue's epoch, made with the queue from the server's clock: ids and results of a queue
+-- that Redis lost and that was made again (same sequence numbers) never pass for each other
+local function epoch()
+  local known = redis.call('GET', P .. 'epoch')
+  if known then return known end
+  local t = redis.call('TIME')
+  local made = string.format('%x', (tonumber(t[1]) * 1000000 + tonumber(t[2])) % 4294967296)
+  redis.call('SET', P .. 'epoch', made)
+  return made
+end
+
+-- `count` new sequence numbers; returns the number before the first
+local function new_seqs(count)
+  return redis.call('INCRBY', P .. 'seq', count) - count
+end
+
+local function hex(number)
+  return string.format('%x', number)
+end
+
+-- anything found where an envelope belongs (garbage written by hand or by a bug) becomes the
+-- body of a new envelope: a worker then fails it with a reason, and nothing here raises on it
+local function checked(text)
+  if is_envelope(text) then return text end
+  return envelope_of(hex(new_seqs(1) + 1), 0, 0, text)
+end
+
+-- seqs grouped by bucket: {bucket = {field, ...}} and the buckets in first-seen order
+local function by_bucket(seqs)
+  local groups, buckets = {}, {}
+  for _, seq in ipairs(seqs) do
+    local bucket, field = bucket_of(seq)
+    if not groups[bucket] then
+      groups[bucket] = {}
+      buckets[#buckets + 1] = bucket
+    end
+    local fields = groups[bucket]
+    fields[#fields + 1] = field
+  end
+  return groups, buckets
+end
+
+-- set the state ("s", "q" or "r") of tasks: one HSET per bucket
+local function set_states(seqs, state)
+  local groups, buckets = by_bucket(seqs)
+  for _, bucket in ipairs(buckets) do
+    local pairs_ = {}
+    for _, field in ipairs(groups[bucket]) do
+      pairs_[#pairs_ + 1] = field
+      pairs_[#pairs_ + 1] = state
+    end
+    call_in_chunks('HSET', P .. 'state:' .. bucket, pairs_)
+  end
+end
+
+local function set_state(seq, state)
+  local bucket, field = bucket_of(seq)
+  redis.call('HSET', P .. 'state:' .. bucket, field, state)
+end
+
+-- forget the state of finished tasks: one HDEL per bucket
+local function drop_states(seqs)
+  local groups, buckets = by_bucket(seqs)
+  for _, bucket in ipairs(buckets) do
+    call_in_chunks('HDEL', P .. 'state:' .. bucket, groups[bucket])
+  end
+end
+
+-- keep outcomes[k] of seqs[k] for at least ttl seconds: one HSET and one PEXPIRE per bucket
+local function keep_outcomes(seqs, outcomes, ttl)
+  if ttl <= 0 or #seqs == 0 then return end
+  local groups, buckets, values = {}, {}, {}
+  for k, seq in ipairs(seqs) do
+    local bucket, field = bucket_of(seq)
+    if not groups[bucket] then
+      groups[bucket] = {}
+      buckets[#buckets + 1] = bucket
+    end
+    local pairs_ = groups[bucket]
+    pairs_[#pairs_ + 1] = field
+    pairs_[#pairs_ + 1] = outcomes[k]
+  end
+  local ms = math.ceil(ttl * 1000)
+  for _, bucket in ipairs(buckets) do
+    local key = P .. 'outcome:' .. bucket
+    call_in_chunks('HSET', key, groups[bucket])
+    if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, ms) end -- never shortened
+  end
+end
+
+local function drop_outcome(seq)
+  local bucket, field = bucket_of(seq)
+  redis.call('HDEL', P .. 'outcome:' .. bucket, field)
+end

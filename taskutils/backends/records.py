@@ -1,0 +1,121 @@
+"""The records a backend speaks: tasks in, claims out, how each claim ends, and what inspection reads.
+
+The records made once per task on the hot path are NamedTuples: immutable like a frozen
+dataclass, and cheaper to build.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import NamedTuple, Sequence
+
+# Task states as stored; a task with no state and no outcome is unknown.
+SCHEDULED, QUEUED, RUNNING, DONE, FAILED = "scheduled", "queued", "running", "done", "failed"
+
+
+class NewTask(NamedTuple):
+    """A task to enqueue: its encoded body, priority and delay in seconds."""
+
+    body: bytes
+    priority: int = 0
+    delay: float = 0.0
+
+
+class Claim(NamedTuple):
+    """A task leased to one worker. `token` is unique to this lease: every later transition
+    of the task (settle, renew) is refused unless it carries the token that holds it now."""
+
+    queue: str
+    task_id: str
+    token: str
+    body: bytes
+    failures: int
+    crashes: int
+
+
+class Ending(enum.Enum):
+    """How a claim ends; the value is its code on the wire."""
+
+    DONE = "d"  # finished: keep the outcome
+    FAILED = "f"  # failed for good: keep the outcome and the failure record
+    RETRY = "r"  # a failed attempt: back to the queue after a delay, one more failure counted
+    HAND_BACK = "b"  # unfinished: back to the front of its priority, nothing counted
+
+
+class Settlement(NamedTuple):
+    """The end of a claim: `outcome` for DONE and FAILED, `record` for FAILED, `delay` for RETRY."""
+
+    claim: Claim
+    ending: Ending
+    outcome: bytes = b""
+    record: bytes = b""
+    delay: float = 0.0
+
+
+class Exchange(NamedTuple):
+    """One atomic step of a consumer on one queue: settle these claims, then claim up to `want`
+    more under a lease of `lease` seconds. A consumer that asked and got nothing is registered
+    as waiting for `idle_for` seconds, so that new work wakes it. Outcomes are kept
+    `result_ttl` seconds."""
+
+    queue: str
+    consumer: str
+    settlements: Sequence[Settlement] = ()
+    want: int = 0
+    lease: float = 30.0
+    idle_for: float = 0.0
+    result_ttl: float = 0.0
+
+
+class ExchangeReply(NamedTuple):
+    """What an exchange did: per settlement True (applied), False (the lease had moved on) or
+    None (unknown: sent again after its reply was lost, the first attempt most likely applied
+    it); the new claims; when there are none, seconds until the queue's next due time (None if
+    nothing is due); whether the queue has a concurrency cap."""
+
+    applied: list[bool | None]
+    claims: list[Claim]
+    next_due: float | None = None
+    capped: bool = False
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Tasks of one queue in each state."""
+
+    scheduled: int
+    queued: int
+    running: int
+    failed: int
+
+    @property
+    def pending(self) -> int:
+        """Tasks not yet finished: scheduled, queued or running."""
+        return self.scheduled + self.queued + self.running
+
+
+@dataclass(frozen=True)
+class RecurrentRecord:
+    """A stored recurrent schedule; repeats -1 means forever, stop None means never.
+    `definition` identifies the schedule as the user gave it: setting the same definition
+    again leaves the stored schedule as it is."""
+
+    body: bytes
+    interval: float
+    repeats: int
+    stop: float | None
+    next_run: float
+    definition: bytes = b""
+
+
+def split_id(task_id: str) -> tuple[str, str]:
+    """(epoch, sequence number) of a task id "<epoch>-<seq>"; ("", "") if it is not one."""
+    epoch, dash, seq = task_id.partition("-")
+    if not (dash and epoch and seq and _hex(epoch) and _hex(seq)):
+        return "", ""
+    return epoch, seq
+
+
+def _hex(text: str) -> bool:
+    return len(text) <= 16 and all(char in "0123456789abcdef" for char in text)

@@ -1,0 +1,331 @@
+"""The exchanger: the one thread of a worker that talks to the broker on the hot path.
+
+Each turn it asks the ledger what to do (ledger.py): send what the runners finished and claim
+more in one round trip per queue, read an exchange it left in flight, wait on the broker for new
+work, or wait for the runners. A worker of one queue keeps its last exchange in flight while
+its runners have work, and reads it after sending the next, so the broker serves one while the
+worker handles the other. While it waits on the broker, a runner that needs it rings a doorbell:
+a small thread that ends the wait through the broker (runners never call the broker).
+
+A queue whose exchanges the broker refuses (an error reply: a key of the wrong type, Redis out
+of memory) is parked: its settlements wait, it is asked for nothing, and it is tried again
+after a delay that doubles up to BROKEN_MAX_DELAY; the other queues go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable, Iterable, NamedTuple
+
+from ..backends.base import Broker
+from ..backends.records import Claim, Exchange, ExchangeReply, Settlement
+from ..config import Settings
+from ..errors import BackendUnavailable, BrokerError
+from .clock import Clock
+from .ledger import ClaimLedger
+
+log = logging.getLogger("taskutils.worker")
+IDLE_MARGIN = 1.0  # a waiting consumer's registration outlasts its longest wait by this much
+OUTAGE_PAUSE = 1.0  # after a call failed for broker_timeout, the next try comes this much later
+BROKEN_FIRST_DELAY, BROKEN_MAX_DELAY = 0.1, 5.0  # retry delays of a queue the broker refuses
+BROKEN_LOG_SECONDS = 60.0  # a refused queue is logged at most this often
+
+
+class InFlight(NamedTuple):
+    """An exchange sent and not read yet."""
+
+    request: Exchange
+    read: Callable[[], ExchangeReply]
+    sent_at: float
+
+
+class Refusal(NamedTuple):
+    """A queue the broker refused: when it is tried again, the delay after that, its settlements
+    set aside meanwhile, and when it was last logged."""
+
+    retry_at: float
+    delay: float
+    settlements: list[Settlement]
+    logged_at: float
+
+
+class Doorbell:
+    """Ends the exchanger's wait on the broker, from a thread of its own."""
+
+    def __init__(self, broker: Broker, queues: tuple[str, ...], consumer: str):
+        self._broker, self._queues, self._consumer = broker, queues, consumer
+        self._rung = threading.Event()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="taskutils-doorbell", daemon=True)
+        self._thread.start()
+
+    def ring(self) -> None:
+        self._rung.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._rung.set()
+
+    def _loop(self) -> None:
+        while True:
+            self._rung.wait()
+            self._rung.clear()
+            if self._closed:
+                return
+            try:
+                self._broker.interrupt(self._queues, self._consumer)
+            except (BackendUnavailable, BrokerError) as exc:  # the wait ends by itself within sleep_seconds
+                log.debug("could not interrupt the wait: %s", exc)
+
+
+class Exchanger:
+    """Sends settlements, claims, and waits for work, for one worker."""
+
+    def __init__(
+        self, broker: Broker, ledger: ClaimLedger, settings: Settings, consumer: str,
+        hand_out: Callable[[Iterable[Claim]], None], clock: Clock | None = None,
+    ):
+        self._broker, self._ledger, self._settings, self._consumer = broker, ledger, settings, consumer
+        self._hand_out, self._clock = hand_out, clock or Clock()
+        self._queues = settings.queues
+        self._in_flight: InFlight | None = None
+        self._refused: dict[str, Refusal] = {}
+        self._guard = threading.Lock()
+        self._blocked = False  # waiting on the broker: a runner rings the doorbell
+        self._rung = False
+        self._changed = threading.Event()
+        self._finishing = False
+        self._doorbell: Doorbell | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._doorbell = Doorbell(self._broker, self._queues, self._consumer)
+        self._thread = threading.Thread(target=self._loop, name="taskutils-exchanger", daemon=True)
+        self._thread.start()
+
+    def notify(self) -> None:
+        """Something for the exchanger to do: wake it, wherever it waits."""
+        with self._guard:
+            if not self._blocked:
+                self._changed.set()
+            elif not self._rung and self._doorbell is not None:
+                self._rung = True
+                self._doorbell.ring()
+
+    def finish(self) -> None:
+        """End the thread once the ledger is drained (the worker stops)."""
+        self._finishing = True
+        self.notify()
+
+    def join(self, timeout: float | None) -> bool:
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self._thread is None or not self._thread.is_alive()
+
+    def _loop(self) -> None:
+        while not (self._finishing and self._in_flight is None and self._ledger.drained()):
+            try:
+                self.step()
+            except BackendUnavailable as exc:  # the backend logged the outage once; retry quietly
+                log.debug("exchange failed: %s", exc)
+                self._clock.wait(self._changed, OUTAGE_PAUSE)
+            except Exception:
+                log.exception("exchanger error; going on")
+                self._clock.wait(self._changed, OUTAGE_PAUSE)
+        if self._doorbell is not None:
+            self._doorbell.close()
+
+    # -- one turn ------------------------------------------------------------------------------
+
+    def step(self) -> None:
+        """One turn: confirm stale claims, then send, read, or wait, as the ledger plans."""
+        self._unpark_due()
+        stale = self._ledger.confirmations()
+        if stale:
+            self._confirm(stale)
+        plan = self._ledger.plan()
+        if plan.send:
+            if not self._send(plan.settle, plan.want):  # every queue it needed is parked
+                self._wait(self._until_retry(plan.wait or self._settings.sleep_seconds))
+        elif self._in_flight is not None:
+            self._read(self._take_in_flight())
+        elif plan.block:
+            self._block(self._until_retry(plan.wait))
+        else:
+            self._wait(self._until_retry(plan.wait))
+
+    def _send(self, settle: list[Settlement], want: int) -> bool:
+        """Settle and claim, one exchange per queue; False if every queue it needed is parked."""
+        by_queue: dict[str, list[Settlement]] = {}
+        for settlement in settle:
+            by_queue.setdefault(settlement.claim.queue, []).append(settlement)
+        for name in [name for name in by_queue if self._parked(name)]:
+            self._set_aside(name, by_queue.pop(name))
+        queues = [name for name in self._queues if not self._parked(name)]
+        if not queues:
+            return False
+        if len(self._queues) == 1:
+            self._send_ahead(self._request(queues[0], by_queue.get(queues[0], []), want))
+            return True
+        if self._in_flight is not None:
+            self._read(self._take_in_flight())
+        due: float | None = None
+        for name in queues:
+            settling, ask = by_queue.get(name, []), want
+            if not settling and ask <= 0:
+                continue
+            reply = self._exchange_now(self._request(name, settling, ask), due)
+            if reply is not None:
+                want -= len(reply.claims)
+                if reply.next_due is not None:
+                    due = reply.next_due if due is None else min(due, reply.next_due)
+        return True
+
+    def _request(self, queue: str, settle: list[Settlement], want: int) -> Exchange:
+        settings = self._settings
+        return Exchange(
+            queue, self._consumer, settle, want, settings.visibility_timeout, settings.sleep_seconds + IDLE_MARGIN,
+            settings.result_ttl,
+        )
+
+    def _send_ahead(self, request: Exchange) -> None:
+        """Send an exchange and leave it in flight while the runners have work; an earlier one
+        in flight is read after this one is sent."""
+        self._ledger.asked(request.want)
+        sent_at = self._clock.now()
+        try:
+            read = self._broker.send_exchange(request)
+        except BrokerError as exc:
+            self._park(request, exc)
+            return
+        except BaseException:
+            self._ledger.unsent_again(request.settlements, request.want)
+            raise
+        earlier, self._in_flight = self._in_flight, InFlight(request, read, sent_at)
+        if earlier is not None:
+            self._read(earlier)
+        if not self._ledger.work_ahead():
+            self._read(self._take_in_flight())
+
+    def _exchange_now(self, request: Exchange, due: float | None) -> ExchangeReply | None:
+        self._ledger.asked(request.want)
+        sent_at = self._clock.now()
+        try:
+            reply = self._broker.exchange(request)
+        except BrokerError as exc:
+            self._park(request, exc)
+            return None
+        except BaseException:
+            self._ledger.unsent_again(request.settlements, request.want)
+            raise
+        if due is not None:
+            reply = reply._replace(next_due=due if reply.next_due is None else min(due, reply.next_due))
+        self._record(request, reply, sent_at)
+        return reply
+
+    def _take_in_flight(self) -> InFlight:
+        sent, self._in_flight = self._in_flight, None
+        assert sent is not None
+        return sent
+
+    def _read(self, sent: InFlight) -> None:
+        try:
+            reply = sent.read()
+        except BrokerError as exc:
+            self._park(sent.request, exc)
+            return
+        except BaseException:
+            self._ledger.unsent_again(sent.request.settlements, sent.request.want)
+            raise
+        self._record(sent.request, reply, sent.sent_at)
+
+    def _record(self, request: Exchange, reply: ExchangeReply, sent_at: float) -> None:
+        self._refused.pop(request.queue, None)
+        refused = self._ledger.replied(
+            request.settlements, reply.applied, request.want, reply.claims, sent_at, reply.next_due, reply.capped
+        )
+        for settlement, applied in refused:
+            if applied is None:
+                log.info("task %s: its outcome was sent again after the reply was lost, and refused: most likely "
+                         "the first attempt settled it", settlement.claim.task_id)
+            else:
+                log.warning("task %s: its lease had moved on (handed back at shutdown, or this worker stalled past "
+                            "the visibility timeout); its outcome here is dropped and the task's current owner "
+                            "decides", settlement.claim.task_id)
+        if reply.claims:
+            self._hand_out(reply.claims)
+
+    # -- refused queues ------------------------------------------------------------------------
+
+    def _parked(self, queue: str) -> bool:
+        refusal = self._refused.get(queue)
+        return refusal is not None and refusal.retry_at > self._clock.now()
+
+    def _park(self, request: Exchange, error: BrokerError) -> None:
+        """The broker refused this queue's exchange: it waits, doubling its delay each time."""
+        now, earlier = self._clock.now(), self._refused.get(request.queue)
+        delay = BROKEN_FIRST_DELAY if earlier is None else min(earlier.delay * 2, BROKEN_MAX_DELAY)
+        logged_at = -BROKEN_LOG_SECONDS if earlier is None else earlier.logged_at
+        if now - logged_at >= BROKEN_LOG_SECONDS:
+            log.error("queue %r cannot be served, retrying with backoff: %s", request.queue, error)
+            logged_at = now
+        self._ledger.set_aside(request.settlements, request.want)
+        waiting = [*(earlier.settlements if earlier is not None else []), *request.settlements]
+        self._refused[request.queue] = Refusal(now + delay, delay, waiting, logged_at)
+
+    def _set_aside(self, queue: str, settlements: list[Settlement]) -> None:
+        """Settlements of a parked queue wait with it."""
+        self._ledger.set_aside(settlements, 0)
+        self._refused[queue].settlements.extend(settlements)
+
+    def _unpark_due(self) -> None:
+        """Queues whose delay is over get their settlements back, to be sent again."""
+        for name, refusal in self._refused.items():
+            if refusal.settlements and refusal.retry_at <= self._clock.now():
+                self._ledger.unsent_again(refusal.settlements, 0)
+                self._refused[name] = refusal._replace(settlements=[])
+
+    def _until_retry(self, wait: float) -> float:
+        """`wait`, or less if a parked queue is due sooner."""
+        now = self._clock.now()
+        return max(min([wait, *(r.retry_at - now for r in self._refused.values() if r.retry_at > now)]), 0.0)
+
+    # -- waiting -------------------------------------------------------------------------------
+
+    def _block(self, timeout: float) -> None:
+        """Wait on the broker for new work (a runner's doorbell or `finish` ends it too)."""
+        with self._guard:
+            if self._ledger.has_unsent() or self._finishing:
+                return
+            self._blocked, self._rung = True, False
+        try:
+            self._broker.wait(self._queues, self._consumer, timeout)
+        except BrokerError as exc:
+            log.error("waiting for work failed: %s", exc)
+            self._clock.wait(self._changed, timeout)
+        finally:
+            with self._guard:
+                self._blocked = False
+            self._ledger.woken()
+
+    def _wait(self, timeout: float) -> None:
+        self._clock.wait(self._changed, timeout)
+        self._changed.clear()
+
+    def _confirm(self, stale: list[Claim]) -> None:
+        """Renew claims that waited long enough for their lease to have moved on (this worker
+        stalled) before they start; those lost are dropped, unrun."""
+        by_queue: dict[str, list[Claim]] = {}
+        for claim in stale:
+            by_queue.setdefault(claim.queue, []).append(claim)
+        for name, claims in by_queue.items():
+            sent_at = self._clock.now()
+            try:
+                lost = self._broker.renew(name, {c.task_id: c.token for c in claims}, self._settings.visibility_timeout)
+            except BaseException:
+                self._ledger.confirm_later(claims)
+                raise
+            for task_id in lost:
+                log.info("task %s: its lease moved on while this worker stalled; not started here", task_id)
+            self._hand_out(self._ledger.confirmed(claims, lost, sent_at))

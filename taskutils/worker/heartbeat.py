@@ -1,0 +1,66 @@
+"""The heartbeat: renews the leases of every claim a worker holds, and its registration.
+
+It beats every third of the visibility timeout. A lease found lost belonged to a task this
+worker started and then stalled on past the visibility timeout (SIGSTOP, a long pause): that
+task may be running elsewhere too, and the warning says so. Claims being settled are not
+renewed (a settled lease is no longer held, and that is no loss).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable, Mapping
+
+from ..backends.base import Backend
+from ..errors import BackendUnavailable, BrokerError
+from .clock import Clock
+from .ledger import ClaimLedger
+
+log = logging.getLogger("taskutils.worker")
+
+
+class Heartbeat:
+    """A thread that calls `beat` every `visibility_timeout / 3` seconds until stopped."""
+
+    def __init__(
+        self, backend: Backend, ledger: ClaimLedger, consumer: str, lease: float,
+        info: Callable[[], Mapping[str, str]], clock: Clock | None = None,
+    ):
+        self._backend, self._ledger, self._consumer, self._lease = backend, ledger, consumer, lease
+        self._info, self._clock = info, clock or Clock()
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="taskutils-heartbeat", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        self._stopped.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stopped.wait(self._lease / 3):
+            try:
+                self.beat()
+            except (BackendUnavailable, BrokerError) as exc:  # the backend has logged an outage once
+                log.debug("heartbeat failed: %s", exc)
+            except Exception:
+                log.exception("heartbeat error; going on")
+
+    def beat(self) -> None:
+        """Renew every held lease, then this worker's registration."""
+        for queue, leases in self._ledger.renewals().items():
+            sent_at = self._clock.now()
+            lost = self._backend.renew(queue, leases, self._lease)
+            for claim in self._ledger.renewed(queue, leases, lost, sent_at):
+                log.warning(
+                    "task %s: lease lost while it ran here (this worker stalled past the visibility timeout of "
+                    "%.3gs); another worker may be running it too", claim.task_id, self._lease,
+                )
+        self.register()
+
+    def register(self) -> None:
+        self._backend.register_worker(self._consumer, self._info(), self._lease)

@@ -1,0 +1,304 @@
+"""The claim ledger: what one worker holds, how many more claims it may ask for, and when to send.
+
+Pure bookkeeping under one lock, with an injectable clock: no threads and no broker here. The
+runners, the exchanger and the heartbeat all record what they do in it, and the exchanger asks
+it what to do next (`plan`).
+
+The prefetch rule: a worker holds at most `threads` claims, plus another `threads` waiting
+when its tasks are short (under SHORT_TASK_SECONDS on average) and the queue has no concurrency
+cap. So a round trip carries many short tasks, while a long task never waits in one worker when
+another could start it, and on a capped queue every held claim is a running task.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from dataclasses import dataclass
+from typing import NamedTuple, Sequence
+
+from ..backends.records import Claim, Ending, Settlement
+from .clock import Clock
+
+SHORT_TASK_SECONDS = 0.05  # tasks shorter than this on average are prefetched
+GATHER_SECONDS = 0.005  # longest a settlement waits for others to share its round trip
+STALE_SHARE = 0.5  # a claim whose lease was last confirmed this share of the lease ago is confirmed before it starts
+
+
+class Start(enum.Enum):
+    """What a runner does with a claim it takes."""
+
+    RUN = "run"
+    HAND_BACK = "hand back"  # the worker is stopping: back to the queue unstarted
+    CONFIRM = "confirm"  # its lease may have moved on (this worker stalled): the exchanger confirms it first
+    DROP = "drop"  # its lease moved on: another worker has it
+
+
+class Plan(NamedTuple):
+    """The exchanger's next move: send `settle` and ask for `want` claims, or else wait `wait`
+    seconds, on the broker if `block` (for new work) and locally otherwise (for a runner)."""
+
+    settle: list[Settlement]
+    want: int
+    wait: float = 0.0
+    block: bool = False
+
+    @property
+    def send(self) -> bool:
+        return bool(self.settle) or self.want > 0
+
+
+@dataclass
+class _Held:
+    claim: Claim
+    confirmed_at: float  # when the request that made or last renewed its lease was sent
+    running: bool = False
+    settling: bool = False
+
+
+def key_of(claim: Claim) -> tuple[str, str]:
+    return claim.queue, claim.task_id
+
+
+class ClaimLedger:
+    """Every claim one worker holds, from its claim to the reply that settles it."""
+
+    def __init__(self, threads: int, lease: float, sleep_seconds: float, clock: Clock | None = None):
+        self.threads, self.lease, self.sleep_seconds = threads, lease, sleep_seconds
+        self.clock = clock or Clock()
+        self._lock = threading.Lock()
+        self._held: dict[tuple[str, str], _Held] = {}
+        self._waiting = 0  # claims handed to the runners and not taken yet
+        self._running = 0
+        self._unsent: list[Settlement] = []
+        self._unsent_since = 0.0
+        self._asked = 0  # claims asked for by exchanges whose reply is not read yet
+        self._to_confirm: list[Claim] = []
+        self._seconds_per_task = 1.0  # running average: decides the prefetch
+        self._capped = True  # until a reply says otherwise
+        self._starved = False  # the last ask got nothing: wait for new work before asking again
+        self._next_due: float | None = None  # from that reply: seconds until the queue's next due time
+        self._paused = False
+        self._stopping = False
+
+    # -- what the exchanger asks ---------------------------------------------------------------
+
+    def plan(self) -> Plan:
+        """Send when a batch of settlements is ready (one per thread, or the oldest waited
+        GATHER_SECONDS, or the runners are about to run out of claims), or when there is room
+        and the runners are about to run out; block on the broker when starved; else wait."""
+        now = self.clock.now()
+        with self._lock:
+            low = self._waiting <= self.threads // 2
+            want = self._room(settling=len(self._unsent))
+            gathered = now - self._unsent_since if self._unsent else 0.0
+            batch_ready = bool(self._unsent) and (
+                len(self._unsent) >= self.threads or gathered >= GATHER_SECONDS or low
+                or self._stopping or self._paused
+            )
+            if batch_ready or (want > 0 and low and not self._starved):
+                settle, self._unsent = self._unsent, []
+                for settlement in settle:
+                    self._held[key_of(settlement.claim)].settling = True
+                return Plan(settle, want)
+            if self._unsent:
+                return Plan([], 0, GATHER_SECONDS - gathered)
+            if want > 0:  # starved: wait for new work
+                due = self.sleep_seconds if self._next_due is None else min(self._next_due, self.sleep_seconds)
+                return Plan([], 0, due, block=True)
+            return Plan([], 0, self.sleep_seconds)
+
+    def _room(self, settling: int) -> int:
+        """Claims to ask for, counting `settling` unsent settlements as freed."""
+        if self._paused or self._stopping:
+            return 0
+        prefetch = self.threads if not self._capped and self._seconds_per_task < SHORT_TASK_SECONDS else 0
+        holding = len(self._held) - sum(held.settling for held in self._held.values()) - settling + self._asked
+        return max(self.threads + prefetch - holding, 0)
+
+    def asked(self, want: int) -> None:
+        """An exchange asking for `want` claims was sent."""
+        with self._lock:
+            self._asked += want
+
+    def replied(
+        self, settled: Sequence[Settlement], applied: Sequence[bool | None], want: int, claims: Sequence[Claim],
+        sent_at: float, next_due: float | None, capped: bool,
+    ) -> list[tuple[Settlement, bool | None]]:
+        """Record an exchange's reply; returns the settlements the broker did not apply."""
+        with self._lock:
+            for settlement in settled:
+                self._held.pop(key_of(settlement.claim), None)
+            self._asked -= want
+            for claim in claims:
+                self._held[key_of(claim)] = _Held(claim, sent_at)
+            self._waiting += len(claims)
+            if want > 0:
+                self._starved, self._next_due, self._capped = not claims, next_due, capped
+        return [(settlement, done) for settlement, done in zip(settled, applied) if not done]
+
+    def unsent_again(self, settled: Sequence[Settlement], want: int) -> None:
+        """An exchange failed before it was applied: its settlements go out again later."""
+        with self._lock:
+            self._not_sent(settled, want)
+            if settled and not self._unsent:
+                self._unsent_since = self.clock.now()
+            self._unsent = [*settled, *self._unsent]
+
+    def set_aside(self, settled: Sequence[Settlement], want: int) -> None:
+        """The broker refused an exchange: its settlements wait apart (the exchanger gives them
+        back with `unsent_again` when it tries that queue again); their leases are still renewed."""
+        with self._lock:
+            self._not_sent(settled, want)
+
+    def _not_sent(self, settled: Sequence[Settlement], want: int) -> None:
+        for settlement in settled:
+            held = self._held.get(key_of(settlement.claim))
+            if held is not None:
+                held.settling = False
+        self._asked -= want
+
+    def woken(self) -> None:
+        """The wait for new work ended: ask again."""
+        with self._lock:
+            self._starved = False
+
+    def has_unsent(self) -> bool:
+        with self._lock:
+            return bool(self._unsent)
+
+    def work_ahead(self) -> bool:
+        """The runners have claims enough that the reply of an exchange just sent can wait."""
+        with self._lock:
+            return self._waiting > self.threads // 2 and not (self._stopping or self._paused)
+
+    def confirmations(self) -> list[Claim]:
+        """Claims a runner found stale, to confirm (renew) before they start."""
+        with self._lock:
+            claims, self._to_confirm = self._to_confirm, []
+            return claims
+
+    def confirmed(self, claims: Sequence[Claim], lost: Sequence[str], sent_at: float) -> list[Claim]:
+        """Record a confirmation; returns the claims to hand to the runners again (none when
+        stopping: those are handed back)."""
+        gone = set(lost)
+        ready = []
+        with self._lock:
+            for claim in claims:
+                held = self._held.get(key_of(claim))
+                if held is None:
+                    continue
+                if claim.task_id in gone:
+                    del self._held[key_of(claim)]
+                elif self._stopping:
+                    self._add_unsent(Settlement(claim, Ending.HAND_BACK))
+                else:
+                    held.confirmed_at = sent_at
+                    ready.append(claim)
+            self._waiting += len(ready)
+        return ready
+
+    def confirm_later(self, claims: Sequence[Claim]) -> None:
+        """A confirmation failed: try those claims again."""
+        with self._lock:
+            self._to_confirm.extend(claims)
+
+    # -- what the runners record ---------------------------------------------------------------
+
+    def take(self, claim: Claim) -> Start:
+        """A runner takes a claim from its inbox."""
+        now = self.clock.now()
+        with self._lock:
+            self._waiting -= 1
+            held = self._held.get(key_of(claim))
+            if held is None:
+                return Start.DROP
+            if self._stopping:
+                self._add_unsent(Settlement(claim, Ending.HAND_BACK))
+                return Start.HAND_BACK
+            if now - held.confirmed_at > self.lease * STALE_SHARE:
+                self._to_confirm.append(claim)
+                return Start.CONFIRM
+            held.running = True
+            self._running += 1
+            return Start.RUN
+
+    def finished(self, settlement: Settlement, seconds: float) -> bool:
+        """A runner finished a claim it started; True if the exchanger should look now: a batch
+        is ready, or this is the first settlement of one (its GATHER_SECONDS start now)."""
+        with self._lock:
+            self._running -= 1
+            self._seconds_per_task += (seconds - self._seconds_per_task) * 0.1
+            held = self._held.get(key_of(settlement.claim))
+            if held is None:  # handed back meanwhile (the worker stopped without waiting for it)
+                return False
+            held.running = False
+            self._add_unsent(settlement)
+            return (
+                len(self._unsent) in (1, self.threads) or self._waiting <= self.threads // 2
+                or self._stopping or self._paused
+            )
+
+    def _add_unsent(self, settlement: Settlement) -> None:
+        if not self._unsent:
+            self._unsent_since = self.clock.now()
+        self._unsent.append(settlement)
+
+    # -- what the heartbeat records ------------------------------------------------------------
+
+    def renewals(self) -> dict[str, dict[str, str]]:
+        """Per queue, task id -> token of the claims whose lease the heartbeat renews: every one
+        held, but those being settled (a settled lease is no longer held, and that is no loss)."""
+        by_queue: dict[str, dict[str, str]] = {}
+        with self._lock:
+            for held in self._held.values():
+                if not held.settling:
+                    by_queue.setdefault(held.claim.queue, {})[held.claim.task_id] = held.claim.token
+        return by_queue
+
+    def renewed(self, queue: str, leases: dict[str, str], lost: Sequence[str], sent_at: float) -> list[Claim]:
+        """Record a renewal; returns the claims lost while running (their worker stalled: the task
+        may run twice). Lost claims not started are dropped; settled ones are no loss."""
+        gone, lost_running = set(lost), []
+        with self._lock:
+            for task_id, token in leases.items():
+                held = self._held.get((queue, task_id))
+                if held is None or held.claim.token != token or held.settling:
+                    continue
+                if task_id not in gone:
+                    held.confirmed_at = max(held.confirmed_at, sent_at)
+                elif held.running:
+                    lost_running.append(held.claim)
+                else:
+                    del self._held[(queue, task_id)]
+        return lost_running
+
+    # -- the worker's lifecycle ----------------------------------------------------------------
+
+    def pause(self, paused: bool) -> None:
+        with self._lock:
+            self._paused = paused
+            self._starved = False
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+
+    def abandon(self) -> list[Claim]:
+        """Forget every claim not being settled, to hand them back at once; returns them."""
+        with self._lock:
+            claims = [held.claim for held in self._held.values() if not held.settling]
+            for claim in claims:
+                del self._held[key_of(claim)]
+            self._unsent = [s for s in self._unsent if key_of(s.claim) in self._held]
+            return claims
+
+    def drained(self) -> bool:
+        """Stopping, and nothing is held or asked for any more."""
+        with self._lock:
+            return self._stopping and not self._held and not self._asked
+
+    @property
+    def running(self) -> int:
+        with self._lock:
+            return self._running

@@ -1,0 +1,138 @@
+"""The worker's lifecycle: start, pause, resume, stop, hand back. Only that: the parts do the work.
+
+    ledger      what the worker holds and when to talk to the broker (pure bookkeeping)
+    runners     threads that run claimed tasks
+    exchanger   the one thread that settles and claims on the hot path, and waits for work
+    heartbeat   renews held leases and the worker's registration
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from typing import Callable
+
+from ..backends.base import Backend
+from ..backends.records import Ending, Exchange, Settlement
+from ..config import Settings
+from ..errors import BackendUnavailable, BrokerError
+from .clock import Clock
+from .exchanger import Exchanger
+from .execution import TaskExecutor
+from .heartbeat import Heartbeat
+from .ledger import ClaimLedger
+from .runners import RunnerPool
+
+log = logging.getLogger("taskutils.worker")
+
+
+class Worker:
+    """Runs tasks of `settings.queues` on `settings.threads` threads until stopped."""
+
+    def __init__(
+        self, backend: Backend, settings: Settings, allowed: Callable[[str], bool],
+        clock: Clock | None = None,
+    ):
+        self.backend, self.settings = backend, settings
+        clock = clock or Clock()
+        self.consumer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._ledger = ClaimLedger(settings.threads, settings.visibility_timeout, settings.sleep_seconds, clock)
+        self._exchanger = Exchanger(backend, self._ledger, settings, self.consumer, self._hand_out, clock)
+        executor = TaskExecutor(settings, allowed, self.consumer)
+        self._runners = RunnerPool(settings.threads, self._ledger, executor.run, self._exchanger.notify, backend, clock)
+        self._heartbeat = Heartbeat(backend, self._ledger, self.consumer, settings.visibility_timeout, self._info, clock)
+
+    def _hand_out(self, claims: list) -> None:
+        self._runners.hand_out(claims)
+
+    def _info(self) -> dict[str, str]:
+        return {
+            "host": socket.gethostname(),
+            "pid": str(os.getpid()),
+            "threads": str(self.settings.threads),
+            "queues": ",".join(self.settings.queues),
+            "running": str(self.running),
+        }
+
+    @property
+    def running(self) -> int:
+        """How many tasks this worker is running now."""
+        return self._ledger.running
+
+    def start(self) -> None:
+        """Register (BackendUnavailable if the broker cannot be reached), then start the threads."""
+        self._heartbeat.register()
+        self._runners.start()
+        self._exchanger.start()
+        self._heartbeat.start()
+
+    def pause(self) -> None:
+        """Stop claiming new tasks; running ones go on."""
+        self._ledger.pause(True)
+        self._rest()
+        self._exchanger.notify()
+
+    def resume(self) -> None:
+        """Claim tasks again."""
+        self._ledger.pause(False)
+        self._exchanger.notify()
+
+    def stop(self, timeout: float | None = None, hand_back_running: bool = True) -> bool:
+        """Stop claiming, hand back claims not started, and let running tasks finish for up to
+        `timeout` seconds; True if they all did. Tasks still running then are handed back to
+        the queue at once when `hand_back_running` (the process is about to exit, ending them);
+        otherwise they keep their leases until they end, and are settled then."""
+        self._ledger.stop()
+        self._rest()
+        self._exchanger.notify()
+        self._runners.stop()
+        finished = self._runners.join(timeout)
+        if not finished and not hand_back_running:
+            log.warning("%d task(s) still running: they keep their leases until they end", self.running)
+            threading.Thread(target=self._finish_after_runners, name="taskutils-finishing", daemon=True).start()
+            return False
+        if not finished:
+            self.hand_back()
+        self._finish()
+        return finished
+
+    def _finish_after_runners(self) -> None:
+        self._runners.join(None)
+        self._finish()
+
+    def _finish(self) -> None:
+        """Send what is left, then stop the exchanger and the heartbeat, and unregister."""
+        self._exchanger.finish()
+        self._exchanger.join(self.settings.sleep_seconds + self.settings.broker_timeout)
+        self._heartbeat.stop(self.settings.broker_timeout)
+        try:
+            self.backend.unregister_worker(self.consumer)
+        except (BackendUnavailable, BrokerError):
+            pass  # the registration expires by itself
+
+    def hand_back(self) -> int:
+        """Give every claim held here back to its queue now (a task still running here must not
+        run on); returns how many went back."""
+        claims = self._ledger.abandon()
+        by_queue: dict[str, list[Settlement]] = {}
+        for claim in claims:
+            by_queue.setdefault(claim.queue, []).append(Settlement(claim, Ending.HAND_BACK))
+        returned = 0
+        for queue, settlements in by_queue.items():
+            try:
+                returned += sum(bool(done) for done in self.backend.exchange(Exchange(queue, self.consumer, settlements)).applied)
+            except (BackendUnavailable, BrokerError) as exc:
+                log.warning("could not hand %d task(s) back (%s); their leases will expire", len(settlements), exc)
+        if claims:
+            log.warning("handed %d running task(s) back to the queue", returned)
+        return returned
+
+    def _rest(self) -> None:
+        """Tell the broker this worker no longer waits for work."""
+        try:
+            self.backend.rest(self.settings.queues, self.consumer)
+        except (BackendUnavailable, BrokerError):
+            pass  # its registration as waiting expires within sleep_seconds

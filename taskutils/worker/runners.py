@@ -1,0 +1,81 @@
+"""The runner pool: threads that run claimed tasks and record how each ended in the ledger.
+
+Runners never call the broker: the exchanger sends what they record. A runner wakes the
+exchanger only when the ledger says a round trip is due.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Callable, Iterable
+
+from ..backends.base import Backend
+from ..backends.records import Claim, Settlement
+from ..context import current_backend
+from .clock import Clock
+from .ledger import ClaimLedger, Start
+
+
+class RunnerPool:
+    """`threads` runner threads taking claims from one inbox."""
+
+    def __init__(
+        self, threads: int, ledger: ClaimLedger, run: Callable[[Claim], Settlement], notify: Callable[[], None],
+        backend: Backend, clock: Clock | None = None,
+    ):
+        self._threads, self._ledger, self._run, self._notify = threads, ledger, run, notify
+        self._backend, self._clock = backend, clock or Clock()
+        self._inbox: queue.SimpleQueue[Claim | None] = queue.SimpleQueue()
+        self._started: list[threading.Thread] = []
+        self._guard = threading.Lock()
+        self._stopped = False
+
+    def start(self) -> None:
+        for index in range(self._threads):
+            thread = threading.Thread(target=self._loop, name=f"taskutils-runner-{index}", daemon=True)
+            thread.start()
+            self._started.append(thread)
+
+    def hand_out(self, claims: Iterable[Claim]) -> None:
+        """Claims for the runners, taken in this order; once the pool stops, they go back unstarted."""
+        with self._guard:
+            if not self._stopped:
+                for claim in claims:
+                    self._inbox.put(claim)
+                return
+        for claim in claims:
+            self._ledger.take(claim)  # the ledger is stopping: this hands it back
+        self._notify()
+
+    def stop(self) -> None:
+        """Each runner ends once the claims handed out before this are taken (and handed back)."""
+        with self._guard:
+            self._stopped = True
+            for _ in self._started:
+                self._inbox.put(None)
+
+    def join(self, timeout: float | None) -> bool:
+        """Wait up to `timeout` seconds for every runner to end; True if they all did."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self._started:
+            thread.join(None if deadline is None else max(deadline - time.monotonic(), 0))
+        return not self.alive()
+
+    def alive(self) -> bool:
+        return any(thread.is_alive() for thread in self._started)
+
+    def _loop(self) -> None:
+        current_backend.set(self._backend)
+        claim = self._inbox.get()
+        while claim is not None:
+            start = self._ledger.take(claim)
+            if start is Start.RUN:
+                began = self._clock.now()
+                settlement = self._run(claim)
+                if self._ledger.finished(settlement, self._clock.now() - began):
+                    self._notify()
+            elif start is not Start.DROP:  # handed back or to confirm: the exchanger sends it
+                self._notify()
+            claim = self._inbox.get()

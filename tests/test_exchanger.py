@@ -1,0 +1,177 @@
+"""The exchanger driven step by step, against a broker that records what it is sent, on a clock
+the test moves: no threads, no Redis, no sleeping."""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Callable, Mapping, Sequence
+
+from taskutils.backends.base import Broker
+from taskutils.backends.records import Claim, Ending, Exchange, ExchangeReply, NewTask, Settlement
+from taskutils.config import Settings
+from taskutils.errors import BrokerError
+from taskutils.worker.exchanger import BROKEN_FIRST_DELAY, BROKEN_MAX_DELAY, Exchanger
+from taskutils.worker.ledger import ClaimLedger, Start
+
+
+class Clock:
+    """A clock the test moves; waiting moves it by the whole timeout unless the event is set."""
+
+    def __init__(self) -> None:
+        self.time = 0.0
+
+    def now(self) -> float:
+        return self.time
+
+    def wait(self, event: threading.Event, timeout: float) -> bool:
+        if event.is_set():
+            return True
+        self.time += timeout
+        return False
+
+
+class RecordingBroker(Broker):
+    """Hands out claims from `ready` and records every call in `events`."""
+
+    def __init__(self, clock: Clock, ready: int = 0, capped: bool = False):
+        self.clock, self.capped = clock, capped
+        self.ready = [Claim("q", f"e-{n:x}", f"t{n}", b"", 0, 0) for n in range(1, ready + 1)]
+        self.events: list[tuple] = []
+        self.sent: list[Exchange] = []
+        self.refuse = 0  # refuse this many exchanges with an error reply
+        self.lost: set[str] = set()
+
+    def exchange(self, request: Exchange) -> ExchangeReply:
+        return self.send_exchange(request)()
+
+    def send_exchange(self, request: Exchange) -> Callable[[], ExchangeReply]:
+        number = len(self.sent)
+        self.sent.append(request)
+        self.events.append(("send", number))
+        if self.refuse:
+            self.refuse -= 1
+            raise BrokerError("WRONGTYPE Operation against a key holding the wrong kind of value")
+        claims, self.ready = self.ready[: request.want], self.ready[request.want :]
+        reply = ExchangeReply([True] * len(request.settlements), claims, None if claims else 1.0, self.capped)
+
+        def read() -> ExchangeReply:
+            self.events.append(("read", number))
+            return reply
+
+        return read
+
+    def wait(self, queues: Sequence[str], consumer: str, timeout: float) -> str | None:
+        self.events.append(("wait", timeout))
+        self.clock.time += timeout
+        return None
+
+    def interrupt(self, queues: Sequence[str], consumer: str) -> None:
+        self.events.append(("interrupt",))
+
+    def renew(self, queue: str, leases: Mapping[str, str], lease: float) -> list[str]:
+        self.events.append(("renew", sorted(leases)))
+        return [task_id for task_id in leases if task_id in self.lost]
+
+    def rest(self, queues: Sequence[str], consumer: str) -> None:
+        pass
+
+    def enqueue(self, queue: str, tasks: Sequence[NewTask]) -> list[str]:
+        raise NotImplementedError
+
+
+class Rig:
+    """A ledger and an exchanger on a recording broker; `inbox` holds what the exchanger handed out."""
+
+    def __init__(self, threads: int = 4, ready: int = 0, capped: bool = False, queues: tuple[str, ...] = ("q",)):
+        self.clock = Clock()
+        self.broker = RecordingBroker(self.clock, ready, capped)
+        self.ledger = ClaimLedger(threads, lease=30.0, sleep_seconds=2.0, clock=self.clock)
+        self.inbox: list[Claim] = []
+        settings = Settings.build({}, threads=threads, queues=queues, sleep_seconds=2.0)
+        self.exchanger = Exchanger(self.broker, self.ledger, settings, "me", self.inbox.extend, self.clock)
+
+    def run_next(self, seconds: float = 0.001) -> Claim:
+        """A runner takes the next claim and finishes it."""
+        claim = self.inbox.pop(0)
+        assert self.ledger.take(claim) is Start.RUN
+        self.ledger.finished(Settlement(claim, Ending.DONE), seconds)
+        return claim
+
+
+def test_with_work_in_hand_the_next_exchange_goes_out_before_the_last_is_read():
+    rig = Rig(threads=4, ready=200)
+    done = 0
+    while done < 200:  # short tasks: the worker comes to prefetch
+        rig.exchanger.step()
+        for _ in range(min(4, len(rig.inbox))):  # the four runners each finish one
+            rig.run_next()
+            done += 1
+    rig.exchanger.step()  # reads whatever is still in flight
+    events, sent = rig.broker.events, len(rig.broker.sent)
+    assert [number for kind, number in events if kind == "read"] == list(range(sent))  # each once, in order
+    overlapped = [n for n in range(sent - 1) if events.index(("send", n + 1)) < events.index(("read", n))]
+    assert overlapped, events  # the broker served one exchange while the worker handled the last
+
+
+def test_a_starved_worker_waits_on_the_broker_and_a_runner_rings_to_end_the_wait():
+    rig = Rig(threads=2, ready=1)
+    rig.exchanger.step()  # claims the one task there is
+    rig.exchanger.step()  # asks for more, gets none
+    assert len(rig.inbox) == 1 and rig.ledger.plan().block
+    rig.exchanger.step()
+    assert rig.broker.events[-1] == ("wait", 1.0)  # until the next due time the broker gave
+
+
+def test_a_refused_queue_is_retried_with_growing_delays_and_its_settlements_are_kept():
+    rig = Rig(threads=2, ready=2)
+    rig.exchanger.step()
+    done = [rig.run_next(), rig.run_next()]
+    rig.broker.refuse = 5
+    for _ in range(60):
+        rig.exchanger.step()
+        if rig.broker.events[-1][0] == "read":  # an exchange the broker took
+            break
+    refused = rig.broker.sent[1:6]
+    assert all([s.claim for s in request.settlements] == done for request in refused)
+    sent_at = [rig.broker.events.index(("send", n)) for n in range(1, 7)]
+    assert sent_at == sorted(sent_at) and len(rig.broker.sent) == 7  # no retry in between: no spin
+    assert [s.claim for s in rig.broker.sent[6].settlements] == done  # sent again once the queue took them
+    assert rig.clock.time >= sum(min(BROKEN_FIRST_DELAY * 2**n, BROKEN_MAX_DELAY) for n in range(5))
+
+
+def test_a_refused_queue_does_not_hold_up_the_others():
+    rig = Rig(threads=2, queues=("broken", "fine"))
+    broker = rig.broker
+    broker.ready = [Claim("fine", f"e-{n}", f"t{n}", b"", 0, 0) for n in range(1, 5)]
+    real_send = broker.send_exchange
+
+    def send(request: Exchange):
+        if request.queue == "broken":
+            broker.events.append(("refused", request.queue))
+            raise BrokerError("WRONGTYPE")
+        return real_send(request)
+
+    broker.send_exchange = send  # type: ignore[method-assign]
+    for _ in range(40):
+        rig.exchanger.step()
+        while rig.inbox:
+            rig.run_next()
+    fine = [request for request in broker.sent if request.queue == "fine"]
+    assert sum(len(request.settlements) for request in fine) == 4
+    tries = broker.events.count(("refused", "broken"))  # at 0, 0.1, 0.3, 0.7, ... seconds
+    assert 2 <= tries <= 2 + math.log2(rig.clock.time / BROKEN_FIRST_DELAY + 1), (tries, rig.clock.time)
+
+
+def test_claims_found_stale_are_confirmed_before_they_start_and_lost_ones_never_start():
+    rig = Rig(threads=2, ready=2)
+    rig.exchanger.step()
+    first, second = rig.inbox
+    rig.inbox.clear()
+    rig.clock.time += 20  # the worker stalled past half the lease
+    rig.broker.lost = {second.task_id}
+    assert rig.ledger.take(first) is Start.CONFIRM and rig.ledger.take(second) is Start.CONFIRM
+    rig.exchanger.step()
+    assert ("renew", [first.task_id, second.task_id]) in rig.broker.events
+    assert rig.inbox == [first]
+    assert rig.ledger.take(first) is Start.RUN
