@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -66,6 +67,13 @@ class WorkerProcess:
         return self.process.poll() is None
 
     def kill(self) -> None:
+        """SIGKILL this process, and the worker processes it started if it is a supervisor
+        (they run in sessions of their own)."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(10)
+        for pid in re.findall(r"worker process (\d+) started", self.log):
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass

@@ -83,3 +83,11 @@ def stamp(key):
 
 def noop():
     """Does nothing: for measuring the framework alone."""
+
+
+def stamp_then_fail(key):
+    """Record the Redis server's time and this process at the start, then fail: the failure
+    record tells how many crashes were counted against the task."""
+    seconds, micros = _client().time()
+    _client().rpush(key, f"{seconds + micros / 1e6!r}|{os.getpid()}")
+    raise RuntimeError("planned failure, to read the crash count in the failure record")

@@ -71,8 +71,8 @@ class Supervisor:
                 code = self._reap(child)
                 if code is None:
                     continue
-                if self._signals:
-                    final = final or code
+                if self._signals:  # a child that SIGTERM ended before it could drain had nothing to drain
+                    final = final or (0 if code in (0, -signal.SIGTERM) else max(code, 1))
                 elif code == BAD_SETTINGS or child.quick_deaths >= GIVE_UP_AFTER:
                     return self._give_up(child, code)
         return final
