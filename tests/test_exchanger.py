@@ -53,7 +53,8 @@ class RecordingBroker(Broker):
             self.refuse -= 1
             raise BrokerError("WRONGTYPE Operation against a key holding the wrong kind of value")
         claims, self.ready = self.ready[: request.want], self.ready[request.want :]
-        reply = ExchangeReply([True] * len(request.settlements), claims, None if claims else 1.0, self.capped)
+        next_due = 1.0 if len(claims) < request.want else None  # a task delayed by 1 s, say
+        reply = ExchangeReply([True] * len(request.settlements), claims, next_due, self.capped)
 
         def read() -> ExchangeReply:
             self.events.append(("read", number))
@@ -114,13 +115,14 @@ def test_with_work_in_hand_the_next_exchange_goes_out_before_the_last_is_read():
     assert overlapped, events  # the broker served one exchange while the worker handled the last
 
 
-def test_a_starved_worker_waits_on_the_broker_and_a_runner_rings_to_end_the_wait():
+def test_a_worker_that_got_less_than_it_asked_for_waits_on_the_broker_until_the_next_due_time():
     rig = Rig(threads=2, ready=1)
-    rig.exchanger.step()  # claims the one task there is
-    rig.exchanger.step()  # asks for more, gets none
-    assert len(rig.inbox) == 1 and rig.ledger.plan().block
+    rig.exchanger.step()  # asks for two, gets the one there is: nothing more to ask for now
+    assert len(rig.inbox) == 1 and len(rig.broker.sent) == 1
     rig.exchanger.step()
-    assert rig.broker.events[-1] == ("wait", 1.0)  # until the next due time the broker gave
+    assert rig.broker.events[-1] == ("wait", 1.0) and len(rig.broker.sent) == 1
+    rig.exchanger.step()  # the wait is over: it asks again
+    assert len(rig.broker.sent) == 2 and rig.broker.sent[-1].want == 1
 
 
 def test_a_refused_queue_is_retried_with_growing_delays_and_its_settlements_are_kept():

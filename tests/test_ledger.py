@@ -85,7 +85,7 @@ def test_settlements_in_flight_free_their_slots_before_the_reply():
     assert len(plan.settle) == 2 and plan.want == 2  # one round trip settles both and claims two more
     ledger.asked(plan.want)
     assert ledger.plan().want == 0  # the claims asked for are counted until the reply
-    refused = ledger.replied(plan.settle, [True, None], plan.want, claims(2, first=9), 0.0, None, True)
+    refused = ledger.replied(plan.settle, [True, None], plan.want, claims(2, first=9), 0.0, None, True).refused
     assert [(s.claim.task_id, applied) for s, applied in refused] == [("e-2", None)]
 
 
@@ -148,6 +148,20 @@ def test_stopping_hands_back_claims_not_started_and_drains():
     assert not ledger.drained()
     ledger.replied(plan.settle, [True, True], 0, [], 0.0, None, False)
     assert ledger.drained()
+
+
+def test_claims_that_arrive_after_a_pause_go_back_unstarted():
+    ledger = ClaimLedger(2, 30.0, 2.0, Clock())
+    plan = ledger.plan()
+    ledger.asked(plan.want)
+    ledger.pause(True)  # while that exchange was in flight
+    assert ledger.rest_due()
+    assert ledger.replied([], [], plan.want, claims(2), 0.0, None, False).claims == []
+    back = ledger.plan().settle
+    assert [(s.claim.task_id, s.ending) for s in back] == [("e-1", Ending.HAND_BACK), ("e-2", Ending.HAND_BACK)]
+    ledger.rested()
+    ledger.pause(False)
+    assert not ledger.rest_due() and ledger.plan().want == 2
 
 
 def test_abandon_gives_up_every_claim_not_being_settled():

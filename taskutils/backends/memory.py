@@ -116,11 +116,11 @@ class MemoryBackend(Backend):
             if q.max_concurrency is not None:
                 want = min(want, q.max_concurrency - len(q.leases))
             claims = self._take(q, request.queue, want, now + request.lease)
-            if claims:
-                self._seen.pop(request.consumer, None)
-            else:
+            if len(claims) < request.want:  # it took all it could: it waits for a change next
                 self._seen.setdefault(request.consumer, self._generation)
-            next_due = None if claims else self._next_due(q, now)
+            else:
+                self._seen.pop(request.consumer, None)
+            next_due = self._next_due(q, now) if len(claims) < request.want else None
             return ExchangeReply(applied, claims, next_due, q.max_concurrency is not None)
 
     def _take(self, q: _Queue, queue: str, limit: int, deadline: float) -> list[Claim]:

@@ -71,8 +71,9 @@ class Exchange(NamedTuple):
 class ExchangeReply(NamedTuple):
     """What an exchange did: per settlement True (applied), False (the lease had moved on) or
     None (unknown: sent again after its reply was lost, the first attempt most likely applied
-    it); the new claims; when there are none, seconds until the queue's next due time (None if
-    nothing is due); whether the queue has a concurrency cap."""
+    it); the new claims; when they are fewer than asked for (the consumer now waits for new
+    work), seconds until the queue's next due time (None if nothing is due); whether the queue
+    has a concurrency cap."""
 
     applied: list[bool | None]
     claims: list[Claim]

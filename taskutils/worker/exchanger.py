@@ -140,6 +140,8 @@ class Exchanger:
 
     def step(self) -> None:
         """One turn: confirm stale claims, then send, read, or wait, as the ledger plans."""
+        if self._ledger.rest_due():
+            self._rest()
         self._unpark_due()
         stale = self._ledger.confirmations()
         if stale:
@@ -242,10 +244,10 @@ class Exchanger:
 
     def _record(self, request: Exchange, reply: ExchangeReply, sent_at: float) -> None:
         self._refused.pop(request.queue, None)
-        refused = self._ledger.replied(
+        replied = self._ledger.replied(
             request.settlements, reply.applied, request.want, reply.claims, sent_at, reply.next_due, reply.capped
         )
-        for settlement, applied in refused:
+        for settlement, applied in replied.refused:
             if applied is None:
                 log.info("task %s: its outcome was sent again after the reply was lost, and refused: most likely "
                          "the first attempt settled it", settlement.claim.task_id)
@@ -253,8 +255,8 @@ class Exchanger:
                 log.warning("task %s: its lease had moved on (handed back at shutdown, or this worker stalled past "
                             "the visibility timeout); its outcome here is dropped and the task's current owner "
                             "decides", settlement.claim.task_id)
-        if reply.claims:
-            self._hand_out(reply.claims)
+        if replied.claims:
+            self._hand_out(replied.claims)
 
     # -- refused queues ------------------------------------------------------------------------
 
@@ -292,6 +294,17 @@ class Exchanger:
         return max(min([wait, *(r.retry_at - now for r in self._refused.values() if r.retry_at > now)]), 0.0)
 
     # -- waiting -------------------------------------------------------------------------------
+
+    def _rest(self) -> None:
+        """The worker paused or stops: once every exchange sent is read (one may have asked for
+        work), tell the broker it waits for none, so that new work wakes others instead."""
+        if self._in_flight is not None:
+            self._read(self._take_in_flight())
+        try:
+            self._broker.rest(self._queues, self._consumer)
+        except BrokerError as exc:  # its registration as waiting expires within sleep_seconds
+            log.debug("could not tell the broker this worker rests: %s", exc)
+        self._ledger.rested()
 
     def _block(self, timeout: float) -> None:
         """Wait on the broker for new work (a runner's doorbell or `finish` ends it too)."""

@@ -34,6 +34,14 @@ class Start(enum.Enum):
     DROP = "drop"  # its lease moved on: another worker has it
 
 
+class Replied(NamedTuple):
+    """What a reply means for the exchanger: settlements the broker did not apply (False: the
+    lease had moved on; None: unknown after a lost reply), and claims for the runners."""
+
+    refused: list[tuple[Settlement, bool | None]]
+    claims: list[Claim]
+
+
 class Plan(NamedTuple):
     """The exchanger's next move: send `settle` and ask for `want` claims, or else wait `wait`
     seconds, on the broker if `block` (for new work) and locally otherwise (for a runner)."""
@@ -80,6 +88,7 @@ class ClaimLedger:
         self._next_due: float | None = None  # from that reply: seconds until the queue's next due time
         self._paused = False
         self._stopping = False
+        self._rest_due = False  # paused or stopping, and the broker not told yet
 
     # -- what the exchanger asks ---------------------------------------------------------------
 
@@ -124,18 +133,24 @@ class ClaimLedger:
     def replied(
         self, settled: Sequence[Settlement], applied: Sequence[bool | None], want: int, claims: Sequence[Claim],
         sent_at: float, next_due: float | None, capped: bool,
-    ) -> list[tuple[Settlement, bool | None]]:
-        """Record an exchange's reply; returns the settlements the broker did not apply."""
+    ) -> Replied:
+        """Record an exchange's reply. Claims that arrive once the worker pauses or stops go
+        back unstarted; the others are for the runners."""
         with self._lock:
             for settlement in settled:
                 self._held.pop(key_of(settlement.claim), None)
             self._asked -= want
             for claim in claims:
                 self._held[key_of(claim)] = _Held(claim, sent_at)
+            if self._paused or self._stopping:
+                for claim in claims:
+                    self._add_unsent(Settlement(claim, Ending.HAND_BACK))
+                claims = []
             self._waiting += len(claims)
-            if want > 0:
-                self._starved, self._next_due, self._capped = not claims, next_due, capped
-        return [(settlement, done) for settlement, done in zip(settled, applied) if not done]
+            if want > 0:  # fewer than asked: the queue had no more to give, wait for new work
+                self._starved, self._next_due, self._capped = len(claims) < want, next_due, capped
+        refused = [(settlement, done) for settlement, done in zip(settled, applied) if not done]
+        return Replied(refused, list(claims))
 
     def unsent_again(self, settled: Sequence[Settlement], want: int) -> None:
         """An exchange failed before it was applied: its settlements go out again later."""
@@ -279,10 +294,21 @@ class ClaimLedger:
         with self._lock:
             self._paused = paused
             self._starved = False
+            self._rest_due = paused and not self._stopping
 
     def stop(self) -> None:
         with self._lock:
             self._stopping = True
+            self._rest_due = True
+
+    def rest_due(self) -> bool:
+        """The worker paused or stopped since the exchanger last told the broker it waits for no work."""
+        with self._lock:
+            return self._rest_due
+
+    def rested(self) -> None:
+        with self._lock:
+            self._rest_due = False
 
     def abandon(self) -> list[Claim]:
         """Forget every claim not being settled, to hand them back at once; returns them."""

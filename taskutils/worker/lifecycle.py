@@ -72,7 +72,6 @@ class Worker:
     def pause(self) -> None:
         """Stop claiming new tasks; running ones go on."""
         self._ledger.pause(True)
-        self._rest()
         self._exchanger.notify()
 
     def resume(self) -> None:
@@ -86,7 +85,6 @@ class Worker:
         the queue at once when `hand_back_running` (the process is about to exit, ending them);
         otherwise they keep their leases until they end, and are settled then."""
         self._ledger.stop()
-        self._rest()
         self._exchanger.notify()
         self._runners.stop()
         finished = self._runners.join(timeout)
@@ -129,10 +127,3 @@ class Worker:
         if claims:
             log.warning("handed %d running task(s) back to the queue", returned)
         return returned
-
-    def _rest(self) -> None:
-        """Tell the broker this worker no longer waits for work."""
-        try:
-            self.backend.rest(self.settings.queues, self.consumer)
-        except (BackendUnavailable, BrokerError):
-            pass  # its registration as waiting expires within sleep_seconds

@@ -125,10 +125,12 @@ local function seconds_to_next_due(now)
 end
 
 -- promote due work, then claim up to `want` ready tasks for `consumer` within the cap.
--- A consumer that asked and got nothing is entered in `idle` until now + idle_for, and the wake
--- tokens left over are dropped: it just found that nothing ready could start.
+-- A consumer that got fewer than it asked for took all it could: it is entered in `idle` until
+-- now + idle_for (it waits for new work next), and told the next due time; when it got nothing,
+-- the wake tokens left over are dropped too: it just found that nothing ready could start.
 -- Returns {capped 1/0, seconds to the next due time or "-1", token1, envelope1, ...}
 local function claim(consumer, want, lease, idle_for, nonce, now)
+  local asked = want
   redis.call('ZREM', P .. 'idle', consumer)
   promote_due_delayed(now)
   fire_due_recurrent(now)
@@ -139,9 +141,10 @@ local function claim(consumer, want, lease, idle_for, nonce, now)
     out[1] = 1
     want = math.min(want, free)
   end
-  if take_ready(want, now + lease, nonce, out) == 0 then
+  local taken = take_ready(want, now + lease, nonce, out)
+  if taken < asked then
     redis.call('ZADD', P .. 'idle', now + idle_for, consumer)
-    redis.call('DEL', P .. 'wake')
+    if taken == 0 then redis.call('DEL', P .. 'wake') end
     out[2] = seconds_to_next_due(now)
   end
   return out
