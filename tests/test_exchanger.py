@@ -11,8 +11,9 @@ from taskutils.backends.base import Broker
 from taskutils.backends.records import Claim, Ending, Exchange, ExchangeReply, NewTask, Settlement
 from taskutils.config import Settings
 from taskutils.errors import BrokerError
-from taskutils.worker.exchanger import BROKEN_FIRST_DELAY, BROKEN_MAX_DELAY, Exchanger
+from taskutils.worker.exchanger import Exchanger
 from taskutils.worker.ledger import ClaimLedger, Start
+from taskutils.worker.refusals import BROKEN_FIRST_DELAY, BROKEN_MAX_DELAY
 
 
 class Clock:

@@ -7,9 +7,8 @@ its runners have work, and reads it after sending the next, so the broker serves
 worker handles the other. While it waits on the broker, a runner that needs it rings a doorbell:
 a small thread that ends the wait through the broker (runners never call the broker).
 
-A queue whose exchanges the broker refuses (an error reply: a key of the wrong type, Redis out
-of memory) is parked: its settlements wait, it is asked for nothing, and it is tried again
-after a delay that doubles up to BROKEN_MAX_DELAY; the other queues go on.
+A queue whose exchanges the broker refuses (an error reply) waits apart, and the other queues
+go on (refusals.py).
 """
 
 from __future__ import annotations
@@ -23,13 +22,13 @@ from ..backends.records import Claim, Exchange, ExchangeReply, Settlement
 from ..config import Settings
 from ..errors import BackendUnavailable, BrokerError
 from .clock import Clock
+from .doorbell import Doorbell
 from .ledger import ClaimLedger
+from .refusals import RefusedQueues
 
 log = logging.getLogger("taskutils.worker")
 IDLE_MARGIN = 1.0  # a waiting consumer's registration outlasts its longest wait by this much
 OUTAGE_PAUSE = 1.0  # after a call failed for broker_timeout, the next try comes this much later
-BROKEN_FIRST_DELAY, BROKEN_MAX_DELAY = 0.1, 5.0  # retry delays of a queue the broker refuses
-BROKEN_LOG_SECONDS = 60.0  # a refused queue is logged at most this often
 
 
 class InFlight(NamedTuple):
@@ -38,45 +37,6 @@ class InFlight(NamedTuple):
     request: Exchange
     read: Callable[[], ExchangeReply]
     sent_at: float
-
-
-class Refusal(NamedTuple):
-    """A queue the broker refused: when it is tried again, the delay after that, its settlements
-    set aside meanwhile, and when it was last logged."""
-
-    retry_at: float
-    delay: float
-    settlements: list[Settlement]
-    logged_at: float
-
-
-class Doorbell:
-    """Ends the exchanger's wait on the broker, from a thread of its own."""
-
-    def __init__(self, broker: Broker, queues: tuple[str, ...], consumer: str):
-        self._broker, self._queues, self._consumer = broker, queues, consumer
-        self._rung = threading.Event()
-        self._closed = False
-        self._thread = threading.Thread(target=self._loop, name="taskutils-doorbell", daemon=True)
-        self._thread.start()
-
-    def ring(self) -> None:
-        self._rung.set()
-
-    def close(self) -> None:
-        self._closed = True
-        self._rung.set()
-
-    def _loop(self) -> None:
-        while True:
-            self._rung.wait()
-            self._rung.clear()
-            if self._closed:
-                return
-            try:
-                self._broker.interrupt(self._queues, self._consumer)
-            except (BackendUnavailable, BrokerError) as exc:  # the wait ends by itself within sleep_seconds
-                log.debug("could not interrupt the wait: %s", exc)
 
 
 class Exchanger:
@@ -90,7 +50,7 @@ class Exchanger:
         self._hand_out, self._clock = hand_out, clock or Clock()
         self._queues = settings.queues
         self._in_flight: InFlight | None = None
-        self._refused: dict[str, Refusal] = {}
+        self._refused = RefusedQueues(ledger, self._clock)
         self._guard = threading.Lock()
         self._blocked = False  # waiting on the broker: a runner rings the doorbell
         self._rung = False
@@ -142,29 +102,29 @@ class Exchanger:
         """One turn: confirm stale claims, then send, read, or wait, as the ledger plans."""
         if self._ledger.rest_due():
             self._rest()
-        self._unpark_due()
+        self._refused.give_back_due()
         stale = self._ledger.confirmations()
         if stale:
             self._confirm(stale)
         plan = self._ledger.plan()
         if plan.send:
             if not self._send(plan.settle, plan.want):  # every queue it needed is parked
-                self._wait(self._until_retry(plan.wait or self._settings.sleep_seconds))
+                self._wait(self._refused.until_retry(plan.wait or self._settings.sleep_seconds))
         elif self._in_flight is not None:
             self._read(self._take_in_flight())
         elif plan.block:
-            self._block(self._until_retry(plan.wait))
+            self._block(self._refused.until_retry(plan.wait))
         else:
-            self._wait(self._until_retry(plan.wait))
+            self._wait(self._refused.until_retry(plan.wait))
 
     def _send(self, settle: list[Settlement], want: int) -> bool:
         """Settle and claim, one exchange per queue; False if every queue it needed is parked."""
         by_queue: dict[str, list[Settlement]] = {}
         for settlement in settle:
             by_queue.setdefault(settlement.claim.queue, []).append(settlement)
-        for name in [name for name in by_queue if self._parked(name)]:
-            self._set_aside(name, by_queue.pop(name))
-        queues = [name for name in self._queues if not self._parked(name)]
+        for name in [name for name in by_queue if self._refused.parked(name)]:
+            self._refused.set_aside(name, by_queue.pop(name))
+        queues = [name for name in self._queues if not self._refused.parked(name)]
         if not queues:
             return False
         if len(self._queues) == 1:
@@ -199,7 +159,7 @@ class Exchanger:
         try:
             read = self._broker.send_exchange(request)
         except BrokerError as exc:
-            self._park(request, exc)
+            self._refused.park(request, exc)
             return
         except BaseException:
             self._ledger.unsent_again(request.settlements, request.want)
@@ -216,7 +176,7 @@ class Exchanger:
         try:
             reply = self._broker.exchange(request)
         except BrokerError as exc:
-            self._park(request, exc)
+            self._refused.park(request, exc)
             return None
         except BaseException:
             self._ledger.unsent_again(request.settlements, request.want)
@@ -235,7 +195,7 @@ class Exchanger:
         try:
             reply = sent.read()
         except BrokerError as exc:
-            self._park(sent.request, exc)
+            self._refused.park(sent.request, exc)
             return
         except BaseException:
             self._ledger.unsent_again(sent.request.settlements, sent.request.want)
@@ -243,7 +203,7 @@ class Exchanger:
         self._record(sent.request, reply, sent.sent_at)
 
     def _record(self, request: Exchange, reply: ExchangeReply, sent_at: float) -> None:
-        self._refused.pop(request.queue, None)
+        self._refused.served(request.queue)
         replied = self._ledger.replied(
             request.settlements, reply.applied, request.want, reply.claims, sent_at, reply.next_due, reply.capped
         )
@@ -257,41 +217,6 @@ class Exchanger:
                             "decides", settlement.claim.task_id)
         if replied.claims:
             self._hand_out(replied.claims)
-
-    # -- refused queues ------------------------------------------------------------------------
-
-    def _parked(self, queue: str) -> bool:
-        refusal = self._refused.get(queue)
-        return refusal is not None and refusal.retry_at > self._clock.now()
-
-    def _park(self, request: Exchange, error: BrokerError) -> None:
-        """The broker refused this queue's exchange: it waits, doubling its delay each time."""
-        now, earlier = self._clock.now(), self._refused.get(request.queue)
-        delay = BROKEN_FIRST_DELAY if earlier is None else min(earlier.delay * 2, BROKEN_MAX_DELAY)
-        logged_at = -BROKEN_LOG_SECONDS if earlier is None else earlier.logged_at
-        if now - logged_at >= BROKEN_LOG_SECONDS:
-            log.error("queue %r cannot be served, retrying with backoff: %s", request.queue, error)
-            logged_at = now
-        self._ledger.set_aside(request.settlements, request.want)
-        waiting = [*(earlier.settlements if earlier is not None else []), *request.settlements]
-        self._refused[request.queue] = Refusal(now + delay, delay, waiting, logged_at)
-
-    def _set_aside(self, queue: str, settlements: list[Settlement]) -> None:
-        """Settlements of a parked queue wait with it."""
-        self._ledger.set_aside(settlements, 0)
-        self._refused[queue].settlements.extend(settlements)
-
-    def _unpark_due(self) -> None:
-        """Queues whose delay is over get their settlements back, to be sent again."""
-        for name, refusal in self._refused.items():
-            if refusal.settlements and refusal.retry_at <= self._clock.now():
-                self._ledger.unsent_again(refusal.settlements, 0)
-                self._refused[name] = refusal._replace(settlements=[])
-
-    def _until_retry(self, wait: float) -> float:
-        """`wait`, or less if a parked queue is due sooner."""
-        now = self._clock.now()
-        return max(min([wait, *(r.retry_at - now for r in self._refused.values() if r.retry_at > now)]), 0.0)
 
     # -- waiting -------------------------------------------------------------------------------
 

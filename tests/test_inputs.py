@@ -1,4 +1,4 @@
-"""Fast unit tests: Task validation and encoding, schedule arithmetic, settings."""
+"""Checking what users give: Task and Recurrent validation and encoding, function references, schedule arithmetic, settings."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Failed store, quarantine, shutdown, registration and round trips of a whole worker, on every backend."""
+"""A whole worker in one process, on every backend: failed store, quarantine, shutdown, registration, round trips."""
 
 from __future__ import annotations
 

@@ -1,0 +1,40 @@
+"""The doorbell: ends the exchanger's wait on the broker, for threads that must not call the broker."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from ..backends.base import Broker
+from ..errors import BackendUnavailable, BrokerError
+
+log = logging.getLogger("taskutils.worker")
+
+
+class Doorbell:
+    """Ends the exchanger's wait on the broker, from a thread of its own."""
+
+    def __init__(self, broker: Broker, queues: tuple[str, ...], consumer: str):
+        self._broker, self._queues, self._consumer = broker, queues, consumer
+        self._rung = threading.Event()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="taskutils-doorbell", daemon=True)
+        self._thread.start()
+
+    def ring(self) -> None:
+        self._rung.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._rung.set()
+
+    def _loop(self) -> None:
+        while True:
+            self._rung.wait()
+            self._rung.clear()
+            if self._closed:
+                return
+            try:
+                self._broker.interrupt(self._queues, self._consumer)
+            except (BackendUnavailable, BrokerError) as exc:  # the wait ends by itself within sleep_seconds
+                log.debug("could not interrupt the wait: %s", exc)
