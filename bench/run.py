@@ -44,6 +44,7 @@ FIGURES = {
     "idle_p50": ("after 1 s idle p50 ms", False),
     "idle_p99": ("after 1 s idle p99 ms", False),
     "bytes": ("Redis bytes per queued task", False),
+    "kept": ("Redis bytes kept per finished task", False),
 }
 
 
@@ -51,19 +52,22 @@ def measure(system, args) -> dict[str, float | None]:
     n = args.tasks
     bulk = system.enqueue_bulk(n)
     p50, p99, idle_p50, idle_p99 = system.latency(args.samples, args.idle_samples)
+    drain, kept = system.drain(n)
     return {
         "enqueue": n / system.enqueue_one_by_one(n),
         "bulk": None if bulk is None else n / bulk,
-        "drain": system.drain(n),
+        "drain": drain,
         "p50": p50, "p99": p99, "idle_p50": idle_p50, "idle_p99": idle_p99,
         "bytes": system.queued_bytes(n),
+        "kept": kept,
     }
 
 
 def measure_taskutils_only(system: TaskutilsPeer, args) -> dict[str, float]:
     return {
         "overhead": system.overhead(args.tasks),
-        "drain_2": system.drain_with(args.tasks, workers=2),
+        "overhead_2": system.overhead(args.tasks, processes=2),
+        "drain_2": system.drain_with(args.tasks, processes=2),
         "drain_capped": system.drain_with(args.tasks, cap=8),
     }
 
@@ -137,6 +141,8 @@ def fmt(value: float | None, figure: str) -> str:
         return "—"
     if figure in ("p50", "p99", "idle_p50", "idle_p99"):
         return f"{value:,.2f}" if value < 10 else f"{value:,.0f}"
+    if figure == "kept" and abs(value) < 1:
+        return "0"
     return f"{value:,.0f}"
 
 
@@ -180,8 +186,11 @@ def render(results, extra, limits, curve, args, seconds: float) -> str:
             "## taskutils only",
             "",
             f"- framework overhead, truly empty tasks, completion seen through taskutils: "
-            f"{median([e['overhead'] for e in extra]):,.0f} tasks/s (one worker process, 8 threads)",
-            f"- drain with 2 worker processes: {median([e['drain_2'] for e in extra]):,.0f} tasks/s",
+            f"{median([e['overhead'] for e in extra]):,.0f} tasks/s (one worker process, 8 threads); "
+            f"with `--processes 2`: {median([e['overhead_2'] for e in extra]):,.0f} tasks/s "
+            f"(×{median([e['overhead_2'] for e in extra]) / median([e['overhead'] for e in extra]):.2f})",
+            f"- drain with `--processes 2`: {median([e['drain_2'] for e in extra]):,.0f} tasks/s "
+            f"(×{median([e['drain_2'] for e in extra]) / medians['taskutils']['drain']:.2f} of one process)",
             f"- drain with `max_concurrency=8`: {median([e['drain_capped'] for e in extra]):,.0f} tasks/s "
             f"({median([e['drain_capped'] for e in extra]) / medians['taskutils']['drain']:.0%} of uncapped)",
         ]
@@ -213,7 +222,7 @@ def render_limits(ours: dict[str, float | None], extra: list[dict[str, float]], 
         "| limit | measured | taskutils | share of the limit |", "|---|---:|---|---:|",
         row("BODY on 8 threads of one process, no queue (1 thread: "
             f"{limit['body_1']:,.0f}/s)", limit["body_8"], "drain", ours["drain"]),
-        row("the same 8 threads kept on one CPU", limit["body_8_one_cpu"], "drain", ours["drain"]),
+        row("the same 8 threads kept on one CPU (`taskset`)", limit["body_8_one_cpu"], "drain", ours["drain"]),
         row("one ZADD per round trip (redis-py)", limit["push"], "enqueue one by one", ours["enqueue"]),
         row("ZADD + ZPOPMIN pairs pipelined by 100", limit["pairs"], "truly empty tasks", overhead),
         row("RPUSH → BLPOP in another process, p50, back to back", limit["wake_p50"], "latency p50", ours["p50"], rate=False),

@@ -140,11 +140,13 @@ class Peer:
         self.send(task, {})
         return t
 
-    def start_worker(self) -> None:
+    def start_worker(self, *extra: str) -> None:
+        """Start the worker (`extra`: more arguments, for the adapters that take them)."""
         env = dict(os.environ, **{ENV_URL: self.redis_url})
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
         log = open(self.workdir / f"{self.key}-worker.log", "ab")
-        self.worker = subprocess.Popen(self.worker_command(), cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL,
+        command = self.worker_command(*extra) if extra else self.worker_command()
+        self.worker = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL,
                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
 
@@ -217,18 +219,26 @@ class Peer:
         self.flush()
         return (after - before) / n
 
-    def drain(self, n: int) -> float:
-        """tasks/s of one worker over a backlog of n BODY tasks. The clock starts when the bench
-        first sees bench:done >= 1 (worker start-up excluded) and stops when it reads n; the
-        rate counts the tasks run inside that span: n - (bench:done at the start), i.e. n-1 when
-        the first poll caught the first task."""
+    def drain(self, n: int) -> tuple[float, float]:
+        """(tasks/s, Redis bytes kept per finished task) of one worker over a backlog of n BODY
+        tasks. The clock starts when the bench first sees bench:done >= 1 (worker start-up
+        excluded) and stops when it reads n; the rate counts the tasks run inside that span:
+        n - (bench:done at the start), i.e. n-1 when the first poll caught the first task. The
+        bytes kept are Redis's used_memory once the worker stopped, less what it was before the
+        enqueue, per task: what the system keeps of tasks that finished (statuses, results; BODY
+        returns None), besides its own fixed keys."""
         self.flush()
+        before = int(self.r.info("memory")["used_memory"])
         self._enqueue("body", [{"n": i} for i in range(n)])
         self.start_worker()
         try:
-            return self.time_drain(n)
+            rate = self.time_drain(n)
         finally:
             self.stop_worker()
+        try:
+            self.r.delete(DONE, LAST)
+            return rate, (int(self.r.info("memory")["used_memory"]) - before) / n
+        finally:
             self.flush()
 
     def time_drain(self, n: int) -> float:

@@ -8,14 +8,12 @@ threads instead of 3), log level INFO (it logs nothing per task).
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 
 from taskutils import Task, TaskHandler
 from taskutils.backends.records import Ending, Exchange, Settlement
 
-from .base import POLL, REPO_ROOT, START_TIMEOUT, Peer, bin_path
+from .base import POLL, START_TIMEOUT, Peer, bin_path
 
 
 class TaskutilsPeer(Peer):
@@ -41,33 +39,27 @@ class TaskutilsPeer(Peer):
 
     # -- figures only taskutils reports ---------------------------------------------------------
 
-    def overhead(self, n: int) -> float:
+    def overhead(self, n: int, processes: int = 1) -> float:
         """tasks/s of one worker over n truly empty tasks, completion seen through taskutils itself."""
         self.flush()
         for start in range(0, n, 10_000):
             self.handler.enqueue_tasks([Task(self.tasks.noop)] * min(10_000, n - start))
-        self.start_worker()
+        self.start_worker("--processes", str(processes))
         try:
             return self._time_backlog(n)
         finally:
             self.stop_worker()
             self.flush()
 
-    def drain_with(self, n: int, workers: int = 1, cap: int | None = None) -> float:
-        """Like drain(), with several worker processes or a fleet-wide cap."""
+    def drain_with(self, n: int, processes: int = 1, cap: int | None = None) -> float:
+        """Like drain(), with `--processes` or a fleet-wide cap."""
         self.flush()
         self.handler.backend.set_max_concurrency("default", cap)
         self.handler.enqueue_tasks([Task(self.tasks.body, kwargs={"n": i}) for i in range(n)])
-        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-        extra = [subprocess.Popen(self.worker_command(), cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL) for _ in range(workers - 1)]
-        self.start_worker()
+        self.start_worker("--processes", str(processes))
         try:
             return self.time_drain(n)
         finally:
-            for process in extra:
-                process.terminate()
-                process.wait(15)
             self.stop_worker()
             self.handler.backend.set_max_concurrency("default", None)
             self.flush()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import weakref
 from typing import Any, Callable
 
@@ -22,6 +23,7 @@ import redis
 from redis.retry import Retry
 
 CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
+IDLE_CHECK_SECONDS = 1.0  # a connection unused this long is checked for a close by the server before use
 
 
 class LostReply(Exception):
@@ -36,6 +38,7 @@ class _Held:
         self.connection = connection
         self.unread = 0  # replies of commands sent with `send` not read yet
         self.drops = 0  # times the connection was dropped (unread replies are lost with it)
+        self.used_at = 0.0  # when a command last went out on it
         weakref.finalize(self, connection.disconnect)
 
     def drop(self, *_: Any) -> None:
@@ -44,13 +47,17 @@ class _Held:
         self.drops += 1
 
     def fresh(self) -> redis.Connection:
-        """The connection, dropped first if the server closed it while it sat idle (a restart):
-        the next command reconnects instead of failing on a stale socket."""
-        try:
-            if self.connection.can_read():
-                raise redis.ConnectionError("the connection has unread data")
-        except CONNECTION_ERRORS:
-            self.drop()
+        """The connection, dropped first if the server closed it while it sat idle for over
+        IDLE_CHECK_SECONDS (a restart): the next command reconnects instead of failing on a
+        stale socket. Looking costs a few system calls, so a connection in use is not looked at."""
+        now = time.monotonic()
+        if now - self.used_at > IDLE_CHECK_SECONDS:
+            try:
+                if self.connection.can_read():
+                    raise redis.ConnectionError("the connection has unread data")
+            except CONNECTION_ERRORS:
+                self.drop()
+        self.used_at = now
         return self.connection
 
 
