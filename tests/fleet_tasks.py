@@ -91,3 +91,9 @@ def stamp_then_fail(key):
     seconds, micros = _client().time()
     _client().rpush(key, f"{seconds + micros / 1e6!r}|{os.getpid()}")
     raise RuntimeError("planned failure, to read the crash count in the failure record")
+
+
+def always_fails(key):
+    """Count an attempt, then fail."""
+    _client().incr(key)
+    raise RuntimeError("this task always fails")

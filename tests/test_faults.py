@@ -1,13 +1,17 @@
-"""Faults injected into real workers on a real redis-server: kills, stalls, poison, shutdown, clock skew."""
+"""Faults injected into real workers on a real redis-server: kills, stalls, poison, shutdown, clock skew,
+outcomes that cannot be computed."""
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 
+import msgpack
 import pytest
 
-from taskutils import Recurrent, Task
+from taskutils import Recurrent, Task, TaskHandler
+from taskutils.backends.records import NewTask
 
 from . import fleet_tasks
 from .chaos import run_chaos
@@ -108,3 +112,82 @@ def test_workers_with_skewed_clocks_agree(producer, workers, client):
     assert all(later - earlier > 0.2 for earlier, later in zip(beats, beats[1:])), f"runs too close: {beats}"
     assert float(client.lindex("skew-delayed", 0)) - enqueued_at > 0.95, "delayed task ran early"
     assert client.llen("skew-long:starts") == 1, "a running task was handed out again early"
+
+
+def raw_task(ref: str, args: list, repeats: int = 0, retry_delay: float = 0.0, retry_backoff: float = 1.0) -> bytes:
+    """A task body as any client could write it, past Task's checks."""
+    return msgpack.packb([ref, args, {}, repeats, retry_delay, retry_backoff])
+
+
+def test_a_task_whose_outcome_cannot_be_computed_fails_for_good_and_frees_its_slot(producer, workers, client):
+    """A retry backoff that overflows, and a crash count too big for Lua's numbers: each task ends
+    failed with its reason; neither stays running behind the heartbeat, holding the cap's only slot."""
+    workers("--threads", "2", "--max-concurrency", "1", "--visibility-timeout", "2")
+    backend = producer.backend
+    backend.enqueue("default", [NewTask(raw_task("tests.fleet_tasks:always_fails", ["attempts"], 20, 1.0, 1e18))])
+    client.rpush("tu:{default}:ready:0", b"fff0|0|99999999999999999999|" + raw_task("tests.fleet_tasks:mark", ["k", "v"]))
+    client.zadd("tu:{default}:prios", {"0": 0})
+    after = producer.enqueue_task(Task(fleet_tasks.mark, ("after", "1")))
+    assert producer.join(timeout=30)
+    assert after.result(timeout=1) is None
+    reasons = sorted(task.reason for task in producer.failed_tasks())
+    assert len(reasons) == 2, reasons
+    assert any("retry delay" in reason for reason in reasons) and any("quarantined" in reason for reason in reasons)
+    assert int(client.get("attempts")) == 2
+
+
+def test_a_worker_that_stalls_while_idle_does_not_run_what_others_ran(producer, workers, client):
+    (stalled,) = workers("--threads", "2", "--visibility-timeout", "1")
+    producer.enqueue_task(Task(fleet_tasks.mark, ("warm", "1"))).result(timeout=10)
+    stalled.signal(signal.SIGSTOP)
+    ref = producer.enqueue_task(Task(fleet_tasks.slow, ("idle-stall", 0.1)))  # may wake the stalled one
+    (other,) = workers("--threads", "2", "--visibility-timeout", "1")
+    assert ref.result(timeout=30) == other.pid
+    stalled.signal(signal.SIGCONT)
+    producer.enqueue_task(Task(fleet_tasks.mark, ("after", "1"))).result(timeout=10)  # both look for work again
+    time.sleep(1.0)
+    assert [int(pid) for pid in client.lrange("idle-stall:starts", 0, -1)] == [other.pid]
+
+
+def test_claims_held_by_a_stalled_worker_are_not_started_once_others_ran_them(producer, workers, client):
+    """A worker holding prefetched claims stalls past their lease: after SIGCONT it finishes the
+    tasks that were running (they may run twice), and drops the claims it had not started."""
+    (stalled,) = workers("--threads", "2", "--visibility-timeout", "1")
+    producer.enqueue_tasks([Task(fleet_tasks.noop) for _ in range(300)])  # short tasks: it prefetches now
+    assert producer.join(timeout=30)
+    producer.enqueue_tasks([Task(fleet_tasks.slow, ("held", 0.5)) for _ in range(4)])
+    wait_for(lambda: client.llen("held:starts") == 2, what="two running, two held")
+    stalled.signal(signal.SIGSTOP)
+    (other,) = workers("--threads", "4", "--visibility-timeout", "1")
+    assert producer.join(timeout=30)
+    stalled.signal(signal.SIGCONT)
+    time.sleep(2.0)  # the stalled worker comes back, finishes what it ran, and takes its held claims
+    starts = [int(pid) for pid in client.lrange("held:starts", 0, -1)]
+    assert starts.count(stalled.pid) == 2, starts  # the two running at the stall, never the two held
+    assert starts.count(other.pid) == 4, starts
+
+
+def test_close_with_a_timeout_keeps_running_tasks_leased_from_a_real_worker(producer, workers, client, redis_url,
+                                                                           monkeypatch):
+    """A handler's task still running when close() times out keeps its lease: a worker process
+    on the same capped queue does not run it, nor anything else, meanwhile."""
+    monkeypatch.setenv("TASKUTILS_TEST_RECORD_URL", redis_url)
+    handler = TaskHandler(redis_url, max_num_threads=2, max_concurrency=1, allow=["tests"])
+    ref = handler.enqueue_task(Task(fleet_tasks.slow, ("closing", 2.0)))
+    wait_for(lambda: client.llen("closing:starts") == 1, what="the task to start in the handler")
+    assert handler.close(timeout=0.2) is False
+    workers("--threads", "2", "--sleep-seconds", "0.2")
+    other = producer.enqueue_task(Task(fleet_tasks.slow, ("waiting", 0.1)))
+    time.sleep(1.0)
+    assert ref.status() == "running" and other.status() == "queued"
+    assert ref.result(timeout=10) == os.getpid() and other.result(timeout=10)
+    assert client.llen("closing:starts") == 1
+
+
+def test_a_steady_drain_logs_no_lost_lease(producer, workers):
+    """With no fault at all, a short visibility timeout must not make the heartbeat report lost
+    leases for claims already being settled."""
+    (worker,) = workers("--threads", "8", "--visibility-timeout", "1")
+    producer.enqueue_tasks([Task(fleet_tasks.slow, ("steady", 0.002)) for _ in range(3000)])
+    assert producer.join(timeout=120)
+    assert "lease lost" not in worker.log and "moved on" not in worker.log

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 import uuid
 
 import fakeredis
 import msgpack
+import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from taskutils import Task, TaskHandler
+from taskutils import InvalidTask, PayloadError, Task, TaskHandler
 from taskutils.backends.records import Ending, Exchange, Settlement
 from taskutils.backends.redis import RedisBackend, prefix
 from taskutils.config import Settings
@@ -20,6 +22,7 @@ from taskutils.task import module_allowed
 from taskutils.worker.execution import TaskExecutor
 
 from . import fleet_tasks
+from .conftest import wait_for
 from .fleet import WorkerProcess
 
 P = prefix("default")
@@ -177,3 +180,65 @@ def test_a_settlement_sent_twice_in_one_round_trip_applies_once(redis_url):
         assert backend.exchange(Exchange("default", "twice", [retry, retry])).applied == [True, False]
         assert backend.counts("default").queued == 1  # put back once, not twice
         backend.close()
+
+
+def test_a_key_of_the_wrong_type_fails_whole_calls_quietly_until_it_is_repaired(redis_url):
+    """A task's state bucket overwritten with a string while the task runs: its settlement is
+    refused before anything is written (no outcome beside a lease still held), the worker retries
+    with backoff instead of at once, and once the key is deleted the task settles."""
+    client = redis.Redis.from_url(redis_url)
+    worker = WorkerProcess(redis_url, "--import", "tests.fleet_tasks", "--threads", "2")
+    try:
+        with TaskHandler(redis_url, max_num_threads=0) as producer:
+            ref = producer.enqueue_task(Task(fleet_tasks.slow, ("broken", 1.0)))
+            wait_for(lambda: client.llen("broken:starts") == 1, what="the task to start")
+            seq = int(ref.id.partition("-")[2], 16)
+            state, outcome = P + f"state:{seq // 64:x}", P + f"outcome:{seq // 64:x}"
+            client.delete(state)
+            client.set(state, "not a hash")
+            wait_for(lambda: client.llen("broken:ends") == 1, what="the task to end")
+            worker.wait_for_log("WRONGTYPE")
+            seen = []
+            for _ in range(20):  # never an outcome while the lease is still held
+                seen.append((client.hexists(P + "inflight", f"{seq:x}"), client.hexists(outcome, str(seq % 64))))
+                time.sleep(0.05)
+            assert set(seen) == {(True, False)}, seen
+            before = client.info("stats")["total_commands_processed"]
+            time.sleep(1.0)
+            assert client.info("stats")["total_commands_processed"] - before < 60  # no hot loop
+            client.delete(state)  # the operator repairs the queue (the states of that bucket go with it)
+            wait_for(lambda: client.hexists(outcome, str(seq % 64)), timeout=30, what="the settlement to go through")
+            assert ref.result(timeout=1) == worker.pid and ref.status() == "done"
+            assert worker.alive()
+    finally:
+        worker.kill()
+        client.close()
+
+
+@pytest.mark.parametrize("bad", [
+    {"delay": float("nan")}, {"delay": float("inf")}, {"retry_delay": float("nan"), "repeats_on_failure": 1},
+    {"retry_backoff": float("nan"), "repeats_on_failure": 1}, {"retry_backoff": 2.0**64, "retry_delay": 1, "repeats_on_failure": 3},
+    {"queue": ""},
+])
+def test_absurd_task_settings_are_refused_before_anything_is_stored(redis_url, bad):
+    worker = WorkerProcess(redis_url, "--import", "tests.fleet_tasks", "--threads", "1")
+    try:
+        with TaskHandler(redis_url, max_num_threads=0) as producer:
+            with pytest.raises(InvalidTask) as refused:
+                producer.enqueue_task(Task(fleet_tasks.mark, ("absurd", "1"), **bad))
+            assert next(iter(bad)) in str(refused.value)  # the message names the field
+            assert producer.backend.counts("default").pending == 0 and producer.join(timeout=5)
+    finally:
+        worker.kill()
+
+
+def test_arguments_nested_too_deep_are_a_payload_error(redis_url):
+    deep: list = []
+    tip = deep
+    for _ in range(3000):
+        tip.append([])
+        tip = tip[0]
+    with TaskHandler(redis_url, max_num_threads=0) as producer:
+        with pytest.raises(PayloadError, match="nested too deep"):
+            producer.enqueue_task(Task(fleet_tasks.mark, ("deep", deep)))
+        assert producer.backend.counts("default").pending == 0

@@ -7,9 +7,10 @@ import time
 import pytest
 import redis
 
-from taskutils import BackendUnavailable, Task, TaskHandler
+from taskutils import BackendUnavailable, Task, TaskHandler, TaskNotFound
 
 from . import fleet_tasks
+from .conftest import wait_for
 from .fleet import WorkerProcess
 from .redis_server import RedisServer
 
@@ -111,3 +112,72 @@ def test_evicting_redis_is_warned_about(caplog):
         assert "set it to 'noeviction'" in caplog.text
     finally:
         server.kill()
+
+
+def test_a_task_of_a_redis_that_lost_its_data_cannot_settle_a_new_one(redis_url):
+    """Redis restarts empty while a task runs; a new task gets the same sequence number. The old
+    task's outcome must not settle the new one, and its TaskRef must not read the new one's."""
+    server = RedisServer().start()
+    record = redis.Redis.from_url(redis_url)
+    args = ("--import", "tests.fleet_tasks", "--threads", "1", "--sleep-seconds", "0.5")
+    workers = [WorkerProcess(server.url, *args, record_url=redis_url) for _ in range(2)]
+    try:
+        with TaskHandler(server.url, max_num_threads=0) as producer:
+            first = producer.enqueue_task(Task(fleet_tasks.slow, ("first", 2.0)))
+            wait_for(lambda: record.llen("first:starts") == 1, what="the first task to start")
+        first_pid = int(record.lindex("first:starts", 0))
+        server.kill()
+        server.start()  # empty: no persistence
+        with TaskHandler(server.url, max_num_threads=0) as producer:
+            second = producer.enqueue_task(Task(fleet_tasks.slow, ("second", 4.0)))
+            wait_for(lambda: record.llen("second:starts") == 1, timeout=20, what="the second task to start")
+            wait_for(lambda: record.llen("first:ends") == 1, timeout=20, what="the first task to end")
+            time.sleep(0.5)  # time for the first task's outcome to reach Redis, were it accepted
+            assert second.status() == "running"
+            with pytest.raises(TaskNotFound):
+                producer.task(first.id).status()
+            assert second.result(timeout=20) != first_pid
+        worker = next(w for w in workers if w.pid == first_pid)
+        worker.wait_for_log("its lease had moved on")
+    finally:
+        for worker in workers:
+            worker.kill()
+        server.kill()
+        record.close()
+
+
+def commands_per_second(client: redis.Redis, seconds: float) -> float:
+    before = client.info("stats")["total_commands_processed"]
+    time.sleep(seconds)
+    return (client.info("stats")["total_commands_processed"] - before - 1) / seconds
+
+
+def test_a_redis_out_of_memory_is_waited_out_quietly_and_loses_nothing(redis_url):
+    """Under maxmemory with noeviction Redis refuses the scripts: the workers back off instead of
+    retrying at once, and once memory is back everything runs, once."""
+    server = RedisServer("--maxmemory-policy", "noeviction").start()
+    record = redis.Redis.from_url(redis_url)
+    client = redis.Redis.from_url(server.url)
+    args = ("--import", "tests.fleet_tasks", "--threads", "4", "--visibility-timeout", "5")
+    workers = [WorkerProcess(server.url, *args, record_url=redis_url) for _ in range(2)]
+    try:
+        with TaskHandler(server.url, max_num_threads=0) as producer:
+            producer.enqueue_tasks([Task(fleet_tasks.mark, ("oom", str(n))) for n in range(300)])
+            producer.enqueue_tasks([Task(fleet_tasks.slow, ("oom-slow", 0.5)) for _ in range(8)])
+            wait_for(lambda: record.llen("oom-slow:starts") >= 4, what="tasks to run")
+            client.config_set("maxmemory", max(client.info("memory")["used_memory"] // 2, 1))
+            rate = commands_per_second(client, 2.0)
+            print(f"\nout of memory: {rate:.0f} commands/s from 2 workers")
+            assert rate < 100, rate
+            client.config_set("maxmemory", 0)
+            assert producer.join(timeout=60)
+        assert len(record.hgetall("oom")) == 300 and record.llen("oom-slow:ends") >= 8
+        assert set(record.hgetall("oom").values()) == {b"1"}
+        for worker in workers:
+            assert worker.alive() and worker.log.count("cannot be served") <= 1, worker.log
+    finally:
+        for worker in workers:
+            worker.kill()
+        server.kill()
+        client.close()
+        record.close()

@@ -18,6 +18,7 @@ from ..task import TaskBody, pack, pack_checked, resolve
 
 log = logging.getLogger("taskutils.worker")
 SCALARS = frozenset({str, int, float, bool, bytes})  # always unpack as they were packed
+COUNT_LIMIT = 10**15  # failure and crash counts are kept below this (Lua keeps whole numbers up to it)
 
 
 class Rejected(Exception):
@@ -55,7 +56,8 @@ class TaskExecutor:
             return self._run(claim)
         except Exception as exc:  # a bug deciding the outcome: fail the task with the reason, never leave it held
             log.exception("task %s: could not decide its outcome", claim.task_id)
-            return self._fail(claim, f"taskutils could not decide the outcome: {type(exc).__name__}: {exc}", ref=None)
+            reason = f"taskutils could not decide the outcome: {type(exc).__name__}: {exc}"
+            return Settlement(claim, Ending.FAILED, outcome_failed(reason), pack({"id": claim.task_id, "error": reason}))
 
     def _run(self, claim: Claim) -> Settlement:
         try:
@@ -138,8 +140,8 @@ class TaskExecutor:
                 "id": claim.task_id,
                 "ref": ref,
                 "error": error,
-                "failures": claim.failures + 1,
-                "crashes": claim.crashes,
+                "failures": min(claim.failures + 1, COUNT_LIMIT),
+                "crashes": min(claim.crashes, COUNT_LIMIT),
                 "failed_at": time.time(),
                 "worker": self.consumer,
             }

@@ -6,6 +6,7 @@ exchanger only when the ledger says a round trip is due.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -16,6 +17,8 @@ from ..backends.records import Claim, Settlement
 from ..context import current_backend
 from .clock import Clock
 from .ledger import ClaimLedger, Start
+
+log = logging.getLogger("taskutils.worker")
 
 
 class RunnerPool:
@@ -70,12 +73,18 @@ class RunnerPool:
         current_backend.set(self._backend)
         claim = self._inbox.get()
         while claim is not None:
-            start = self._ledger.take(claim)
-            if start is Start.RUN:
-                began = self._clock.now()
-                settlement = self._run(claim)
-                if self._ledger.finished(settlement, self._clock.now() - began):
-                    self._notify()
-            elif start is not Start.DROP:  # handed back or to confirm: the exchanger sends it
-                self._notify()
+            try:
+                self._take(claim)
+            except Exception:  # a bug here must not end the thread: every later claim would wait for it
+                log.exception("runner error on task %s; going on", claim.task_id)
             claim = self._inbox.get()
+
+    def _take(self, claim: Claim) -> None:
+        start = self._ledger.take(claim)
+        if start is Start.RUN:
+            began = self._clock.now()
+            settlement = self._run(claim)
+            if self._ledger.finished(settlement, self._clock.now() - began):
+                self._notify()
+        elif start is not Start.DROP:  # handed back or to confirm: the exchanger sends it
+            self._notify()

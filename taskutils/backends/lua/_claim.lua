@@ -6,15 +6,21 @@
 -- repeats, stop, definition), P..'leases', P..'inflight', P..'ready:<level>', P..'prios',
 -- P..'config', P..'idle', P..'wake', P..'epoch', P..'seq', the state buckets.
 
--- delayed tasks that are due become ready (at most 1000 per call); returns how many
+-- delayed tasks that are due become ready (at most 1000 per call)
 local function promote_due_delayed(now)
   local due = redis.call('ZRANGEBYSCORE', P .. 'scheduled', '-inf', now, 'LIMIT', 0, 1000)
-  for _, member in ipairs(due) do
+  local ready = {}
+  for k, member in ipairs(due) do
     local level, rest = split_level(member)
-    push_ready(level, checked(rest))
+    ready[k] = {level, checked(rest)}
+    expect_keys('prios')
+    expect(P .. 'ready:' .. level, 'list')
+    expect_buckets({seq_of(ready[k][2])})
+  end
+  for k, member in ipairs(due) do
+    push_ready(ready[k][1], ready[k][2])
     redis.call('ZREM', P .. 'scheduled', member)
   end
-  return #due
 end
 
 -- the first run after `now` on the grid at + k * interval: no drift, missed runs collapse into one
@@ -32,7 +38,11 @@ local function fire_due_recurrent(now)
     local body, interval, repeats, stop = spec[1], tonumber(spec[2]), tonumber(spec[3]) or 1, tonumber(spec[4] or '')
     local ends = true
     if body and not (stop and at > stop) then -- a run past the schedule's stop: it just ends
-      push_ready('max', envelope_of(hex(new_seqs(1) + 1), 0, 0, body))
+      local seq = hex(new_seqs(1) + 1)
+      expect_keys('prios')
+      expect(P .. 'ready:max', 'list')
+      expect_buckets({seq})
+      push_ready('max', envelope_of(seq, 0, 0, body))
       local upcoming = at
       if interval and interval > 0 and interval < math.huge then
         upcoming = next_on_grid(at, interval, now)
@@ -59,23 +69,34 @@ local function requeue_expired_leases(now)
   local expired = redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', lease_score(now), 'LIMIT', 0, 1000)
   if #expired == 0 then return end
   local leases = redis.call('HMGET', P .. 'inflight', unpack(expired))
+  local back = {}
+  for k = 1, #expired do
+    expect_buckets({expired[k]})
+    if leases[k] then
+      local _, level, envelope = lease_fields(leases[k])
+      back[k] = {level, checked(envelope)}
+      expect_keys('prios')
+      expect(P .. 'ready:' .. level, 'list')
+      expect_buckets({seq_of(back[k][2])})
+    end
+  end
   end_leases(expired)
   local orphans = {} -- a lease with no task (damaged by hand): its state goes
   for k = #expired, 1, -1 do -- each to the front: the last first
     local seq = nil
-    if leases[k] then
-      local _, level, envelope = lease_fields(leases[k])
+    if back[k] then
       local failures, crashes, body
-      seq, failures, crashes, body = envelope_fields(checked(envelope))
-      push_ready(level, envelope_of(seq, failures, crashes + 1, body), true)
+      seq, failures, crashes, body = envelope_fields(back[k][2])
+      push_ready(back[k][1], envelope_of(seq, failures, crashes + 1, body), true)
     end
     if seq ~= expired[k] then orphans[#orphans + 1] = expired[k] end
   end
   drop_states(orphans)
 end
 
--- pop up to `limit` ready tasks by priority, FIFO within one, and lease them until `deadline`
--- with tokens <nonce>.<k>; appends token, envelope pairs to out and returns how many
+-- take up to `limit` ready tasks by priority, FIFO within one, and lease them until `deadline`
+-- with tokens <nonce>.<k>; appends token, envelope pairs to out and returns how many. A list's
+-- head is read, its keys checked, then trimmed: nothing is popped that could not be leased.
 local function take_ready(limit, deadline, nonce, out)
   local entries, taken = {}, {}
   while #entries < limit do
@@ -83,26 +104,32 @@ local function take_ready(limit, deadline, nonce, out)
     if not top then break end
     local level = valid_level(top) and top or '0' -- a list no enqueue made: its items count as priority 0
     local key = P .. 'ready:' .. top
-    local items = redis.call('LPOP', key, math.min(limit - #entries, 500))
-    if items then
-      local running = {}
-      for k, item in ipairs(items) do items[k] = checked(item) end
-      for k, item in ipairs(items) do running[k] = seq_of(item) end
-      local held = redis.call('HMGET', P .. 'inflight', unpack(running))
-      local failed = redis.call('HMGET', P .. 'failed', unpack(running))
-      for k, envelope in ipairs(items) do
-        local seq = running[k]
-        if held[k] or failed[k] or taken[seq] then
+    local items = redis.call('LRANGE', key, 0, math.min(limit - #entries, 500) - 1)
+    if #items > 0 then
+      local seqs = {}
+      for k, item in ipairs(items) do
+        items[k] = checked(item)
+        seqs[k] = seq_of(items[k])
+      end
+      local held = redis.call('HMGET', P .. 'inflight', unpack(seqs))
+      local failed = redis.call('HMGET', P .. 'failed', unpack(seqs))
+      for k = 1, #items do
+        if held[k] or failed[k] or taken[seqs[k]] then
           -- a sequence number already in use (a forged or copied envelope): a new one, losing neither
-          local _, failures, crashes, body = envelope_fields(envelope)
-          seq = hex(new_seqs(1) + 1)
-          envelope = envelope_of(seq, failures, crashes, body)
+          local _, failures, crashes, body = envelope_fields(items[k])
+          seqs[k] = hex(new_seqs(1) + 1)
+          items[k] = envelope_of(seqs[k], failures, crashes, body)
         end
-        taken[seq] = true
+        taken[seqs[k]] = true
+      end
+      expect_keys('leases')
+      expect_buckets(seqs)
+      redis.call('LTRIM', key, #items, -1)
+      for k = 1, #items do
         local token = nonce .. '.' .. (#entries + 1)
-        entries[#entries + 1] = {seq, token, level, envelope}
+        entries[#entries + 1] = {seqs[k], token, level, items[k]}
         out[#out + 1] = token
-        out[#out + 1] = envelope
+        out[#out + 1] = items[k]
       end
     end
     if redis.call('EXISTS', key) == 0 then redis.call('ZREM', P .. 'prios', top) end
@@ -131,7 +158,7 @@ end
 -- Returns {capped 1/0, seconds to the next due time or "-1", token1, envelope1, ...}
 local function claim(consumer, want, lease, idle_for, nonce, now)
   local asked = want
-  redis.call('ZREM', P .. 'idle', consumer)
+  pcall(redis.call, 'ZREM', P .. 'idle', consumer)
   promote_due_delayed(now)
   fire_due_recurrent(now)
   requeue_expired_leases(now)
@@ -143,7 +170,7 @@ local function claim(consumer, want, lease, idle_for, nonce, now)
   end
   local taken = take_ready(want, now + lease, nonce, out)
   if taken < asked then
-    redis.call('ZADD', P .. 'idle', now + idle_for, consumer)
+    pcall(redis.call, 'ZADD', P .. 'idle', now + idle_for, consumer) -- best effort, as waking is
     if taken == 0 then redis.call('DEL', P .. 'wake') end
     out[2] = seconds_to_next_due(now)
   end

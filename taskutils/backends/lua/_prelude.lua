@@ -50,8 +50,13 @@ local function envelope_fields(envelope)
     tonumber(string.sub(envelope, second + 1, third - 1)), string.sub(envelope, third + 1)
 end
 
+-- counts kept as whole numbers (a count that no longer fits a double's integers stays put)
+local function count_text(count)
+  return string.format('%d', math.min(count, 1e15))
+end
+
 local function envelope_of(seq, failures, crashes, body)
-  return seq .. '|' .. failures .. '|' .. crashes .. '|' .. body
+  return seq .. '|' .. count_text(failures) .. '|' .. count_text(crashes) .. '|' .. body
 end
 
 local function seq_of(envelope)

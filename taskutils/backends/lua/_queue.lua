@@ -3,6 +3,10 @@
 -- Keys: P..'ready:<level>', P..'prios', P..'scheduled', P..'idle', P..'wake', P..'config',
 -- P..'leases', and the state buckets of _store.lua.
 --
+-- Waking is best effort: a broken `idle` or `wake` key (the wrong type) must not fail what was
+-- stored, so scripts call the waking helpers under pcall; consumers then find new work when
+-- their wait ends by itself, and their exchanges report the key.
+--
 -- Waking: a consumer that asked for work and got none is entered in `idle` until the end of the
 -- wait it announced, then blocks in BLPOP on `wake`. New work pushes wake tokens there; a token
 -- goes to a consumer that is blocked now, so a process that died (its connection closed) is
@@ -16,7 +20,8 @@ local function mark_level(level)
   redis.call('ZADD', P .. 'prios', rank == -math.huge and '-inf' or rank, level)
 end
 
--- make a task ready at the back of its level (at the front, to run next)
+-- make a task ready at the back of its level (at the front, to run next); the caller has checked
+-- ready:<level>, prios and the task's state bucket (see expect in _store.lua)
 local function push_ready(level, envelope, front)
   redis.call(front and 'LPUSH' or 'RPUSH', P .. 'ready:' .. level, envelope)
   mark_level(level)
@@ -50,7 +55,7 @@ local function schedule(level, envelope, due, now)
   local first = redis.call('ZRANGE', P .. 'scheduled', 0, 0, 'WITHSCORES')[2]
   redis.call('ZADD', P .. 'scheduled', due, level .. '|' .. envelope)
   set_state(seq_of(envelope), 's')
-  if not first or due < tonumber(first) then wake(1, now) end
+  if not first or due < tonumber(first) then pcall(wake, 1, now) end -- best effort: see enqueue.lua
 end
 
 -- free slots of the queue's cap, or nil when it has none

@@ -7,9 +7,10 @@
 -- Settlements are ARGV groups of 5 from index `from`: kind, seq, token, data, failure record.
 -- kind "d" done (data: outcome), "f" failed for good (data: outcome; record), "r" retry (data:
 -- delay seconds), "b" hand back unfinished, to the front of its level (data unused).
--- Each applies only if its token still holds the task's lease, and at most once per call.
--- The bookkeeping of the whole batch is one call per key, not a few per task: a call from Lua
--- costs more than the work it does on these small keys.
+-- Each applies only if its token still holds the task's lease, and at most once per call. Every
+-- key a settlement writes is checked before the first write (see expect in _store.lua). The
+-- bookkeeping of the whole batch is one call per key, not a few per task: a call from Lua costs
+-- more than the work it does on these small keys.
 
 -- a failed attempt goes back, now or after `delay`, with one more failure counted
 local function retry(level, envelope, delay, now)
@@ -22,40 +23,60 @@ local function retry(level, envelope, delay, now)
   end
 end
 
+-- the settlements whose token holds the lease: {seq, kind, index in ARGV, level, envelope, k}, with
+-- the keys they will write checked
+local function holding(from, seqs, leases)
+  local settling, seen = {}, {}
+  for k, seq in ipairs(seqs) do
+    local i = from + (k - 1) * 5
+    if leases[k] and not seen[seq] and token_of(leases[k]) == ARGV[i + 2] then
+      seen[seq] = true
+      local entry = {seq, ARGV[i], i, false, false, k}
+      if ARGV[i] ~= 'd' then -- only these need the lease's level and envelope
+        local _, level, envelope = lease_fields(leases[k])
+        entry[4], entry[5] = level, checked(envelope)
+        if ARGV[i] == 'f' then
+          expect_keys('failed', 'failed_info')
+        else
+          expect_keys('prios', 'scheduled')
+          expect(P .. 'ready:' .. level, 'list')
+          expect_buckets({seq_of(entry[5])})
+        end
+      end
+      expect_buckets({seq}, true)
+      settling[#settling + 1] = entry
+    end
+  end
+  return settling
+end
+
 -- returns one "1" (applied) or "0" (the lease had moved on) per settlement, as one string
 local function settle(from, now, ttl)
   local seqs = {}
   for i = from, #ARGV, 5 do seqs[#seqs + 1] = ARGV[i + 1] end
   if #seqs == 0 then return '' end
-  local leases = redis.call('HMGET', P .. 'inflight', unpack(seqs))
-  local applied, ended, finished, kept, outcomes, seen = {}, {}, {}, {}, {}, {}
-  for k, seq in ipairs(seqs) do
-    local i = from + (k - 1) * 5
-    local holds = leases[k] and not seen[seq] and token_of(leases[k]) == ARGV[i + 2]
-    if holds then
-      seen[seq] = true
-      ended[#ended + 1] = seq
-      local kind = ARGV[i]
-      if kind == 'd' or kind == 'f' then
-        finished[#finished + 1] = seq
-        kept[#kept + 1] = seq
-        outcomes[#outcomes + 1] = ARGV[i + 3]
-      end
-      if kind ~= 'd' then -- only these need the lease's level and envelope
-        local _, level, envelope = lease_fields(leases[k])
-        envelope = checked(envelope)
-        if seq_of(envelope) ~= seq then finished[#finished + 1] = seq end -- a damaged lease: its own state goes
-        if kind == 'r' then
-          retry(level, envelope, tonumber(ARGV[i + 3]) or 0, now)
-        elseif kind == 'b' then
-          push_ready(level, envelope, true)
-        else
-          redis.call('HSET', P .. 'failed', seq, level .. '|' .. envelope)
-          redis.call('HSET', P .. 'failed_info', seq, ARGV[i + 4])
-        end
-      end
+  local settling = holding(from, seqs, redis.call('HMGET', P .. 'inflight', unpack(seqs)))
+  if #settling > 0 then expect_keys('leases') end
+  local applied, ended, finished, kept, outcomes = {}, {}, {}, {}, {}
+  for k = 1, #seqs do applied[k] = '0' end
+  for _, entry in ipairs(settling) do
+    local seq, kind, i, level, envelope = entry[1], entry[2], entry[3], entry[4], entry[5]
+    applied[entry[6]] = '1'
+    ended[#ended + 1] = seq
+    if kind == 'd' or kind == 'f' then
+      finished[#finished + 1] = seq
+      kept[#kept + 1] = seq
+      outcomes[#outcomes + 1] = ARGV[i + 3]
     end
-    applied[k] = holds and '1' or '0'
+    if kind ~= 'd' and seq_of(envelope) ~= seq then finished[#finished + 1] = seq end -- a damaged lease: its own state goes
+    if kind == 'r' then
+      retry(level, envelope, tonumber(ARGV[i + 3]) or 0, now)
+    elseif kind == 'b' then
+      push_ready(level, envelope, true)
+    elseif kind == 'f' then
+      redis.call('HSET', P .. 'failed', seq, level .. '|' .. envelope)
+      redis.call('HSET', P .. 'failed_info', seq, ARGV[i + 4])
+    end
   end
   end_leases(ended)
   drop_states(finished)

@@ -8,6 +8,28 @@
 -- its last write (never sooner than it was set to before), so an outcome is kept at least
 -- result_ttl seconds, and at most as long as later outcomes of its bucket.
 
+-- Lua does not roll back: a write failing halfway (a key holding the wrong type, written by hand
+-- or by a bug) would leave the queue half changed. So scripts check the types of the keys they
+-- are about to write, before their first write, and refuse with a clear error instead.
+local checked_keys = {}
+local function expect(key, wanted)
+  if checked_keys[key] then return end
+  local kind = redis.call('TYPE', key)['ok']
+  if kind ~= 'none' and kind ~= wanted then
+    error({err = 'WRONGTYPE ' .. key .. ' holds a ' .. kind .. ' where taskutils keeps a ' .. wanted ..
+      ': delete or rename that key to serve the queue again'})
+  end
+  checked_keys[key] = true
+end
+
+-- the types of the keys every call of a script may write
+local KEY_TYPES = {inflight = 'hash', leases = 'zset', prios = 'zset', scheduled = 'zset', rec = 'zset',
+  config = 'hash', idle = 'zset', wake = 'list', failed = 'hash', failed_info = 'hash', seq = 'string',
+  epoch = 'string'}
+local function expect_keys(...)
+  for _, suffix in ipairs({...}) do expect(P .. suffix, KEY_TYPES[suffix]) end
+end
+
 local function clock()
   local t = redis.call('TIME')
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -67,6 +89,15 @@ local function by_bucket(seqs)
     fields[#fields + 1] = field
   end
   return groups, buckets
+end
+
+-- the state buckets of seqs hold hashes (see expect), and their outcome buckets too if `outcomes`
+local function expect_buckets(seqs, outcomes)
+  for _, seq in ipairs(seqs) do
+    local bucket = bucket_of(seq)
+    expect(P .. 'state:' .. bucket, 'hash')
+    if outcomes then expect(P .. 'outcome:' .. bucket, 'hash') end
+  end
 end
 
 -- set the state ("s", "q" or "r") of tasks: one HSET per bucket

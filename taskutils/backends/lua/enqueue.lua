@@ -4,10 +4,20 @@
 -- KEYS[1] - the queue's prefix P. Touches P .. epoch, seq, ready:<level>, prios, scheduled,
 --           state:*, idle, wake (see _store.lua, _queue.lua)
 -- ARGV    - triples: level, delay seconds, msgpack body
+-- Every key written is checked before the first write (_store.lua): a key of the wrong type fails
+-- the call with a WRONGTYPE error, and nothing is enqueued. Waking is best effort here: a broken
+-- idle or wake key makes workers find the task by themselves (and report that key).
 -- returns   {the queue's epoch, the sequence number before the first task's}: the tasks' ids are
 --           <epoch>-<first + k in hex> for k = 1, 2, ...
 local count = #ARGV / 3
-local first = new_seqs(count)
+local first = new_seqs(count) -- seq and epoch fail here by themselves, before anything is written
+for k = 1, count do
+  local i = (k - 1) * 3 + 1
+  expect_keys(tonumber(ARGV[i + 1]) > 0 and 'scheduled' or 'prios')
+  expect(P .. 'ready:' .. ARGV[i], 'list')
+end
+for seq = first + 1, first + count, STATE_BUCKET do expect_buckets({hex(seq)}) end
+expect_buckets({hex(first + count)})
 local out = {epoch(), first}
 local now = nil -- the server's clock, read only when needed
 
@@ -19,7 +29,7 @@ if count == 1 then
     schedule(ARGV[1], envelope, now + delay, now)
   else
     push_ready(ARGV[1], envelope)
-    wake(1)
+    pcall(wake, 1)
   end
   return out
 end
@@ -41,5 +51,5 @@ for k = 1, count do
   end
 end
 for _, level in ipairs(levels) do push_ready_many(level, by_level[level]) end
-if ready > 0 then wake(ready, now) end
+if ready > 0 then pcall(wake, ready, now) end
 return out

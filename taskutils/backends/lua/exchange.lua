@@ -9,15 +9,18 @@
 -- ARGV[5] - seconds to keep outcomes (0: none are kept)
 -- ARGV[6] - a random nonce from the consumer: the leases of this call get tokens "<nonce>.<k>"
 -- ARGV[7..] - the settlements, groups of 5 (see _settle.lua)
+-- Each step checks the keys it writes before its first write (_store.lua): a key of the wrong
+-- type fails the call with a WRONGTYPE error, and what earlier steps did is whole. Waking others
+-- is best effort (_queue.lua).
 -- returns   {applied: "1"/"0" per settlement as one string, the queue's epoch, capped 1/0,
 --            seconds to the next due time or "-1" (when nothing was claimed), token1, envelope1, ...}
-local now = clock()
-local out = {settle(7, now, tonumber(ARGV[5])), epoch(), 0, '-1'}
+local now, queue_epoch = clock(), epoch()
+local out = {settle(7, now, tonumber(ARGV[5])), queue_epoch, 0, '-1'}
 local want = tonumber(ARGV[2])
 if want > 0 then
   local claimed = claim(ARGV[1], want, tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[6], now)
   out[3], out[4] = claimed[1], claimed[2]
   for i = 3, #claimed do out[#out + 1] = claimed[i] end
 end
-wake_for_ready(now) -- for the slots it freed and the work it made ready but did not take
+pcall(wake_for_ready, now) -- for the slots it freed and the work it made ready but did not take
 return out

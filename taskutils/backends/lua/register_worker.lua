@@ -4,6 +4,7 @@
 -- ARGV[2] - seconds the record lives unless renewed
 -- ARGV[3..] - pairs: field, value (host, pid, threads, queues, ...)
 -- returns   1
+expect(P .. 'workers', 'zset')
 local key, now = P .. 'worker:' .. ARGV[1], clock()
 redis.call('DEL', key)
 redis.call('HSET', key, 'heartbeat', tostring(now), unpack(ARGV, 3))

@@ -3,6 +3,7 @@
 -- ARGV[1] - lease seconds
 -- ARGV[2..] - pairs: seq, token
 -- returns   the seqs whose lease that token no longer holds
+expect_keys('leases')
 local deadline = lease_score(clock() + tonumber(ARGV[1]))
 local lost = {}
 for i = 2, #ARGV, 2 do

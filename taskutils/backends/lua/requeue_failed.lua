@@ -3,11 +3,20 @@
 --           prios, state:*, idle, wake, config, leases, seq
 -- ARGV    - seqs
 -- returns   the seqs that were in the failed store and are queued again
-local requeued = {}
-for _, seq in ipairs(ARGV) do
-  local entry = redis.call('HGET', P .. 'failed', seq)
-  if entry then
-    local level, rest = split_level(entry)
+expect_keys('failed', 'failed_info', 'prios')
+local requeued, entries = {}, {}
+for k, seq in ipairs(ARGV) do
+  entries[k] = redis.call('HGET', P .. 'failed', seq)
+  if entries[k] then
+    expect(P .. 'ready:' .. split_level(entries[k]), 'list')
+    expect_buckets({seq}, true)
+  end
+end
+local seen = {}
+for k, seq in ipairs(ARGV) do
+  if entries[k] and not seen[seq] then
+    seen[seq] = true
+    local level, rest = split_level(entries[k])
     local _, _, _, body = envelope_fields(checked(rest))
     push_ready(level, envelope_of(seq, 0, 0, body))
     redis.call('HDEL', P .. 'failed', seq)
@@ -16,5 +25,5 @@ for _, seq in ipairs(ARGV) do
     requeued[#requeued + 1] = seq
   end
 end
-wake_for_ready(nil)
+pcall(wake_for_ready, nil)
 return requeued

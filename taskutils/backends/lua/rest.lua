@@ -4,5 +4,5 @@
 -- ARGV[1] - consumer id
 -- returns   1 if the consumer was waiting, else 0
 local removed = redis.call('ZREM', P .. 'idle', ARGV[1])
-wake_for_ready(nil)
+pcall(wake_for_ready, nil)
 return removed

@@ -10,6 +10,7 @@
 -- ARGV[6] - first run time
 -- ARGV[7] - the definition as the user gave it (compared to tell a schedule set again unchanged)
 -- returns   1 if stored, 0 if an identical schedule was there already
+expect_keys('rec')
 local key = P .. 'rec:' .. ARGV[1]
 if ARGV[7] ~= '' and redis.call('HGET', key, 'definition') == ARGV[7]
     and redis.call('ZSCORE', P .. 'rec', ARGV[1]) then
@@ -19,5 +20,5 @@ epoch() -- made with the queue: the runs' ids need it
 redis.call('DEL', key)
 redis.call('HSET', key, 'body', ARGV[2], 'interval', ARGV[3], 'repeats', ARGV[4], 'stop', ARGV[5], 'definition', ARGV[7])
 redis.call('ZADD', P .. 'rec', ARGV[6], ARGV[1])
-wake(1, nil)
+pcall(wake, 1, nil)
 return 1
