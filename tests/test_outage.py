@@ -181,3 +181,26 @@ def test_a_redis_out_of_memory_is_waited_out_quietly_and_loses_nothing(redis_url
         server.kill()
         client.close()
         record.close()
+
+
+def test_idle_workers_take_new_work_at_once_after_redis_restarts_empty(redis_url):
+    """Their waits break with the connection, and they register again on the new server at once,
+    instead of waiting out sleep_seconds unregistered."""
+    server = RedisServer().start()
+    record = redis.Redis.from_url(redis_url)
+    args = ("--import", "tests.fleet_tasks", "--threads", "2", "--sleep-seconds", "60")
+    workers = [WorkerProcess(server.url, *args, record_url=redis_url) for _ in range(2)]
+    try:
+        with TaskHandler(server.url, max_num_threads=0) as producer:
+            producer.enqueue_task(Task(fleet_tasks.mark, ("before", "1"))).result(timeout=10)
+        server.kill()
+        server.start()
+        time.sleep(1.5)  # the workers are back in their waits by now
+        with TaskHandler(server.url, max_num_threads=0) as producer:
+            ref = producer.enqueue_task(Task(fleet_tasks.mark, ("after", "1")))
+            assert ref.result(timeout=20) is None  # well before sleep_seconds
+    finally:
+        for worker in workers:
+            worker.kill()
+        server.kill()
+        record.close()
