@@ -10,7 +10,7 @@ from typing import Sequence
 from .admin import failed_tasks, fleet_status, purge_failed, requeue_failed
 from .backends.redis import RedisBackend
 from .config import DEFAULT_REDIS_URL, Settings
-from .errors import BackendUnavailable
+from .errors import BackendUnavailable, BrokerError
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print_status(backend, args.queue)
             return 0
         return run_failed(backend, args)
-    except BackendUnavailable as exc:
+    except (BackendUnavailable, BrokerError) as exc:
         print(f"taskutils: {exc}", file=sys.stderr)
         return 1
     finally:
