@@ -38,6 +38,8 @@ def test_new_tasks_go_to_the_live_worker_when_idle_ones_die(producer, workers, c
         started, pid = client.lindex("starts", n).decode().split("|")
         starts.append((float(started) - enqueued, int(pid)))
         wait_for(lambda: ref.status() == "failed", what=f"task {n} to end")
+    print(f"\n{signal.Signals(fault).name}: enqueue -> start of the next 6 tasks: "
+          + ", ".join(f"{delay * 1000:.1f} ms" for delay, _ in starts))
     assert all(pid == live.pid for _, pid in starts), starts
     assert max(delay for delay, _ in starts) < 1.0, starts
     assert [task.crashes for task in producer.failed_tasks()] == [0] * 6
@@ -60,6 +62,7 @@ def test_a_capped_queue_runs_at_its_full_cap_right_after_workers_are_killed(redi
         workers(*args, count=2)
         producer.enqueue_tasks([Task(fleet_tasks.probe, ("after", 0.05)) for _ in range(40)])
         assert producer.join(timeout=60)
+        print(f"\npeak right after the kills: {int(client.get('after:peak'))} of a cap of 4")
         assert int(client.get("after:peak")) == 4
     finally:
         producer.close()

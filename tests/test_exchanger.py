@@ -3,6 +3,7 @@ the test moves: no threads, no Redis, no sleeping."""
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from typing import Callable, Mapping, Sequence
@@ -178,3 +179,21 @@ def test_claims_found_stale_are_confirmed_before_they_start_and_lost_ones_never_
     assert ("renew", [first.task_id, second.task_id]) in rig.broker.events
     assert rig.inbox == [first]
     assert rig.ledger.take(first) is Start.RUN
+
+
+def test_a_refusal_after_a_lost_reply_is_logged_as_most_likely_settled_and_a_lost_lease_as_a_warning(caplog):
+    rig = Rig(threads=2, ready=2)
+    rig.exchanger.step()
+    first, second = rig.run_next(), rig.run_next()
+    send = rig.broker.send_exchange
+
+    def refusing(request: Exchange):
+        read = send(request)
+        return lambda: read()._replace(applied=[None, False])
+
+    rig.broker.send_exchange = refusing  # type: ignore[method-assign]
+    with caplog.at_level(logging.INFO, logger="taskutils.worker"):
+        rig.exchanger.step()
+    logged = {record.levelname: record.getMessage() for record in caplog.records}
+    assert "most likely the first attempt settled it" in logged["INFO"] and first.task_id in logged["INFO"]
+    assert "its lease had moved on" in logged["WARNING"] and second.task_id in logged["WARNING"]

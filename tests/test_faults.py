@@ -163,6 +163,7 @@ def test_claims_held_by_a_stalled_worker_are_not_started_once_others_ran_them(pr
     stalled.signal(signal.SIGCONT)
     time.sleep(2.0)  # the stalled worker comes back, finishes what it ran, and takes its held claims
     starts = [int(pid) for pid in client.lrange("held:starts", 0, -1)]
+    print(f"\nstalled while holding 2 running and 2 held claims: it ran {starts.count(stalled.pid)}, the other {starts.count(other.pid)}")
     assert starts.count(stalled.pid) == 2, starts  # the two running at the stall, never the two held
     assert starts.count(other.pid) == 4, starts
 

@@ -22,6 +22,37 @@ def broker():
     server.kill()
 
 
+@pytest.fixture
+def lossy_broker():
+    """A redis-server of the test's own that keeps nothing on disk and refuses writes when full."""
+    server = RedisServer("--maxmemory-policy", "noeviction").start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def record(redis_url):
+    """Where the tasks record what they did: the session's Redis, which the faults do not touch."""
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def broker_workers(redis_url):
+    """Starts taskutils-worker processes on a broker of the test's own, recording into `record`."""
+    started: list[WorkerProcess] = []
+
+    def start(server: RedisServer, *args: str, count: int = 1) -> list[WorkerProcess]:
+        new = [WorkerProcess(server.url, "--import", "tests.fleet_tasks", *args, record_url=redis_url) for _ in range(count)]
+        started.extend(new)
+        return new
+
+    yield start
+    for worker in started:
+        worker.kill()
+
+
 def ride_out_outage(broker: RedisServer, record_url: str, outage_seconds: float) -> None:
     record = redis.Redis.from_url(record_url)
     # a claim whose reply the outage swallows comes back after the visibility timeout: keep it short
@@ -114,36 +145,26 @@ def test_evicting_redis_is_warned_about(caplog):
         server.kill()
 
 
-def test_a_task_of_a_redis_that_lost_its_data_cannot_settle_a_new_one(redis_url):
+def test_a_task_of_a_redis_that_lost_its_data_cannot_settle_a_new_one(lossy_broker, broker_workers, record):
     """Redis restarts empty while a task runs; a new task gets the same sequence number. The old
     task's outcome must not settle the new one, and its TaskRef must not read the new one's."""
-    server = RedisServer().start()
-    record = redis.Redis.from_url(redis_url)
-    args = ("--import", "tests.fleet_tasks", "--threads", "1", "--sleep-seconds", "0.5")
-    workers = [WorkerProcess(server.url, *args, record_url=redis_url) for _ in range(2)]
-    try:
-        with TaskHandler(server.url, max_num_threads=0) as producer:
-            first = producer.enqueue_task(Task(fleet_tasks.slow, ("first", 2.0)))
-            wait_for(lambda: record.llen("first:starts") == 1, what="the first task to start")
-        first_pid = int(record.lindex("first:starts", 0))
-        server.kill()
-        server.start()  # empty: no persistence
-        with TaskHandler(server.url, max_num_threads=0) as producer:
-            second = producer.enqueue_task(Task(fleet_tasks.slow, ("second", 4.0)))
-            wait_for(lambda: record.llen("second:starts") == 1, timeout=20, what="the second task to start")
-            wait_for(lambda: record.llen("first:ends") == 1, timeout=20, what="the first task to end")
-            time.sleep(0.5)  # time for the first task's outcome to reach Redis, were it accepted
-            assert second.status() == "running"
-            with pytest.raises(TaskNotFound):
-                producer.task(first.id).status()
-            assert second.result(timeout=20) != first_pid
-        worker = next(w for w in workers if w.pid == first_pid)
-        worker.wait_for_log("its lease had moved on")
-    finally:
-        for worker in workers:
-            worker.kill()
-        server.kill()
-        record.close()
+    workers = broker_workers(lossy_broker, "--threads", "1", "--sleep-seconds", "0.5", count=2)
+    with TaskHandler(lossy_broker.url, max_num_threads=0) as producer:
+        first = producer.enqueue_task(Task(fleet_tasks.slow, ("first", 2.0)))
+        wait_for(lambda: record.llen("first:starts") == 1, what="the first task to start")
+    first_pid = int(record.lindex("first:starts", 0))
+    lossy_broker.kill()
+    lossy_broker.start()  # empty: no persistence
+    with TaskHandler(lossy_broker.url, max_num_threads=0) as producer:
+        second = producer.enqueue_task(Task(fleet_tasks.slow, ("second", 4.0)))
+        wait_for(lambda: record.llen("second:starts") == 1, timeout=20, what="the second task to start")
+        wait_for(lambda: record.llen("first:ends") == 1, timeout=20, what="the first task to end")
+        time.sleep(0.5)  # time for the first task's outcome to reach Redis, were it accepted
+        assert second.status() == "running"
+        with pytest.raises(TaskNotFound):
+            producer.task(first.id).status()
+        assert second.result(timeout=20) != first_pid
+    next(w for w in workers if w.pid == first_pid).wait_for_log("its lease had moved on")
 
 
 def commands_per_second(client: redis.Redis, seconds: float) -> float:
@@ -152,55 +173,36 @@ def commands_per_second(client: redis.Redis, seconds: float) -> float:
     return (client.info("stats")["total_commands_processed"] - before - 1) / seconds
 
 
-def test_a_redis_out_of_memory_is_waited_out_quietly_and_loses_nothing(redis_url):
+def test_a_redis_out_of_memory_is_waited_out_quietly_and_loses_nothing(lossy_broker, broker_workers, record):
     """Under maxmemory with noeviction Redis refuses the scripts: the workers back off instead of
     retrying at once, and once memory is back everything runs, once."""
-    server = RedisServer("--maxmemory-policy", "noeviction").start()
-    record = redis.Redis.from_url(redis_url)
-    client = redis.Redis.from_url(server.url)
-    args = ("--import", "tests.fleet_tasks", "--threads", "4", "--visibility-timeout", "5")
-    workers = [WorkerProcess(server.url, *args, record_url=redis_url) for _ in range(2)]
-    try:
-        with TaskHandler(server.url, max_num_threads=0) as producer:
-            producer.enqueue_tasks([Task(fleet_tasks.mark, ("oom", str(n))) for n in range(300)])
-            producer.enqueue_tasks([Task(fleet_tasks.slow, ("oom-slow", 0.5)) for _ in range(8)])
-            wait_for(lambda: record.llen("oom-slow:starts") >= 4, what="tasks to run")
-            client.config_set("maxmemory", max(client.info("memory")["used_memory"] // 2, 1))
-            rate = commands_per_second(client, 2.0)
-            print(f"\nout of memory: {rate:.0f} commands/s from 2 workers")
-            assert rate < 100, rate
-            client.config_set("maxmemory", 0)
-            assert producer.join(timeout=60)
-        assert len(record.hgetall("oom")) == 300 and record.llen("oom-slow:ends") >= 8
-        assert set(record.hgetall("oom").values()) == {b"1"}
-        for worker in workers:
-            assert worker.alive() and worker.log.count("cannot be served") <= 1, worker.log
-    finally:
-        for worker in workers:
-            worker.kill()
-        server.kill()
-        client.close()
-        record.close()
+    workers = broker_workers(lossy_broker, "--threads", "4", "--visibility-timeout", "5", count=2)
+    client = redis.Redis.from_url(lossy_broker.url)
+    with TaskHandler(lossy_broker.url, max_num_threads=0) as producer:
+        producer.enqueue_tasks([Task(fleet_tasks.mark, ("oom", str(n))) for n in range(300)])
+        producer.enqueue_tasks([Task(fleet_tasks.slow, ("oom-slow", 0.5)) for _ in range(8)])
+        wait_for(lambda: record.llen("oom-slow:starts") >= 4, what="tasks to run")
+        client.config_set("maxmemory", max(client.info("memory")["used_memory"] // 2, 1))
+        rate = commands_per_second(client, 2.0)
+        print(f"\nout of memory: {rate:.0f} commands/s from 2 workers")
+        assert rate < 100, rate
+        client.config_set("maxmemory", 0)
+        assert producer.join(timeout=60)
+    client.close()
+    assert len(record.hgetall("oom")) == 300 and set(record.hgetall("oom").values()) == {b"1"}
+    assert record.llen("oom-slow:ends") >= 8
+    for worker in workers:
+        assert worker.alive() and worker.log.count("cannot be served") <= 1, worker.log
 
 
-def test_idle_workers_take_new_work_at_once_after_redis_restarts_empty(redis_url):
+def test_idle_workers_take_new_work_at_once_after_redis_restarts_empty(lossy_broker, broker_workers):
     """Their waits break with the connection, and they register again on the new server at once,
     instead of waiting out sleep_seconds unregistered."""
-    server = RedisServer().start()
-    record = redis.Redis.from_url(redis_url)
-    args = ("--import", "tests.fleet_tasks", "--threads", "2", "--sleep-seconds", "60")
-    workers = [WorkerProcess(server.url, *args, record_url=redis_url) for _ in range(2)]
-    try:
-        with TaskHandler(server.url, max_num_threads=0) as producer:
-            producer.enqueue_task(Task(fleet_tasks.mark, ("before", "1"))).result(timeout=10)
-        server.kill()
-        server.start()
-        time.sleep(1.5)  # the workers are back in their waits by now
-        with TaskHandler(server.url, max_num_threads=0) as producer:
-            ref = producer.enqueue_task(Task(fleet_tasks.mark, ("after", "1")))
-            assert ref.result(timeout=20) is None  # well before sleep_seconds
-    finally:
-        for worker in workers:
-            worker.kill()
-        server.kill()
-        record.close()
+    broker_workers(lossy_broker, "--threads", "2", "--sleep-seconds", "60", count=2)
+    with TaskHandler(lossy_broker.url, max_num_threads=0) as producer:
+        producer.enqueue_task(Task(fleet_tasks.mark, ("before", "1"))).result(timeout=10)
+    lossy_broker.kill()
+    lossy_broker.start()
+    time.sleep(1.5)  # the workers are back in their waits by now
+    with TaskHandler(lossy_broker.url, max_num_threads=0) as producer:
+        assert producer.enqueue_task(Task(fleet_tasks.mark, ("after", "1"))).result(timeout=20) is None  # well before 60 s

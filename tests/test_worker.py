@@ -159,8 +159,9 @@ def test_a_capped_worker_settles_and_claims_in_one_round_trip_per_task(make_hand
     assert len(exchanges.sent) <= 12 + 3, exchanges.sent  # settling and claiming apart would take about 24
 
 
-def test_short_tasks_finishing_one_by_one_share_round_trips(make_handler, backend, monkeypatch):
-    """While prefetched work remains, settlements gather so that a round trip carries several."""
+def test_short_tasks_share_round_trips_and_every_reply_is_read_once_in_order(make_handler, backend, monkeypatch):
+    """While prefetched work remains, settlements gather so that a round trip carries several;
+    replies of exchanges kept in flight are each read once, in the order sent."""
     backend.enqueue("default", [NewTask(Task(jobs.sleep_for, (0.001,)).encode()) for _ in range(400)])
     exchanges = ExchangeTrace(backend, monkeypatch)
     handler = make_handler(max_num_threads=8, allow=["tests.jobs"])
@@ -169,6 +170,8 @@ def test_short_tasks_finishing_one_by_one_share_round_trips(make_handler, backen
     settled = [count for count, _ in exchanges.sent if count]
     assert sum(settled) == 400
     assert len(settled) <= 400 / 3, exchanges.sent  # one round trip per one or two tasks without gathering
+    sends = [number for kind, number in exchanges.events if kind == "send"]
+    assert [number for kind, number in exchanges.events if kind == "read"] == sends
 
 
 def test_a_task_finishing_beside_prefetched_ones_is_settled_at_once(make_handler, key):
@@ -185,14 +188,3 @@ def test_a_task_finishing_beside_prefetched_ones_is_settled_at_once(make_handler
     finally:
         jobs.gates[key].set()
     assert gated.result(timeout=10) == "released" and all(ref.result(timeout=10) == "released" for ref in rest)
-
-
-def test_every_exchange_reply_is_read_once_in_the_order_sent(make_handler, backend, monkeypatch):
-    backend.enqueue("default", [NewTask(Task(jobs.sleep_for, (0.001,)).encode()) for _ in range(400)])
-    exchanges = ExchangeTrace(backend, monkeypatch)
-    handler = make_handler(max_num_threads=8, allow=["tests.jobs"])
-    assert handler.join(timeout=60)
-    handler.close(timeout=10)
-    sends = [number for kind, number in exchanges.events if kind == "send"]
-    assert [number for kind, number in exchanges.events if kind == "read"] == sends
-    assert backend.counts("default").pending == 0

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable, Iterable, NamedTuple
+from typing import Callable, Iterable, NamedTuple, TypeVar
 
 from ..backends.base import Broker
 from ..backends.records import Claim, Exchange, ExchangeReply, Settlement
@@ -24,8 +24,9 @@ from ..errors import BackendUnavailable, BrokerError
 from .clock import Clock
 from .doorbell import Doorbell
 from .ledger import ClaimLedger
-from .refusals import RefusedQueues
+from .refusals import BROKEN_LOG_SECONDS, RefusedQueues
 
+T = TypeVar("T")
 log = logging.getLogger("taskutils.worker")
 IDLE_MARGIN = 1.0  # a waiting consumer's registration outlasts its longest wait by this much
 OUTAGE_PAUSE = 1.0  # after a call failed for broker_timeout, the next try comes this much later
@@ -56,6 +57,7 @@ class Exchanger:
         self._rung = False
         self._changed = threading.Event()
         self._finishing = False
+        self._wait_refused_at = -BROKEN_LOG_SECONDS  # when a refused wait was last logged
         self._doorbell: Doorbell | None = None
         self._thread: threading.Thread | None = None
 
@@ -151,19 +153,25 @@ class Exchanger:
             settings.result_ttl,
         )
 
-    def _send_ahead(self, request: Exchange) -> None:
-        """Send an exchange and leave it in flight while the runners have work; an earlier one
-        in flight is read after this one is sent."""
+    def _sent(self, request: Exchange, send: Callable[[Exchange], T]) -> tuple[T | None, float]:
+        """`send(request)`, told to the ledger; (None, when) if the broker refused it."""
         self._ledger.asked(request.want)
         sent_at = self._clock.now()
         try:
-            read = self._broker.send_exchange(request)
+            return send(request), sent_at
         except BrokerError as exc:
             self._refused.park(request, exc)
-            return
+            return None, sent_at
         except BaseException:
             self._ledger.unsent_again(request.settlements, request.want)
             raise
+
+    def _send_ahead(self, request: Exchange) -> None:
+        """Send an exchange and leave it in flight while the runners have work; an earlier one
+        in flight is read after this one is sent."""
+        read, sent_at = self._sent(request, self._broker.send_exchange)
+        if read is None:
+            return
         earlier, self._in_flight = self._in_flight, InFlight(request, read, sent_at)
         if earlier is not None:
             self._read(earlier)
@@ -171,16 +179,9 @@ class Exchanger:
             self._read(self._take_in_flight())
 
     def _exchange_now(self, request: Exchange, due: float | None) -> ExchangeReply | None:
-        self._ledger.asked(request.want)
-        sent_at = self._clock.now()
-        try:
-            reply = self._broker.exchange(request)
-        except BrokerError as exc:
-            self._refused.park(request, exc)
+        reply, sent_at = self._sent(request, self._broker.exchange)
+        if reply is None:
             return None
-        except BaseException:
-            self._ledger.unsent_again(request.settlements, request.want)
-            raise
         if due is not None:
             reply = reply._replace(next_due=due if reply.next_due is None else min(due, reply.next_due))
         self._record(request, reply, sent_at)
@@ -239,8 +240,11 @@ class Exchanger:
             self._blocked, self._rung = True, False
         try:
             self._broker.wait(self._queues, self._consumer, timeout)
-        except BrokerError as exc:
-            log.error("waiting for work failed: %s", exc)
+        except BrokerError as exc:  # a wake list of the wrong type: look for work every `timeout` instead
+            now = self._clock.now()
+            if now - self._wait_refused_at >= BROKEN_LOG_SECONDS:
+                log.error("waiting for new work failed, looking for it every %.3gs instead: %s", timeout, exc)
+                self._wait_refused_at = now
             self._clock.wait(self._changed, timeout)
         finally:
             with self._guard:

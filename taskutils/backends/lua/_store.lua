@@ -76,10 +76,12 @@ local function checked(text)
   return envelope_of(hex(new_seqs(1) + 1), 0, 0, text)
 end
 
--- seqs grouped by bucket: {bucket = {field, ...}} and the buckets in first-seen order
-local function by_bucket(seqs)
+-- seqs grouped by bucket: {bucket = {field, ...}}, or with `values` {bucket = {field, value, ...}}
+-- (values[k] or `values` itself for every seq when it is not a table); and the buckets in
+-- first-seen order
+local function by_bucket(seqs, values)
   local groups, buckets = {}, {}
-  for _, seq in ipairs(seqs) do
+  for k, seq in ipairs(seqs) do
     local bucket, field = bucket_of(seq)
     if not groups[bucket] then
       groups[bucket] = {}
@@ -87,6 +89,7 @@ local function by_bucket(seqs)
     end
     local fields = groups[bucket]
     fields[#fields + 1] = field
+    if values ~= nil then fields[#fields + 1] = type(values) == 'table' and values[k] or values end
   end
   return groups, buckets
 end
@@ -102,14 +105,9 @@ end
 
 -- set the state ("s", "q" or "r") of tasks: one HSET per bucket
 local function set_states(seqs, state)
-  local groups, buckets = by_bucket(seqs)
+  local groups, buckets = by_bucket(seqs, state)
   for _, bucket in ipairs(buckets) do
-    local pairs_ = {}
-    for _, field in ipairs(groups[bucket]) do
-      pairs_[#pairs_ + 1] = field
-      pairs_[#pairs_ + 1] = state
-    end
-    call_in_chunks('HSET', P .. 'state:' .. bucket, pairs_)
+    call_in_chunks('HSET', P .. 'state:' .. bucket, groups[bucket])
   end
 end
 
@@ -129,17 +127,7 @@ end
 -- keep outcomes[k] of seqs[k] for at least ttl seconds: one HSET and one PEXPIRE per bucket
 local function keep_outcomes(seqs, outcomes, ttl)
   if ttl <= 0 or #seqs == 0 then return end
-  local groups, buckets, values = {}, {}, {}
-  for k, seq in ipairs(seqs) do
-    local bucket, field = bucket_of(seq)
-    if not groups[bucket] then
-      groups[bucket] = {}
-      buckets[#buckets + 1] = bucket
-    end
-    local pairs_ = groups[bucket]
-    pairs_[#pairs_ + 1] = field
-    pairs_[#pairs_ + 1] = outcomes[k]
-  end
+  local groups, buckets = by_bucket(seqs, outcomes)
   local ms = math.ceil(ttl * 1000)
   for _, bucket in ipairs(buckets) do
     local key = P .. 'outcome:' .. bucket
