@@ -13,6 +13,7 @@ each figure is measured and bench/peers/<name>_peer.py for how each system is co
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import random
@@ -112,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     report = render(results, extra, limits, curve, args, time.monotonic() - started)
     print(report)
     args.out.write_text(report)
+    args.out.with_suffix(".json").write_text(json.dumps({"results": results, "taskutils_only": extra, "limits": limits,
+                                                          "scale": curve}, indent=1))
     print(f"\nwritten to {args.out}", file=sys.stderr)
     return 0
 
@@ -141,7 +144,7 @@ def fmt(value: float | None, figure: str) -> str:
         return "—"
     if figure in ("p50", "p99", "idle_p50", "idle_p99"):
         return f"{value:,.2f}" if value < 10 else f"{value:,.0f}"
-    if figure == "kept" and abs(value) < 1:
+    if figure == "kept" and value < 1:  # nothing kept: used_memory moves by a byte or so per task either way
         return "0"
     return f"{value:,.0f}"
 
@@ -177,6 +180,9 @@ def render(results, extra, limits, curve, args, seconds: float) -> str:
                 ratios.append("—")
                 continue
             best = max(theirs) if higher else min(theirs)
+            if ours <= 0 or best <= 0:  # a peer that keeps nothing: no ratio to give
+                ratios.append("—")
+                continue
             ratios.append(f"×{(ours / best if higher else best / ours):.1f}")
         lines.append("| **taskutils vs best peer** | " + " | ".join(ratios) + " |")
         lines += ["", "Ratios: how many times better taskutils is than the best peer on that figure (above 1: better)."]
