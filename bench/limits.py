@@ -5,8 +5,8 @@ from one run to the next (a shared 2-vCPU virtual machine), so each run measures
 
 - ``body_8`` / ``body_1``: BODY (bench/peers/base.py) run back to back by 8 threads, or 1, of one
   process with no queue at all: the ceiling of a one-process worker whose threads roam the CPUs.
-- ``body_8_one_cpu``: the same 8 threads in a process kept on one CPU (as a saturated
-  taskutils-worker keeps itself, taskutils/affinity.py): the ceiling of such a worker.
+- ``body_8_one_cpu``: the same 8 threads in a process kept on one CPU (what a deployer's
+  ``taskset`` gives a worker process): the ceiling of such a worker.
 - ``push``: one ``ZADD`` per round trip through redis-py: the most any one-by-one enqueue of a
   Python client gets.
 - ``pairs``: ``ZADD`` + ``ZPOPMIN`` pairs pipelined by 100: one push and one pop per task, batched,
