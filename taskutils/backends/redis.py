@@ -168,11 +168,18 @@ class RedisBackend(Backend):
         return wake_keys.get(popped[0].decode()) if popped else None
 
     def interrupt(self, queues: Sequence[str], consumer: str) -> None:
+        """RPUSH and EXPIRE, pipelined on the calling thread's connection: the doorbell of a
+        worker rings it after most tasks an idle worker runs."""
         key = prefix(queues[0]) + "wake:" + consumer
-        pipe = self.client.pipeline(transaction=True)
-        pipe.rpush(key, 1)
-        pipe.expire(key, 60)
-        mapped(pipe.execute)
+
+        def ring() -> None:
+            pushed, expiring = self._hot.send("RPUSH", key, 1), self._hot.send("EXPIRE", key, 60)
+            pushed(), expiring()
+
+        try:
+            mapped(ring)
+        except LostReply as exc:  # an interrupt that may not have arrived: the wait ends by itself
+            raise BackendUnavailable(f"Redis is unreachable: {exc}") from None
 
     def renew(self, queue: str, leases: Mapping[str, str], lease: float) -> list[str]:
         args: list[Any] = [repr(lease)]
