@@ -74,12 +74,16 @@ def run_worker(settings: Settings) -> int:
     worker = Worker(backend, settings, lambda module: module_allowed(module, allowed))
     stop = threading.Event()
 
+    def hand_back_and_exit() -> None:
+        worker.hand_back()
+        os._exit(1)
+
     def on_signal(signum: int, frame: object) -> None:
         name = signal.Signals(signum).name
-        if stop.is_set():
+        if stop.is_set():  # on a thread of its own: this handler may have interrupted one holding the ledger
             log.warning("second %s: handing running tasks back and exiting now", name)
-            worker.hand_back()
-            os._exit(1)
+            threading.Thread(target=hand_back_and_exit, name="taskutils-exit").start()
+            return
         log.info("%s: stop taking tasks, letting %d running finish (grace %.0fs)", name, worker.running, settings.grace_period)
         stop.set()
 

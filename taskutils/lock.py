@@ -19,7 +19,7 @@ from .backends import backend_for
 from .backends.base import Backend, SharedLock
 from .backends.local_lock import LocalLock
 from .context import current_backend
-from .errors import BackendUnavailable, TaskutilsError
+from .errors import BackendUnavailable, BrokerError, TaskutilsError
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("taskutils.lock")
@@ -113,7 +113,7 @@ class _Renewer:
         while not self._done.wait(self._lease / 3):
             try:
                 renewed = self._lock.renew()
-            except BackendUnavailable as exc:
+            except (BackendUnavailable, BrokerError) as exc:
                 log.warning("lock %r: could not renew the lease: %s", self._name, exc)
                 continue
             if not renewed:

@@ -50,8 +50,8 @@ def resolve(ref: str, allowed: Callable[[str], bool]) -> Callable[..., Any]:
         raise PermissionError(f"function {ref} is not allowed: its module is not among the worker's allowed modules")
     try:
         module = importlib.import_module(module_name)
-    except Exception as exc:
-        raise ImportError(f"cannot import module {module_name!r} for task function {ref}: {exc}") from exc
+    except BaseException as exc:  # SystemExit too: a module that exits when imported
+        raise ImportError(f"cannot import module {module_name!r} for task function {ref}: {exc!r}") from exc
     func = _lookup(module, qualname)
     if func is None and module_name == "__main__":
         raise ImportError(

@@ -11,7 +11,7 @@ from typing import Callable, Mapping, Sequence
 from taskutils.backends.base import Broker
 from taskutils.backends.records import Claim, Ending, Exchange, ExchangeReply, NewTask, Settlement
 from taskutils.config import Settings
-from taskutils.errors import BrokerError
+from taskutils.errors import BackendUnavailable, BrokerError
 from taskutils.worker.exchanger import Exchanger
 from taskutils.worker.ledger import ClaimLedger, Start
 from taskutils.worker.refusals import BROKEN_FIRST_DELAY, BROKEN_MAX_DELAY
@@ -89,7 +89,7 @@ class Rig:
     def __init__(self, threads: int = 4, ready: int = 0, capped: bool = False, queues: tuple[str, ...] = ("q",)):
         self.clock = Clock()
         self.broker = RecordingBroker(self.clock, ready, capped)
-        self.ledger = ClaimLedger(threads, lease=30.0, sleep_seconds=2.0, clock=self.clock)
+        self.ledger = ClaimLedger(threads, lease=30.0, sleep_seconds=2.0, queues=queues, clock=self.clock)
         self.inbox: list[Claim] = []
         settings = Settings.build({}, threads=threads, queues=queues, sleep_seconds=2.0)
         self.exchanger = Exchanger(self.broker, self.ledger, settings, "me", self.inbox.extend, self.clock)
@@ -197,3 +197,65 @@ def test_a_refusal_after_a_lost_reply_is_logged_as_most_likely_settled_and_a_los
     logged = {record.levelname: record.getMessage() for record in caplog.records}
     assert "most likely the first attempt settled it" in logged["INFO"] and first.task_id in logged["INFO"]
     assert "its lease had moved on" in logged["WARNING"] and second.task_id in logged["WARNING"]
+
+
+def test_an_outage_while_settling_several_queues_keeps_the_settlements_of_the_queues_not_reached():
+    rig = Rig(threads=2, queues=("first", "second"))
+    broker = rig.broker
+    broker.ready = [Claim("first", "e-1", "t1", b"", 0, 0), Claim("second", "e-2", "t2", b"", 0, 0)]
+    rig.exchanger.step()  # "first" gives one, "second" the other
+    assert len(rig.inbox) == 2
+    rig.run_next(), rig.run_next()
+    real_send = broker.send_exchange
+
+    def down(request: Exchange):
+        if request.queue == "first":
+            raise BackendUnavailable("Redis is unreachable (injected)")
+        return real_send(request)
+
+    broker.send_exchange = down  # type: ignore[method-assign]
+    try:
+        rig.exchanger.step()
+        raise AssertionError("the outage went unnoticed")
+    except BackendUnavailable:
+        pass
+    broker.send_exchange = real_send  # type: ignore[method-assign]
+    rig.exchanger.step()
+    settled = [(request.queue, s.claim.task_id) for request in broker.sent for s in request.settlements]
+    assert sorted(settled) == [("first", "e-1"), ("second", "e-2")]
+
+
+def test_a_confirmation_the_broker_refuses_is_tried_again_later_and_does_not_stop_the_rest():
+    rig = Rig(threads=2, ready=2)
+    rig.exchanger.step()
+    first, second = rig.inbox
+    rig.inbox.clear()
+    rig.clock.time += 20
+    assert rig.ledger.take(first) is Start.CONFIRM and rig.ledger.take(second) is Start.CONFIRM
+
+    def refusing(queue, leases, lease):
+        raise BrokerError("OOM command not allowed when used memory > 'maxmemory'")
+
+    rig.broker.renew = refusing  # type: ignore[method-assign]
+    rig.exchanger.step()  # refused: the queue waits, the claims stay to be confirmed
+    assert rig.inbox == [] and not rig.ledger.drained()
+    del rig.broker.renew
+    for _ in range(5):
+        rig.exchanger.step()
+    assert sorted(claim.task_id for claim in rig.inbox) == [first.task_id, second.task_id]
+
+
+def test_a_notice_that_comes_after_the_plan_keeps_the_exchanger_off_the_broker():
+    rig = Rig(threads=2, ready=1)
+    rig.exchanger.step()  # got one of two: it waits for new work next
+    plan = rig.ledger.plan
+
+    def plan_then_notified():
+        planned = plan()
+        rig.exchanger.notify()  # a runner, right after the plan
+        return planned
+
+    rig.ledger.plan = plan_then_notified  # type: ignore[method-assign]
+    waits = len([event for event in rig.broker.events if event[0] == "wait"])
+    rig.exchanger.step()
+    assert len([event for event in rig.broker.events if event[0] == "wait"]) == waits

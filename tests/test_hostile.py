@@ -14,8 +14,8 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from taskutils import InvalidTask, PayloadError, Task, TaskHandler
-from taskutils.backends.records import Ending, Exchange, Settlement
+from taskutils import BrokerError, InvalidTask, PayloadError, Task, TaskHandler
+from taskutils.backends.records import Ending, Exchange, NewTask, Settlement
 from taskutils.backends.redis import RedisBackend, prefix
 from taskutils.config import Settings
 from taskutils.task import module_allowed
@@ -244,3 +244,19 @@ def test_arguments_nested_too_deep_are_a_payload_error(redis_url):
         with pytest.raises(PayloadError, match="nested too deep"):
             producer.enqueue_task(Task(fleet_tasks.mark, ("deep", deep)))
         assert producer.backend.counts("default").pending == 0
+
+
+def test_a_claim_that_meets_a_broken_list_takes_nothing(redis_url):
+    """Two priority levels are ready; the lower level's list holds the wrong type. The claim fails
+    whole: the tasks of the higher level are not taken out without a lease."""
+    for backend in raw_backends(redis_url):
+        ids = backend.enqueue("default", [NewTask(body("tests.fleet_tasks:mark", ["k", "v"]), 5) for _ in range(2)])
+        backend.client.set(P + "ready:0", "not a list")
+        backend.client.zadd(P + "prios", {"0": 0})
+        with pytest.raises(BrokerError):
+            claim(backend, 4)
+        assert backend.client.llen(P + "ready:5") == 2
+        assert all(backend.status("default", task_id)[0] == "queued" for task_id in ids)
+        backend.client.delete(P + "ready:0")
+        assert [held.task_id for held in claim(backend, 4)] == ids
+        backend.close()

@@ -22,10 +22,10 @@ def claims(count: int, queue: str = "q", first: int = 1) -> list[Claim]:
 
 def ledger_holding(held: list[Claim], threads: int = 4, capped: bool = False, clock: Clock | None = None) -> ClaimLedger:
     """A ledger that asked for and got `held`."""
-    ledger = ClaimLedger(threads, lease=30.0, sleep_seconds=2.0, clock=clock or Clock())
+    ledger = ClaimLedger(threads, lease=30.0, sleep_seconds=2.0, queues=("q",), clock=clock or Clock())
     plan = ledger.plan()
     ledger.asked(plan.want)
-    ledger.replied([], [], plan.want, held, ledger.clock.now(), None, capped)
+    ledger.replied("q", [], [], plan.want, held, ledger.clock.now(), None, capped)
     return ledger
 
 
@@ -35,7 +35,7 @@ def run(ledger: ClaimLedger, claim: Claim, seconds: float = 0.001) -> bool:
 
 
 def test_a_new_ledger_asks_for_one_claim_per_thread():
-    plan = ClaimLedger(4, 30.0, 2.0, Clock()).plan()
+    plan = ClaimLedger(4, 30.0, 2.0, ("q",), Clock()).plan()
     assert plan.send and plan.want == 4 and plan.settle == []
 
 
@@ -85,15 +85,15 @@ def test_settlements_in_flight_free_their_slots_before_the_reply():
     assert len(plan.settle) == 2 and plan.want == 2  # one round trip settles both and claims two more
     ledger.asked(plan.want)
     assert ledger.plan().want == 0  # the claims asked for are counted until the reply
-    refused = ledger.replied(plan.settle, [True, None], plan.want, claims(2, first=9), 0.0, None, True).refused
+    refused = ledger.replied("q", plan.settle, [True, None], plan.want, claims(2, first=9), 0.0, None, True).refused
     assert [(s.claim.task_id, applied) for s, applied in refused] == [("e-2", None)]
 
 
 def test_a_starved_ledger_blocks_for_new_work_until_the_next_due_time():
-    ledger = ClaimLedger(2, 30.0, 2.0, Clock())
+    ledger = ClaimLedger(2, 30.0, 2.0, ("q",), Clock())
     plan = ledger.plan()
     ledger.asked(plan.want)
-    ledger.replied([], [], plan.want, [], 0.0, 0.5, False)
+    ledger.replied("q", [], [], plan.want, [], 0.0, 0.5, False)
     plan = ledger.plan()
     assert plan.block and plan.wait == 0.5 and not plan.send
     ledger.woken()
@@ -146,17 +146,17 @@ def test_stopping_hands_back_claims_not_started_and_drains():
     plan = ledger.plan()
     assert plan.want == 0 and [(s.claim, s.ending) for s in plan.settle] == [(second, Ending.HAND_BACK), (first, Ending.DONE)]
     assert not ledger.drained()
-    ledger.replied(plan.settle, [True, True], 0, [], 0.0, None, False)
+    ledger.replied("q", plan.settle, [True, True], 0, [], 0.0, None, False)
     assert ledger.drained()
 
 
 def test_claims_that_arrive_after_a_pause_go_back_unstarted():
-    ledger = ClaimLedger(2, 30.0, 2.0, Clock())
+    ledger = ClaimLedger(2, 30.0, 2.0, ("q",), Clock())
     plan = ledger.plan()
     ledger.asked(plan.want)
     ledger.pause(True)  # while that exchange was in flight
     assert ledger.rest_due()
-    assert ledger.replied([], [], plan.want, claims(2), 0.0, None, False).claims == []
+    assert ledger.replied("q", [], [], plan.want, claims(2), 0.0, None, False).claims == []
     back = ledger.plan().settle
     assert [(s.claim.task_id, s.ending) for s in back] == [("e-1", Ending.HAND_BACK), ("e-2", Ending.HAND_BACK)]
     ledger.rested()
@@ -171,10 +171,10 @@ def test_abandon_gives_up_every_claim_not_being_settled():
     assert ledger.take(second) is Start.RUN
     plan = ledger.plan()
     ledger.asked(plan.want)
-    assert set(ledger.abandon()) == {second, third}
+    assert {(s.claim, s.ending) for s in ledger.abandon()} == {(second, Ending.HAND_BACK), (third, Ending.HAND_BACK)}
     assert ledger.finished(Settlement(second, Ending.DONE), 1.0) is False  # abandoned: not sent
     ledger.stop()
-    ledger.replied(plan.settle, [True], plan.want, [], 0.0, None, False)
+    ledger.replied("q", plan.settle, [True], plan.want, [], 0.0, None, False)
     assert ledger.drained()
 
 
@@ -185,7 +185,52 @@ def test_a_refused_exchange_sets_its_settlements_aside_until_given_back():
     plan = ledger.plan()
     ledger.asked(plan.want)
     ledger.set_aside(plan.settle, plan.want)
-    assert not ledger.has_unsent() and ledger.plan().want == 0  # both still hold their slots
+    assert not ledger.has_unsent() and ledger.plan().want == 2  # finished: their threads are free
     assert set(ledger.renewals()["q"]) == {"e-1", "e-2"}  # and their leases are kept
     ledger.unsent_again(plan.settle, 0)
     assert [s.claim.task_id for s in ledger.plan().settle] == ["e-1", "e-2"]
+
+
+def test_a_task_claimed_again_while_its_first_claim_still_runs_is_another_claim():
+    """This worker stalled, the first lease expired, and its own next exchange claimed the task
+    again under a new token: the two are kept apart, and each settles on its own."""
+    ledger = ledger_holding(claims(1), threads=2)
+    (first,) = claims(1)
+    assert ledger.take(first) is Start.RUN
+    again = first._replace(token="t-new")
+    plan = ledger.plan()
+    ledger.asked(plan.want)
+    ledger.replied("q", [], [], plan.want, [again], 0.0, None, False)
+    assert ledger.take(again) is Start.RUN
+    ledger.finished(Settlement(first, Ending.DONE), 0.01)  # the stale run ends first
+    ledger.finished(Settlement(again, Ending.DONE), 0.01)
+    assert [s.claim.token for s in ledger.plan().settle] == ["t1", "t-new"]
+    assert ledger.renewals() == {}
+
+
+def test_a_finished_claim_whose_lease_is_reported_lost_still_sends_its_outcome():
+    ledger = ledger_holding(claims(2), threads=4)
+    first, second = claims(2)
+    run(ledger, first)  # its outcome waits for a batch
+    assert ledger.renewed("q", {first.task_id: first.token}, [first.task_id], 0.0) == []
+    assert [s.claim for s in ledger.plan().settle] == [first]  # sent all the same: the broker decides
+
+
+def test_a_worker_with_room_but_claims_still_waiting_waits_for_its_runners_not_for_new_work():
+    """It is not registered as waiting for work: were it to wait in the broker, it would take
+    wake tokens meant for workers that are."""
+    ledger = ledger_holding(claims(40), threads=4, capped=False)
+    for claim in claims(40)[:36]:
+        run(ledger, claim)
+    ledger.replied("q", ledger.plan().settle, [True] * 36, 0, [], 0.0, None, False)
+    plan = ledger.plan()  # 4 claims wait for the runners; there is room for 4 more
+    assert not plan.send and not plan.block
+
+
+def test_abandon_sends_the_outcomes_already_made_and_hands_back_the_rest():
+    ledger = ledger_holding(claims(3), threads=4)
+    first, second, third = claims(3)
+    run(ledger, first)  # done, its outcome not sent yet
+    assert ledger.take(second) is Start.RUN
+    given_up = {(s.claim, s.ending) for s in ledger.abandon()}
+    assert given_up == {(first, Ending.DONE), (second, Ending.HAND_BACK), (third, Ending.HAND_BACK)}

@@ -9,7 +9,10 @@ import uuid
 import pytest
 import redis
 
-from taskutils import LockLost, LockWrapper
+from taskutils import BrokerError, LockLost, LockWrapper
+from taskutils.context import current_backend
+
+from .conftest import wait_for
 
 
 def run_concurrently(calls, threads=4):
@@ -108,3 +111,35 @@ def test_nesting_two_redis_locks_of_one_name_does_not_deadlock(redis_url):
     name = uuid.uuid4().hex
     with LockWrapper(name, redis_url=redis_url), LockWrapper(name, redis_url=redis_url):
         pass
+
+
+def test_a_refused_renewal_is_tried_again_not_given_up():
+    """A renewal the broker refuses (an error reply, Redis out of memory) is logged and tried
+    again at the next period; the renewing thread goes on."""
+    renewals = []
+
+    class RefusedOnce:
+        leased = True
+
+        def acquire(self):
+            pass
+
+        def renew(self):
+            renewals.append(time.monotonic())
+            if len(renewals) == 1:
+                raise BrokerError("OOM command not allowed (injected)")
+            return True
+
+        def release(self):
+            return True
+
+    class Backend:
+        def lock(self, name, lease):
+            return RefusedOnce()
+
+    token = current_backend.set(Backend())  # type: ignore[arg-type]
+    try:
+        with LockWrapper("refused-once", timeout=0.3):
+            wait_for(lambda: len(renewals) >= 3, timeout=5, what="renewals after the refused one")
+    finally:
+        current_backend.reset(token)

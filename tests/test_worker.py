@@ -6,8 +6,11 @@ import os
 import threading
 import time
 
-from taskutils import PayloadError, Task, TaskHandler
-from taskutils.backends.records import Exchange, NewTask
+from taskutils import PayloadError, Task, TaskFailed, TaskHandler
+from taskutils.backends.records import Claim, Exchange, NewTask
+from taskutils.errors import BrokerError
+from taskutils.worker.heartbeat import Heartbeat
+from taskutils.worker.ledger import ClaimLedger
 
 from . import jobs
 from .conftest import wait_for
@@ -188,3 +191,37 @@ def test_a_task_finishing_beside_prefetched_ones_is_settled_at_once(make_handler
     finally:
         jobs.gates[key].set()
     assert gated.result(timeout=10) == "released" and all(ref.result(timeout=10) == "released" for ref in rest)
+
+
+def test_a_task_whose_module_exits_when_imported_fails_and_the_worker_goes_on(make_handler):
+    handler = make_handler(max_num_threads=1, allow=["tests.exits_on_import"])
+    doomed = handler.enqueue_task(Task("tests.exits_on_import:never"))
+    fine = handler.enqueue_task(Task(jobs.add, (1, 2)))
+    try:
+        doomed.result(timeout=10)
+        raise AssertionError("a task whose module exits ran")
+    except TaskFailed as failure:
+        assert "SystemExit" in str(failure)
+    assert fine.result(timeout=10) == 3
+
+
+def test_a_heartbeat_renews_every_queue_and_registers_when_one_queue_is_refused():
+    renewed, registered = [], []
+
+    class Backend:
+        def renew(self, queue, leases, lease):
+            renewed.append(queue)
+            if queue == "broken":
+                raise BrokerError("WRONGTYPE (injected)")
+            return []
+
+        def register_worker(self, consumer, info, ttl):
+            registered.append(consumer)
+
+    ledger = ClaimLedger(2, 30.0, 2.0, ("broken", "fine"))
+    plan = ledger.plan()
+    ledger.asked(plan.want)
+    ledger.replied("broken", [], [], plan.want, [Claim("broken", "e-1", "t1", b"", 0, 0),
+                                                  Claim("fine", "e-2", "t2", b"", 0, 0)], 0.0, None, False)
+    Heartbeat(Backend(), ledger, "me", 30.0, dict).beat()  # type: ignore[arg-type]
+    assert sorted(renewed) == ["broken", "fine"] and registered == ["me"]

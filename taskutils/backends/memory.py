@@ -199,11 +199,11 @@ class MemoryBackend(Backend):
             q.outcomes[task_id] = (now + result_ttl, outcome)
 
     def wait(self, queues: Sequence[str], consumer: str, timeout: float) -> str | None:
-        """Every waiting consumer sees every change; a wait that follows a claim that found
-        nothing returns as soon as anything changed since that claim."""
+        """Every waiting consumer sees every change; a wait that follows a claim that got fewer
+        tasks than it asked for returns as soon as anything changed since that claim."""
         deadline = time.monotonic() + timeout
         with self._changed:
-            seen = self._seen.pop(consumer, None)
+            seen = self._seen.pop(consumer, self._generation)
             while seen == self._generation and time.monotonic() < deadline:
                 self._changed.wait(deadline - time.monotonic())
             if seen == self._generation:  # nothing changed: a wait that follows this one blocks too

@@ -91,17 +91,19 @@ class Exchanger:
                 self.step()
             except BackendUnavailable as exc:  # the backend logged the outage once; retry quietly
                 log.debug("exchange failed: %s", exc)
-                self._clock.wait(self._changed, OUTAGE_PAUSE)
+                self._pause(OUTAGE_PAUSE)
             except Exception:
                 log.exception("exchanger error; going on")
-                self._clock.wait(self._changed, OUTAGE_PAUSE)
+                self._pause(OUTAGE_PAUSE)
         if self._doorbell is not None:
             self._doorbell.close()
 
     # -- one turn ------------------------------------------------------------------------------
 
     def step(self) -> None:
-        """One turn: confirm stale claims, then send, read, or wait, as the ledger plans."""
+        """One turn: confirm stale claims, then send, read, or wait, as the ledger plans. A
+        notice that comes after this turn began ends its wait (see notify)."""
+        self._changed.clear()
         if self._ledger.rest_due():
             self._rest()
         self._refused.give_back_due()
@@ -135,11 +137,15 @@ class Exchanger:
         if self._in_flight is not None:
             self._read(self._take_in_flight())
         due: float | None = None
-        for name in queues:
+        for number, name in enumerate(queues):
             settling, ask = by_queue.get(name, []), want
             if not settling and ask <= 0:
                 continue
-            reply = self._exchange_now(self._request(name, settling, ask), due)
+            try:
+                reply = self._exchange_now(self._request(name, settling, ask), due)
+            except BaseException:  # the settlements of the queues not sent yet go out again later
+                self._ledger.unsent_again([s for later in queues[number + 1:] for s in by_queue.get(later, [])], 0)
+                raise
             if reply is not None:
                 want -= len(reply.claims)
                 if reply.next_due is not None:
@@ -206,7 +212,8 @@ class Exchanger:
     def _record(self, request: Exchange, reply: ExchangeReply, sent_at: float) -> None:
         self._refused.served(request.queue)
         replied = self._ledger.replied(
-            request.settlements, reply.applied, request.want, reply.claims, sent_at, reply.next_due, reply.capped
+            request.queue, request.settlements, reply.applied, request.want, reply.claims, sent_at, reply.next_due,
+            reply.capped,
         )
         for settlement, applied in replied.refused:
             if applied is None:
@@ -235,7 +242,7 @@ class Exchanger:
     def _block(self, timeout: float) -> None:
         """Wait on the broker for new work (a runner's doorbell or `finish` ends it too)."""
         with self._guard:
-            if self._ledger.has_unsent() or self._finishing:
+            if self._ledger.has_unsent() or self._finishing or self._changed.is_set():
                 return
             self._blocked, self._rung = True, False
         try:
@@ -245,15 +252,20 @@ class Exchanger:
             if now - self._wait_refused_at >= BROKEN_LOG_SECONDS:
                 log.error("waiting for new work failed, looking for it every %.3gs instead: %s", timeout, exc)
                 self._wait_refused_at = now
-            self._clock.wait(self._changed, timeout)
+            self._pause(timeout)
         finally:
             with self._guard:
                 self._blocked = False
             self._ledger.woken()
 
     def _wait(self, timeout: float) -> None:
+        """Wait for a notice (set since this turn began) or `timeout`."""
         self._clock.wait(self._changed, timeout)
+
+    def _pause(self, seconds: float) -> None:
+        """After a failure: wait `seconds` unless notified afresh (an old notice must not make a hot loop)."""
         self._changed.clear()
+        self._clock.wait(self._changed, seconds)
 
     def _confirm(self, stale: list[Claim]) -> None:
         """Renew claims that waited long enough for their lease to have moved on (this worker
@@ -261,12 +273,21 @@ class Exchanger:
         by_queue: dict[str, list[Claim]] = {}
         for claim in stale:
             by_queue.setdefault(claim.queue, []).append(claim)
-        for name, claims in by_queue.items():
+        queues = list(by_queue)
+        for number, name in enumerate(queues):
+            claims = by_queue[name]
+            if self._refused.parked(name):
+                self._ledger.confirm_later(claims)
+                continue
             sent_at = self._clock.now()
             try:
                 lost = self._broker.renew(name, {c.task_id: c.token for c in claims}, self._settings.visibility_timeout)
-            except BaseException:
+            except BrokerError as exc:
                 self._ledger.confirm_later(claims)
+                self._refused.refuse(name, exc)
+                continue
+            except BaseException:
+                self._ledger.confirm_later([c for later in queues[number:] for c in by_queue[later]])
                 raise
             for task_id in lost:
                 log.info("task %s: its lease moved on while this worker stalled; not started here", task_id)

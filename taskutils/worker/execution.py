@@ -54,7 +54,7 @@ class TaskExecutor:
         """Run one claimed task; returns how its claim ends, whatever the task does."""
         try:
             return self._run(claim)
-        except Exception as exc:  # a bug deciding the outcome: fail the task with the reason, never leave it held
+        except BaseException as exc:  # a bug deciding the outcome: fail the task with the reason, never leave it held
             log.exception("task %s: could not decide its outcome", claim.task_id)
             reason = f"taskutils could not decide the outcome: {type(exc).__name__}: {exc}"
             return Settlement(claim, Ending.FAILED, outcome_failed(reason), pack({"id": claim.task_id, "error": reason}))

@@ -51,10 +51,15 @@ class Heartbeat:
                 log.exception("heartbeat error; going on")
 
     def beat(self) -> None:
-        """Renew every held lease, then this worker's registration."""
+        """Renew every held lease, queue by queue (one the broker refuses does not stop the
+        others), then this worker's registration."""
         for queue, leases in self._ledger.renewals().items():
             sent_at = self._clock.now()
-            lost = self._backend.renew(queue, leases, self._lease)
+            try:
+                lost = self._backend.renew(queue, leases, self._lease)
+            except BrokerError as exc:  # the exchanger reports that queue
+                log.debug("could not renew the leases of queue %r: %s", queue, exc)
+                continue
             for claim in self._ledger.renewed(queue, leases, lost, sent_at):
                 log.warning(
                     "task %s: lease lost while it ran here (this worker stalled past the visibility timeout of "

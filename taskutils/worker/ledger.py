@@ -61,18 +61,24 @@ class _Held:
     claim: Claim
     confirmed_at: float  # when the request that made or last renewed its lease was sent
     running: bool = False
-    settling: bool = False
+    finished: bool = False  # its settlement is made: waiting to go, set aside, or sent
+    settling: bool = False  # its settlement is sent, the reply not read yet
 
 
-def key_of(claim: Claim) -> tuple[str, str]:
-    return claim.queue, claim.task_id
+def key_of(claim: Claim) -> tuple[str, str, str]:
+    """A claim's place in the ledger: a task claimed again by the same worker (its first lease
+    expired while this worker stalled) is another claim, under another token."""
+    return claim.queue, claim.task_id, claim.token
 
 
 class ClaimLedger:
     """Every claim one worker holds, from its claim to the reply that settles it."""
 
-    def __init__(self, threads: int, lease: float, sleep_seconds: float, clock: Clock | None = None):
-        self.threads, self.lease, self.sleep_seconds = threads, lease, sleep_seconds
+    def __init__(
+        self, threads: int, lease: float, sleep_seconds: float, queues: Sequence[str] = ("default",),
+        clock: Clock | None = None,
+    ):
+        self.threads, self.lease, self.sleep_seconds, self.queues = threads, lease, sleep_seconds, tuple(queues)
         self.clock = clock or Clock()
         self._lock = threading.Lock()
         self._held: dict[tuple[str, str], _Held] = {}
@@ -83,7 +89,7 @@ class ClaimLedger:
         self._asked = 0  # claims asked for by exchanges whose reply is not read yet
         self._to_confirm: list[Claim] = []
         self._seconds_per_task = 1.0  # running average: decides the prefetch
-        self._capped = True  # until a reply says otherwise
+        self._capped: dict[str, bool] = {}  # per queue, from its last reply (a queue not heard from counts as capped)
         self._starved = False  # the last ask got nothing: wait for new work before asking again
         self._next_due: float | None = None  # from that reply: seconds until the queue's next due time
         self._paused = False
@@ -99,7 +105,7 @@ class ClaimLedger:
         now = self.clock.now()
         with self._lock:
             low = self._waiting <= self.threads // 2
-            want = self._room(settling=len(self._unsent))
+            want = self._room()
             gathered = now - self._unsent_since if self._unsent else 0.0
             batch_ready = bool(self._unsent) and (
                 len(self._unsent) >= self.threads or gathered >= GATHER_SECONDS or low
@@ -108,21 +114,24 @@ class ClaimLedger:
             if batch_ready or (want > 0 and low and not self._starved):
                 settle, self._unsent = self._unsent, []
                 for settlement in settle:
-                    self._held[key_of(settlement.claim)].settling = True
+                    held = self._held.get(key_of(settlement.claim))
+                    if held is not None:  # else it is sent all the same: the broker applies or refuses it
+                        held.settling = True
                 return Plan(settle, want)
             if self._unsent:
                 return Plan([], 0, GATHER_SECONDS - gathered)
-            if want > 0:  # starved: wait for new work
+            if want > 0 and self._starved:  # the queues had nothing more to give: wait for new work
                 due = self.sleep_seconds if self._next_due is None else min(self._next_due, self.sleep_seconds)
                 return Plan([], 0, due, block=True)
-            return Plan([], 0, self.sleep_seconds)
+            return Plan([], 0, self.sleep_seconds)  # for the runners
 
-    def _room(self, settling: int) -> int:
-        """Claims to ask for, counting `settling` unsent settlements as freed."""
+    def _room(self) -> int:
+        """Claims to ask for: threads, plus the prefetch, less the claims not finished yet."""
         if self._paused or self._stopping:
             return 0
-        prefetch = self.threads if not self._capped and self._seconds_per_task < SHORT_TASK_SECONDS else 0
-        holding = len(self._held) - sum(held.settling for held in self._held.values()) - settling + self._asked
+        uncapped = all(self._capped.get(queue) is False for queue in self.queues)
+        prefetch = self.threads if uncapped and self._seconds_per_task < SHORT_TASK_SECONDS else 0
+        holding = sum(not held.finished for held in self._held.values()) + self._asked
         return max(self.threads + prefetch - holding, 0)
 
     def asked(self, want: int) -> None:
@@ -131,8 +140,8 @@ class ClaimLedger:
             self._asked += want
 
     def replied(
-        self, settled: Sequence[Settlement], applied: Sequence[bool | None], want: int, claims: Sequence[Claim],
-        sent_at: float, next_due: float | None, capped: bool,
+        self, queue: str, settled: Sequence[Settlement], applied: Sequence[bool | None], want: int,
+        claims: Sequence[Claim], sent_at: float, next_due: float | None, capped: bool,
     ) -> Replied:
         """Record an exchange's reply. Claims that arrive once the worker pauses or stops go
         back unstarted; the others are for the runners."""
@@ -144,11 +153,12 @@ class ClaimLedger:
                 self._held[key_of(claim)] = _Held(claim, sent_at)
             if self._paused or self._stopping:
                 for claim in claims:
-                    self._add_unsent(Settlement(claim, Ending.HAND_BACK))
+                    self._hand_back(claim)
                 claims = []
             self._waiting += len(claims)
             if want > 0:  # fewer than asked: the queue had no more to give, wait for new work
-                self._starved, self._next_due, self._capped = len(claims) < want, next_due, capped
+                self._starved, self._next_due = len(claims) < want, next_due
+                self._capped[queue] = capped
         refused = [(settlement, done) for settlement, done in zip(settled, applied) if not done]
         return Replied(refused, list(claims))
 
@@ -206,7 +216,7 @@ class ClaimLedger:
                 if claim.task_id in gone:
                     del self._held[key_of(claim)]
                 elif self._stopping:
-                    self._add_unsent(Settlement(claim, Ending.HAND_BACK))
+                    self._hand_back(claim)
                 else:
                     held.confirmed_at = sent_at
                     ready.append(claim)
@@ -229,7 +239,7 @@ class ClaimLedger:
             if held is None:
                 return Start.DROP
             if self._stopping:
-                self._add_unsent(Settlement(claim, Ending.HAND_BACK))
+                self._hand_back(claim)
                 return Start.HAND_BACK
             if now - held.confirmed_at > self.lease * STALE_SHARE:
                 self._to_confirm.append(claim)
@@ -247,12 +257,16 @@ class ClaimLedger:
             held = self._held.get(key_of(settlement.claim))
             if held is None:  # handed back meanwhile (the worker stopped without waiting for it)
                 return False
-            held.running = False
+            held.running, held.finished = False, True
             self._add_unsent(settlement)
             return (
                 len(self._unsent) in (1, self.threads) or self._waiting <= self.threads // 2
                 or self._stopping or self._paused
             )
+
+    def _hand_back(self, claim: Claim) -> None:
+        self._held[key_of(claim)].finished = True
+        self._add_unsent(Settlement(claim, Ending.HAND_BACK))
 
     def _add_unsent(self, settlement: Settlement) -> None:
         if not self._unsent:
@@ -263,7 +277,8 @@ class ClaimLedger:
 
     def renewals(self) -> dict[str, dict[str, str]]:
         """Per queue, task id -> token of the claims whose lease the heartbeat renews: every one
-        held, but those being settled (a settled lease is no longer held, and that is no loss)."""
+        held, but those being settled (a settled lease is no longer held, and that is no loss);
+        for a task held twice (claimed again after its first lease expired), the newer claim."""
         by_queue: dict[str, dict[str, str]] = {}
         with self._lock:
             for held in self._held.values():
@@ -277,15 +292,15 @@ class ClaimLedger:
         gone, lost_running = set(lost), []
         with self._lock:
             for task_id, token in leases.items():
-                held = self._held.get((queue, task_id))
-                if held is None or held.claim.token != token or held.settling:
+                held = self._held.get((queue, task_id, token))
+                if held is None or held.settling:
                     continue
                 if task_id not in gone:
                     held.confirmed_at = max(held.confirmed_at, sent_at)
                 elif held.running:
                     lost_running.append(held.claim)
-                else:
-                    del self._held[(queue, task_id)]
+                elif not held.finished:  # not started: it will not be (a settlement made goes out all the same)
+                    del self._held[(queue, task_id, token)]
         return lost_running
 
     # -- the worker's lifecycle ----------------------------------------------------------------
@@ -310,14 +325,19 @@ class ClaimLedger:
         with self._lock:
             self._rest_due = False
 
-    def abandon(self) -> list[Claim]:
-        """Forget every claim not being settled, to hand them back at once; returns them."""
+    def abandon(self) -> list[Settlement]:
+        """Give up every claim not being settled, at once (the process is about to end): the
+        settlements made and not sent yet as they are, and a hand-back for each claim not
+        finished. Settlements set aside for a refused queue stay where they are."""
         with self._lock:
-            claims = [held.claim for held in self._held.values() if not held.settling]
-            for claim in claims:
-                del self._held[key_of(claim)]
-            self._unsent = [s for s in self._unsent if key_of(s.claim) in self._held]
-            return claims
+            out, self._unsent = self._unsent, []
+            for settlement in out:
+                self._held.pop(key_of(settlement.claim), None)
+            for key, held in list(self._held.items()):
+                if not held.settling and not held.finished:
+                    out.append(Settlement(held.claim, Ending.HAND_BACK))
+                    del self._held[key]
+            return out
 
     def drained(self) -> bool:
         """Stopping, and nothing is held or asked for any more."""

@@ -39,7 +39,9 @@ class Worker:
         self.backend, self.settings = backend, settings
         clock = clock or Clock()
         self.consumer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._ledger = ClaimLedger(settings.threads, settings.visibility_timeout, settings.sleep_seconds, clock)
+        self._ledger = ClaimLedger(
+            settings.threads, settings.visibility_timeout, settings.sleep_seconds, settings.queues, clock
+        )
         self._exchanger = Exchanger(backend, self._ledger, settings, self.consumer, self._hand_out, clock)
         executor = TaskExecutor(settings, allowed, self.consumer)
         self._runners = RunnerPool(settings.threads, self._ledger, executor.run, self._exchanger.notify, backend, clock)
@@ -112,18 +114,22 @@ class Worker:
             pass  # the registration expires by itself
 
     def hand_back(self) -> int:
-        """Give every claim held here back to its queue now (a task still running here must not
-        run on); returns how many went back."""
-        claims = self._ledger.abandon()
+        """Give every claim held here back to its queue now (the process is about to end, and
+        the tasks still running with it), with the outcomes of those that finished; returns how
+        many went back unfinished."""
         by_queue: dict[str, list[Settlement]] = {}
-        for claim in claims:
-            by_queue.setdefault(claim.queue, []).append(Settlement(claim, Ending.HAND_BACK))
+        for settlement in self._ledger.abandon():
+            by_queue.setdefault(settlement.claim.queue, []).append(settlement)
         returned = 0
         for queue, settlements in by_queue.items():
             try:
-                returned += sum(bool(done) for done in self.backend.exchange(Exchange(queue, self.consumer, settlements)).applied)
+                applied = self.backend.exchange(
+                    Exchange(queue, self.consumer, settlements, result_ttl=self.settings.result_ttl)
+                ).applied
             except (BackendUnavailable, BrokerError) as exc:
                 log.warning("could not hand %d task(s) back (%s); their leases will expire", len(settlements), exc)
-        if claims:
+                continue
+            returned += sum(bool(done) and s.ending is Ending.HAND_BACK for s, done in zip(settlements, applied))
+        if returned:
             log.warning("handed %d running task(s) back to the queue", returned)
         return returned

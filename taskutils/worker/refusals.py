@@ -9,7 +9,7 @@ A worker of several queues goes on serving the others.
 from __future__ import annotations
 
 import logging
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 from ..backends.records import Exchange, Settlement
 from ..errors import BrokerError
@@ -44,16 +44,20 @@ class RefusedQueues:
         return refusal is not None and refusal.retry_at > self._clock.now()
 
     def park(self, request: Exchange, error: BrokerError) -> None:
-        """The broker refused this exchange: its queue waits, doubling its delay each time."""
-        now, earlier = self._clock.now(), self._refused.get(request.queue)
+        """The broker refused this exchange: its settlements wait with its queue."""
+        self._ledger.set_aside(request.settlements, request.want)
+        self.refuse(request.queue, error, request.settlements)
+
+    def refuse(self, queue: str, error: BrokerError, settlements: Sequence[Settlement] = ()) -> None:
+        """The broker refused a call for this queue: it waits, doubling its delay each time."""
+        now, earlier = self._clock.now(), self._refused.get(queue)
         delay = BROKEN_FIRST_DELAY if earlier is None else min(earlier.delay * 2, BROKEN_MAX_DELAY)
         logged_at = -BROKEN_LOG_SECONDS if earlier is None else earlier.logged_at
         if now - logged_at >= BROKEN_LOG_SECONDS:
-            log.error("queue %r cannot be served, retrying with backoff: %s", request.queue, error)
+            log.error("queue %r cannot be served, retrying with backoff: %s", queue, error)
             logged_at = now
-        self._ledger.set_aside(request.settlements, request.want)
-        waiting = [*(earlier.settlements if earlier is not None else []), *request.settlements]
-        self._refused[request.queue] = Refusal(now + delay, delay, waiting, logged_at)
+        waiting = [*(earlier.settlements if earlier is not None else []), *settlements]
+        self._refused[queue] = Refusal(now + delay, delay, waiting, logged_at)
 
     def set_aside(self, queue: str, settlements: list[Settlement]) -> None:
         """Settlements of a parked queue wait with it."""

@@ -75,7 +75,7 @@ class RunnerPool:
         while claim is not None:
             try:
                 self._take(claim)
-            except Exception:  # a bug here must not end the thread: every later claim would wait for it
+            except BaseException:  # a bug here must not end the thread: every later claim would wait for it
                 log.exception("runner error on task %s; going on", claim.task_id)
             claim = self._inbox.get()
 

@@ -95,22 +95,22 @@ local function requeue_expired_leases(now)
 end
 
 -- take up to `limit` ready tasks by priority, FIFO within one, and lease them until `deadline`
--- with tokens <nonce>.<k>; appends token, envelope pairs to out and returns how many. A list's
--- head is read, its keys checked, then trimmed: nothing is popped that could not be leased.
+-- with tokens <nonce>.<k>; appends token, envelope pairs to out and returns how many. The heads
+-- of the lists are read and their keys checked first, then trimmed: nothing is taken that could
+-- not be leased.
 local function take_ready(limit, deadline, nonce, out)
-  local entries, taken = {}, {}
-  while #entries < limit do
-    local top = redis.call('ZRANGE', P .. 'prios', 0, 0)[1]
-    if not top then break end
-    local level = valid_level(top) and top or '0' -- a list no enqueue made: its items count as priority 0
+  local batches, taken, count = {}, {}, 0
+  local levels = redis.call('ZRANGE', P .. 'prios', 0, -1)
+  for _, top in ipairs(levels) do
+    if count >= limit then break end
     local key = P .. 'ready:' .. top
-    local items = redis.call('LRANGE', key, 0, math.min(limit - #entries, 500) - 1)
+    local items = redis.call('LRANGE', key, 0, math.min(limit - count, 500) - 1)
+    local seqs = {}
+    for k, item in ipairs(items) do
+      items[k] = checked(item)
+      seqs[k] = seq_of(items[k])
+    end
     if #items > 0 then
-      local seqs = {}
-      for k, item in ipairs(items) do
-        items[k] = checked(item)
-        seqs[k] = seq_of(items[k])
-      end
       local held = redis.call('HMGET', P .. 'inflight', unpack(seqs))
       local failed = redis.call('HMGET', P .. 'failed', unpack(seqs))
       for k = 1, #items do
@@ -122,17 +122,24 @@ local function take_ready(limit, deadline, nonce, out)
         end
         taken[seqs[k]] = true
       end
-      expect_keys('leases')
       expect_buckets(seqs)
-      redis.call('LTRIM', key, #items, -1)
-      for k = 1, #items do
-        local token = nonce .. '.' .. (#entries + 1)
-        entries[#entries + 1] = {seqs[k], token, level, items[k]}
-        out[#out + 1] = token
-        out[#out + 1] = items[k]
-      end
     end
+    -- a list no enqueue made (an invalid level): its items count as priority 0
+    batches[#batches + 1] = {key, top, valid_level(top) and top or '0', items, seqs}
+    count = count + #items
+  end
+  if count > 0 then expect_keys('leases') end
+  local entries = {}
+  for _, batch in ipairs(batches) do
+    local key, top, level, items, seqs = batch[1], batch[2], batch[3], batch[4], batch[5]
+    if #items > 0 then redis.call('LTRIM', key, #items, -1) end
     if redis.call('EXISTS', key) == 0 then redis.call('ZREM', P .. 'prios', top) end
+    for k = 1, #items do
+      local token = nonce .. '.' .. (#entries + 1)
+      entries[#entries + 1] = {seqs[k], token, level, items[k]}
+      out[#out + 1] = token
+      out[#out + 1] = items[k]
+    end
   end
   make_leases(entries, deadline)
   return #entries
