@@ -66,6 +66,11 @@ class WorkerProcess:
     def alive(self) -> bool:
         return self.process.poll() is None
 
+    def state(self) -> str:
+        """The process's state letter from /proc (R running, S sleeping, T stopped, ...)."""
+        with open(f"/proc/{self.pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0]
+
     def kill(self) -> None:
         """SIGKILL this process, and the worker processes it started if it is a supervisor
         (they run in sessions of their own)."""
