@@ -24,9 +24,12 @@ class Doorbell:
     def ring(self) -> None:
         self._rung.set()
 
-    def close(self) -> None:
+    def close(self, timeout: float) -> None:
+        """Stop ringing, and wait up to `timeout` for a ring under way to end (the broker's
+        connections may be closed next)."""
         self._closed = True
         self._rung.set()
+        self._thread.join(timeout)
 
     def _loop(self) -> None:
         while True:
@@ -38,3 +41,5 @@ class Doorbell:
                 self._broker.interrupt(self._queues, self._consumer)
             except (BackendUnavailable, BrokerError) as exc:  # the wait ends by itself within sleep_seconds
                 log.debug("could not interrupt the wait: %s", exc)
+            except Exception:  # a doorbell that died would leave every wait to end by itself
+                log.exception("ringing the doorbell failed; going on")

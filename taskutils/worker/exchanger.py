@@ -96,7 +96,7 @@ class Exchanger:
                 log.exception("exchanger error; going on")
                 self._pause(OUTAGE_PAUSE)
         if self._doorbell is not None:
-            self._doorbell.close()
+            self._doorbell.close(self._settings.broker_timeout)
 
     # -- one turn ------------------------------------------------------------------------------
 
