@@ -13,7 +13,8 @@ from taskutils.backends.records import Claim, Ending, Exchange, ExchangeReply, N
 from taskutils.config import Settings
 from taskutils.errors import BackendUnavailable, BrokerError
 from taskutils.worker.exchanger import Exchanger
-from taskutils.worker.ledger import ClaimLedger, Start
+from taskutils.worker.ledger import ClaimLedger
+from taskutils.worker.ledger_records import Start
 from taskutils.worker.refusals import BROKEN_FIRST_DELAY, BROKEN_MAX_DELAY
 
 

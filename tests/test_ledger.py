@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from taskutils.backends.records import Claim, Ending, Settlement
-from taskutils.worker.ledger import GATHER_SECONDS, ClaimLedger, Start
+from taskutils.worker.ledger import GATHER_SECONDS, ClaimLedger
+from taskutils.worker.ledger_records import Start
 
 
 class Clock:

@@ -12,63 +12,16 @@ another could start it, and on a capped queue every held claim is a running task
 
 from __future__ import annotations
 
-import enum
 import threading
-from dataclasses import dataclass
-from typing import NamedTuple, Sequence
+from typing import Sequence
 
 from ..backends.records import Claim, Ending, Settlement
 from .clock import Clock
+from .ledger_records import HeldClaim, Plan, Replied, Start, key_of
 
 SHORT_TASK_SECONDS = 0.05  # tasks shorter than this on average are prefetched
 GATHER_SECONDS = 0.005  # longest a settlement waits for others to share its round trip
 STALE_SHARE = 0.5  # a claim whose lease was last confirmed this share of the lease ago is confirmed before it starts
-
-
-class Start(enum.Enum):
-    """What a runner does with a claim it takes."""
-
-    RUN = "run"
-    HAND_BACK = "hand back"  # the worker is stopping: back to the queue unstarted
-    CONFIRM = "confirm"  # its lease may have moved on (this worker stalled): the exchanger confirms it first
-    DROP = "drop"  # its lease moved on: another worker has it
-
-
-class Replied(NamedTuple):
-    """What a reply means for the exchanger: settlements the broker did not apply (False: the
-    lease had moved on; None: unknown after a lost reply), and claims for the runners."""
-
-    refused: list[tuple[Settlement, bool | None]]
-    claims: list[Claim]
-
-
-class Plan(NamedTuple):
-    """The exchanger's next move: send `settle` and ask for `want` claims, or else wait `wait`
-    seconds, on the broker if `block` (for new work) and locally otherwise (for a runner)."""
-
-    settle: list[Settlement]
-    want: int
-    wait: float = 0.0
-    block: bool = False
-
-    @property
-    def send(self) -> bool:
-        return bool(self.settle) or self.want > 0
-
-
-@dataclass
-class _Held:
-    claim: Claim
-    confirmed_at: float  # when the request that made or last renewed its lease was sent
-    running: bool = False
-    finished: bool = False  # its settlement is made: waiting to go, set aside, or sent
-    settling: bool = False  # its settlement is sent, the reply not read yet
-
-
-def key_of(claim: Claim) -> tuple[str, str, str]:
-    """A claim's place in the ledger: a task claimed again by the same worker (its first lease
-    expired while this worker stalled) is another claim, under another token."""
-    return claim.queue, claim.task_id, claim.token
 
 
 class ClaimLedger:
@@ -81,7 +34,7 @@ class ClaimLedger:
         self.threads, self.lease, self.sleep_seconds, self.queues = threads, lease, sleep_seconds, tuple(queues)
         self.clock = clock or Clock()
         self._lock = threading.Lock()
-        self._held: dict[tuple[str, str], _Held] = {}
+        self._held: dict[tuple[str, str, str], HeldClaim] = {}
         self._waiting = 0  # claims handed to the runners and not taken yet
         self._running = 0
         self._unsent: list[Settlement] = []
@@ -150,7 +103,7 @@ class ClaimLedger:
                 self._held.pop(key_of(settlement.claim), None)
             self._asked -= want
             for claim in claims:
-                self._held[key_of(claim)] = _Held(claim, sent_at)
+                self._held[key_of(claim)] = HeldClaim(claim, sent_at)
             if self._paused or self._stopping:
                 for claim in claims:
                     self._hand_back(claim)

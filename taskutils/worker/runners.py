@@ -16,7 +16,8 @@ from ..backends.base import Backend
 from ..backends.records import Claim, Settlement
 from ..context import current_backend
 from .clock import Clock
-from .ledger import ClaimLedger, Start
+from .ledger import ClaimLedger
+from .ledger_records import Start
 
 log = logging.getLogger("taskutils.worker")
 
