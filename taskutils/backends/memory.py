@@ -7,61 +7,17 @@ import itertools
 import os
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
 from ..recurrent import next_run
 from .base import Backend
 from .local_lock import LocalLock
+from .memory_queue import Entry, Lease, QueueState
 from .records import (
-    QUEUED, RUNNING, SCHEDULED, Claim, Counts, Ending, Exchange, ExchangeReply, NewTask, RecurrentRecord, Settlement,
+    RUNNING, Claim, Counts, Ending, Exchange, ExchangeReply, NewTask, RecurrentRecord, Settlement,
 )
 
 TOP = float("inf")  # the level recurrent runs are queued at, above every priority
-
-
-@dataclass
-class _Entry:
-    task_id: str
-    body: bytes
-    failures: int = 0
-    crashes: int = 0
-
-
-@dataclass
-class _Lease:
-    deadline: float
-    token: str
-    level: float
-    entry: _Entry
-
-
-@dataclass
-class _Queue:
-    ready: dict[float, deque[_Entry]] = field(default_factory=dict)
-    scheduled: list[tuple[float, int, float, _Entry]] = field(default_factory=list)
-    state: dict[str, str] = field(default_factory=dict)
-    leases: dict[str, _Lease] = field(default_factory=dict)
-    outcomes: dict[str, tuple[float, bytes]] = field(default_factory=dict)
-    failed: dict[str, tuple[float, _Entry, bytes]] = field(default_factory=dict)
-    recurrent: dict[str, RecurrentRecord] = field(default_factory=dict)
-    max_concurrency: int | None = None
-
-    def lease_of(self, task_id: str, token: str) -> _Lease | None:
-        """The lease of `task_id` if `token` still holds it."""
-        held = self.leases.get(task_id)
-        return held if held is not None and held.token == token else None
-
-    def put(self, level: float, entry: _Entry, due: float | None, order: int, front: bool = False) -> None:
-        """Make a task ready (at the back of its level, or the front), or schedule it for `due`."""
-        if due is not None:
-            heapq.heappush(self.scheduled, (due, order, level, entry))
-            self.state[entry.task_id] = SCHEDULED
-            return
-        ready = self.ready.setdefault(level, deque())
-        ready.appendleft(entry) if front else ready.append(entry)
-        self.state[entry.task_id] = QUEUED
 
 
 class MemoryBackend(Backend):
@@ -74,7 +30,7 @@ class MemoryBackend(Backend):
         self._changed = threading.Condition()
         self._generation = 0  # bumped on every change a waiting consumer may care about
         self._seen: dict[str, int] = {}  # consumer -> generation at its last claim that found nothing
-        self._queues: dict[str, _Queue] = {}
+        self._queues: dict[str, QueueState] = {}
         self._workers: dict[str, tuple[float, dict[str, str]]] = {}
         self._counter = itertools.count(1)
         self._epoch = os.urandom(4).hex()
@@ -83,11 +39,11 @@ class MemoryBackend(Backend):
         self._generation += 1
         self._changed.notify_all()
 
-    def _queue(self, name: str) -> _Queue:
-        return self._queues.setdefault(name, _Queue())
+    def _queue(self, name: str) -> QueueState:
+        return self._queues.setdefault(name, QueueState())
 
-    def _new_entry(self, body: bytes) -> _Entry:
-        return _Entry(f"{self._epoch}-{next(self._counter):x}", body)
+    def _new_entry(self, body: bytes) -> Entry:
+        return Entry(f"{self._epoch}-{next(self._counter):x}", body)
 
     def now(self) -> float:
         return self._clock()
@@ -123,7 +79,7 @@ class MemoryBackend(Backend):
             next_due = self._next_due(q, now) if len(claims) < request.want else None
             return ExchangeReply(applied, claims, next_due, q.max_concurrency is not None)
 
-    def _take(self, q: _Queue, queue: str, limit: int, deadline: float) -> list[Claim]:
+    def _take(self, q: QueueState, queue: str, limit: int, deadline: float) -> list[Claim]:
         """Lease up to `limit` ready tasks by priority, FIFO within one."""
         claims: list[Claim] = []
         for level in sorted(q.ready, reverse=True):
@@ -131,14 +87,14 @@ class MemoryBackend(Backend):
             while entries and len(claims) < limit:
                 entry = entries.popleft()
                 token = str(next(self._counter))
-                q.leases[entry.task_id] = _Lease(deadline, token, level, entry)
+                q.leases[entry.task_id] = Lease(deadline, token, level, entry)
                 q.state[entry.task_id] = RUNNING
                 claims.append(Claim(queue, entry.task_id, token, entry.body, entry.failures, entry.crashes))
             if not entries:
                 del q.ready[level]
         return claims
 
-    def _promote(self, q: _Queue, now: float) -> None:
+    def _promote(self, q: QueueState, now: float) -> None:
         """Due delayed tasks and recurrent runs become ready; tasks of expired leases go back."""
         while q.scheduled and q.scheduled[0][0] <= now:
             _, _, level, entry = heapq.heappop(q.scheduled)
@@ -163,13 +119,13 @@ class MemoryBackend(Backend):
             q.put(held.level, held.entry, None, 0, front=True)
 
     @staticmethod
-    def _next_due(q: _Queue, now: float) -> float | None:
+    def _next_due(q: QueueState, now: float) -> float | None:
         times = [q.scheduled[0][0]] if q.scheduled else []
         times += [record.next_run for record in q.recurrent.values()]
         times += [held.deadline for held in q.leases.values()]
         return max(min(times) - now, 0.0) if times else None
 
-    def _settle(self, q: _Queue, settlement: Settlement, result_ttl: float, now: float) -> bool:
+    def _settle(self, q: QueueState, settlement: Settlement, result_ttl: float, now: float) -> bool:
         claim = settlement.claim
         held = q.lease_of(claim.task_id, claim.token)
         if held is None:
@@ -189,7 +145,7 @@ class MemoryBackend(Backend):
         return True
 
     @staticmethod
-    def _keep_outcome(q: _Queue, task_id: str, outcome: bytes, result_ttl: float, now: float) -> None:
+    def _keep_outcome(q: QueueState, task_id: str, outcome: bytes, result_ttl: float, now: float) -> None:
         while q.outcomes:  # oldest first: drop the expired ones at the front
             oldest = next(iter(q.outcomes))
             if q.outcomes[oldest][0] > now:
@@ -254,7 +210,7 @@ class MemoryBackend(Backend):
                 if task_id in q.failed:
                     level, entry, _ = q.failed.pop(task_id)
                     q.outcomes.pop(task_id, None)
-                    q.put(level, _Entry(entry.task_id, entry.body), None, 0)
+                    q.put(level, Entry(entry.task_id, entry.body), None, 0)
                     requeued.append(task_id)
             self._notify()
             return requeued

@@ -23,14 +23,12 @@ Keys of queue Q all start with "tu:{Q}:" (one hash tag, so one Cluster slot):
 
 Outside the queues: "tu:workers" (ZSET consumer -> last heartbeat) and "tu:worker:<consumer>"
 (HASH host, pid, threads, queues, heartbeat; expires unless renewed). Formats and each
-script's keys, arguments and reply are described at the top of its file in lua/.
+script's keys, arguments and reply are described at the top of its file in lua/ (loaded and
+called as redis_scripts.py says).
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-from importlib import resources
 from typing import Any, Callable, Mapping, Sequence
 
 import redis
@@ -39,44 +37,24 @@ import redis.exceptions
 from ..errors import BackendUnavailable, BrokerError
 from .base import Backend
 from .connections import LostReply, ThreadConnections
-from .records import (
-    QUEUED, RUNNING, SCHEDULED, Claim, Counts, Ending, Exchange, ExchangeReply, NewTask, RecurrentRecord, split_id,
-)
+from .records import Exchange, ExchangeReply, NewTask, RecurrentRecord, split_id
 from .redis_client import RedisLock, mapped, outage_retry
+from .redis_inspection import RedisInspection, prefix
+from .redis_scripts import Scripts, exchange_args, exchange_reply, unknown_outcomes
 
-STATES = {b"s": SCHEDULED, b"q": QUEUED, b"r": RUNNING}
-TOP_PRIORITY = "max"  # the level of recurrent runs
 WAIT_READ_MARGIN = 2.0  # a blocking wait's reply is awaited this much past its timeout: a vanished
 # server (a host gone without closing the connection) is noticed within seconds
-# Each script: the helper files it needs, in order; its own file comes last.
-SCRIPTS = {
-    "enqueue": ("_prelude", "_store", "_queue"),
-    "exchange": ("_prelude", "_store", "_queue", "_leases", "_settle", "_claim"),
-    "renew": ("_prelude", "_store"),
-    "rest": ("_prelude", "_store", "_queue"),
-    "counts": ("_prelude",),
-    "status": ("_prelude",),
-    "requeue_failed": ("_prelude", "_store", "_queue"),
-    "schedule_recurrent": ("_prelude", "_store", "_queue"),
-    "register_worker": ("_prelude", "_store"),
-}
-FLEET = "tu:"
 
 
-def prefix(queue: str) -> str:
-    """The key prefix of one queue."""
-    return f"tu:{{{queue}}}:"
-
-
-class RedisBackend(Backend):
-    """Every operation is one script call or one pipeline."""
+class RedisBackend(RedisInspection, Backend):
+    """Every operation is one script call or one pipeline; inspection and administration are
+    in redis_inspection.py."""
 
     def __init__(self, client: redis.Redis, retry: Any = None):
         self.client = client
         self._retry = retry or outage_retry(10.0)
         self._hot = ThreadConnections(client, self._retry)
-        self._scripts = {name: _script_source(name, parts) for name, parts in SCRIPTS.items()}
-        self._shas = {name: hashlib.sha1(source.encode()).hexdigest() for name, source in self._scripts.items()}
+        self._scripts = Scripts()
 
     @classmethod
     def from_url(cls, url: str, broker_timeout: float = 10.0) -> "RedisBackend":
@@ -98,10 +76,10 @@ class RedisBackend(Backend):
 
         def run() -> Any:
             try:
-                return execute("EVALSHA", self._shas[name], 1, key, *args)
+                return execute("EVALSHA", self._scripts.sha(name), 1, key, *args)
             except redis.exceptions.NoScriptError:
-                self.client.script_load(self._scripts[name])
-                return execute("EVALSHA", self._shas[name], 1, key, *args)
+                self.client.script_load(self._scripts.source(name))
+                return execute("EVALSHA", self._scripts.sha(name), 1, key, *args)
 
         return mapped(run)
 
@@ -118,29 +96,29 @@ class RedisBackend(Backend):
         return [f"{epoch}-{first + k:x}" for k in range(1, len(tasks) + 1)]
 
     def exchange(self, request: Exchange) -> ExchangeReply:
-        return _reply(request, self._run("exchange", prefix(request.queue), _exchange_args(request)))
+        return exchange_reply(request, self._run("exchange", prefix(request.queue), exchange_args(request)))
 
     def send_exchange(self, request: Exchange) -> Callable[[], ExchangeReply]:
         """Pipelined on the thread's connection. A reply lost with the connection, or refused
         because the server lost its scripts, is made up for by running the exchange again
         (settling twice is harmless: a settled lease refuses the second; claims whose reply was
         lost come back when their lease expires)."""
-        args = _exchange_args(request)
+        args = exchange_args(request)
 
         def again() -> ExchangeReply:  # through the pool: replies sent for later may be owed on this connection
-            return _reply(request, self._run("exchange", prefix(request.queue), args, hot=False))
+            return exchange_reply(request, self._run("exchange", prefix(request.queue), args, hot=False))
 
         try:
-            read = self._hot.send("EVALSHA", self._shas["exchange"], 1, prefix(request.queue), *args)
+            read = self._hot.send("EVALSHA", self._scripts.sha("exchange"), 1, prefix(request.queue), *args)
         except LostReply:  # the command may have reached the server all the same
-            resent = _unknown(again())
+            resent = unknown_outcomes(again())
             return lambda: resent
 
         def result() -> ExchangeReply:
             try:
-                return _reply(request, read())
+                return exchange_reply(request, read())
             except LostReply:
-                return _unknown(again())
+                return unknown_outcomes(again())
             except redis.exceptions.NoScriptError:  # it did not run: the second attempt is the only one
                 return again()
             except redis.exceptions.ResponseError as exc:
@@ -194,93 +172,6 @@ class RedisBackend(Backend):
         for queue in queues:
             self._run("rest", prefix(queue), [consumer], hot=False)
 
-    # -- inspection and administration -----------------------------------------------------------
-
-    def status(self, queue: str, task_id: str) -> tuple[str | None, bytes | None]:
-        epoch, seq = split_id(task_id)
-        if not seq:
-            return None, None
-        state, outcome = self._run("status", prefix(queue), [epoch, seq], hot=False)
-        return STATES.get(state) if state else None, outcome if outcome is not None else None
-
-    def counts(self, queue: str) -> Counts:
-        return Counts(*self._run("counts", prefix(queue), [], hot=False))
-
-    def failed(self, queue: str) -> dict[str, bytes]:
-        pipe = self.client.pipeline(transaction=True)
-        pipe.get(prefix(queue) + "epoch")
-        pipe.hkeys(prefix(queue) + "failed")
-        pipe.hgetall(prefix(queue) + "failed_info")
-        epoch, seqs, info = mapped(pipe.execute)
-        epoch = (epoch or b"").decode()
-        return {f"{epoch}-{seq.decode()}": info.get(seq, b"") for seq in seqs}
-
-    def requeue_failed(self, queue: str, task_ids: Sequence[str]) -> list[str]:
-        seqs = {split_id(task_id)[1]: task_id for task_id in task_ids}
-        seqs.pop("", None)
-        if not seqs:
-            return []
-        return [seqs[seq.decode()] for seq in self._run("requeue_failed", prefix(queue), list(seqs), hot=False)]
-
-    def purge_failed(self, queue: str, task_ids: Sequence[str] | None) -> int:
-        failed, info = prefix(queue) + "failed", prefix(queue) + "failed_info"
-        seqs = None if task_ids is None else [seq for seq in (split_id(i)[1] for i in task_ids) if seq]
-        if seqs == []:
-            return 0
-        pipe = self.client.pipeline(transaction=True)
-        if seqs is None:
-            pipe.hlen(failed)
-            pipe.delete(failed, info)
-        else:
-            pipe.hdel(failed, *seqs)
-            pipe.hdel(info, *seqs)
-        return int(mapped(pipe.execute)[0])
-
-    def queues(self) -> list[str]:
-        keys = mapped(lambda: list(self.client.scan_iter("tu:{*}:seq", count=1000)))
-        return sorted({key.decode()[4:-5] for key in keys})
-
-    def set_max_concurrency(self, queue: str, limit: int | None) -> None:
-        key = prefix(queue) + "config"
-        if limit is None:
-            mapped(lambda: self.client.hdel(key, "max_concurrency"))
-        else:
-            mapped(lambda: self.client.hset(key, "max_concurrency", limit))
-
-    def register_worker(self, consumer: str, info: Mapping[str, str], ttl: float) -> None:
-        fields = [item for pair in info.items() for item in pair]
-        self._run("register_worker", FLEET, [consumer, repr(ttl), *fields], hot=False)
-
-    def unregister_worker(self, consumer: str) -> None:
-        pipe = self.client.pipeline(transaction=True)
-        pipe.delete(FLEET + "worker:" + consumer)
-        pipe.zrem(FLEET + "workers", consumer)
-        mapped(pipe.execute)
-
-    def workers(self) -> list[dict[str, str]]:
-        consumers = [c.decode() for c in mapped(lambda: self.client.zrange(FLEET + "workers", 0, -1))]
-        pipe = self.client.pipeline(transaction=False)
-        for consumer in consumers:
-            pipe.hgetall(FLEET + "worker:" + consumer)
-        found, gone = [], []
-        for consumer, fields in zip(consumers, mapped(pipe.execute) if consumers else []):
-            if fields:
-                found.append({k.decode(): v.decode() for k, v in fields.items()} | {"consumer": consumer})
-            else:
-                gone.append(consumer)
-        if gone:
-            mapped(lambda: self.client.zrem(FLEET + "workers", *gone))
-        return found
-
-    def warnings(self) -> list[str]:
-        try:
-            policy = mapped(lambda: self.client.config_get("maxmemory-policy")).get("maxmemory-policy")
-        except BrokerError:
-            return []  # CONFIG is not allowed for this user: nothing to check
-        if policy and policy != "noeviction":
-            return [f"Redis maxmemory-policy is {policy!r}: under memory pressure Redis may evict tasks; set it to 'noeviction'"]
-        return []
-
     # -- schedules -------------------------------------------------------------------------------
 
     def recurrent_put(self, queue: str, name: str, record: RecurrentRecord) -> bool:
@@ -322,43 +213,6 @@ class RedisBackend(Backend):
     def close(self) -> None:
         self._hot.close()
         self.client.close()
-
-
-def _script_source(name: str, helpers: Sequence[str]) -> str:
-    folder = resources.files(__package__) / "lua"
-    return "\n".join((folder / f"{part}.lua").read_text() for part in (*helpers, name))
-
-
-def _exchange_args(request: Exchange) -> list[Any]:
-    """ARGV of exchange.lua."""
-    args: list[Any] = [
-        request.consumer, request.want, repr(request.lease), repr(request.idle_for), repr(request.result_ttl),
-        os.urandom(4).hex(),
-    ]
-    for settled in request.settlements:
-        claim = settled.claim
-        data = repr(settled.delay) if settled.ending is Ending.RETRY else settled.outcome
-        args += [settled.ending.value, claim.task_id.rpartition("-")[2], claim.token, data, settled.record]
-    return args
-
-
-def _reply(request: Exchange, reply: list[Any]) -> ExchangeReply:
-    """What exchange.lua returned, as records."""
-    applied: list[bool | None] = [flag == ord("1") for flag in reply[0]]
-    if request.want <= 0:
-        return ExchangeReply(applied, [])
-    epoch, queue, claims = reply[1].decode(), request.queue, []
-    for i in range(4, len(reply), 2):
-        seq, failures, crashes, body = reply[i + 1].split(b"|", 3)
-        claims.append(Claim(queue, f"{epoch}-{seq.decode()}", reply[i].decode(), body, int(failures), int(crashes)))
-    next_due = float(reply[3])
-    return ExchangeReply(applied, claims, None if next_due < 0 else next_due, reply[2] == 1)
-
-
-def _unknown(reply: ExchangeReply) -> ExchangeReply:
-    """The reply of an exchange sent again after its first reply was lost: a refusal may mean
-    that the lost attempt settled that task, so it is unknown (None), not False."""
-    return reply._replace(applied=[True if done else None for done in reply.applied])
 
 
 __all__ = ["BackendUnavailable", "RedisBackend", "prefix"]

@@ -1,13 +1,11 @@
 """The claim ledger: what one worker holds, how many more claims it may ask for, and when to send.
 
 Pure bookkeeping under one lock, with an injectable clock: no threads and no broker here. The
-runners, the exchanger and the heartbeat all record what they do in it, and the exchanger asks
-it what to do next (`plan`).
-
-The prefetch rule: a worker holds at most `threads` claims, plus another `threads` waiting
-when its tasks are short (under SHORT_TASK_SECONDS on average) and the queue has no concurrency
-cap. So a round trip carries many short tasks, while a long task never waits in one worker when
-another could start it, and on a capped queue every held claim is a running task.
+runners, the exchanger and the heartbeat record what they do in it; the exchanger asks it what
+to do next (`plan`). The prefetch rule: a worker holds at most `threads` claims, plus another
+`threads` waiting when its tasks are short (under SHORT_TASK_SECONDS on average) and the queue
+has no concurrency cap. So a round trip carries many short tasks, a long task never waits in one
+worker when another could start it, and on a capped queue every held claim is a running task.
 """
 
 from __future__ import annotations
@@ -36,7 +34,6 @@ class ClaimLedger:
         self._lock = threading.Lock()
         self._held: dict[tuple[str, str, str], HeldClaim] = {}
         self._waiting = 0  # claims handed to the runners and not taken yet
-        self._running = 0
         self._unsent: list[Settlement] = []
         self._unsent_since = 0.0
         self._asked = 0  # claims asked for by exchanges whose reply is not read yet
@@ -198,14 +195,12 @@ class ClaimLedger:
                 self._to_confirm.append(claim)
                 return Start.CONFIRM
             held.running = True
-            self._running += 1
             return Start.RUN
 
     def finished(self, settlement: Settlement, seconds: float) -> bool:
         """A runner finished a claim it started; True if the exchanger should look now: a batch
         is ready, or this is the first settlement of one (its GATHER_SECONDS start now)."""
         with self._lock:
-            self._running -= 1
             self._seconds_per_task += (seconds - self._seconds_per_task) * 0.1
             held = self._held.get(key_of(settlement.claim))
             if held is None:  # handed back meanwhile (the worker stopped without waiting for it)
@@ -300,4 +295,4 @@ class ClaimLedger:
     @property
     def running(self) -> int:
         with self._lock:
-            return self._running
+            return sum(held.running for held in self._held.values())

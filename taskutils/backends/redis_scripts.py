@@ -1,0 +1,73 @@
+"""The Lua scripts of the Redis backend, and the argument and reply formats of the exchange."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from importlib import resources
+from typing import Any
+
+from .records import Claim, Ending, Exchange, ExchangeReply
+
+# Each script: the helper files it needs, in order; its own file comes last.
+SCRIPTS = {
+    "enqueue": ("_prelude", "_store", "_queue"),
+    "exchange": ("_prelude", "_store", "_queue", "_leases", "_settle", "_claim"),
+    "renew": ("_prelude", "_store"),
+    "rest": ("_prelude", "_store", "_queue"),
+    "counts": ("_prelude",),
+    "status": ("_prelude",),
+    "requeue_failed": ("_prelude", "_store", "_queue"),
+    "schedule_recurrent": ("_prelude", "_store", "_queue"),
+    "register_worker": ("_prelude", "_store"),
+}
+
+
+class Scripts:
+    """Each script's source (its helpers, then its own file) and SHA1, for EVALSHA."""
+
+    def __init__(self) -> None:
+        folder = resources.files(__package__) / "lua"
+        self._sources = {
+            name: "\n".join((folder / f"{part}.lua").read_text() for part in (*helpers, name))
+            for name, helpers in SCRIPTS.items()
+        }
+        self._shas = {name: hashlib.sha1(source.encode()).hexdigest() for name, source in self._sources.items()}
+
+    def source(self, name: str) -> str:
+        return self._sources[name]
+
+    def sha(self, name: str) -> str:
+        return self._shas[name]
+
+
+def exchange_args(request: Exchange) -> list[Any]:
+    """ARGV of exchange.lua."""
+    args: list[Any] = [
+        request.consumer, request.want, repr(request.lease), repr(request.idle_for), repr(request.result_ttl),
+        os.urandom(4).hex(),
+    ]
+    for settled in request.settlements:
+        claim = settled.claim
+        data = repr(settled.delay) if settled.ending is Ending.RETRY else settled.outcome
+        args += [settled.ending.value, claim.task_id.rpartition("-")[2], claim.token, data, settled.record]
+    return args
+
+
+def exchange_reply(request: Exchange, reply: list[Any]) -> ExchangeReply:
+    """What exchange.lua returned, as records."""
+    applied: list[bool | None] = [flag == ord("1") for flag in reply[0]]
+    if request.want <= 0:
+        return ExchangeReply(applied, [])
+    epoch, queue, claims = reply[1].decode(), request.queue, []
+    for i in range(4, len(reply), 2):
+        seq, failures, crashes, body = reply[i + 1].split(b"|", 3)
+        claims.append(Claim(queue, f"{epoch}-{seq.decode()}", reply[i].decode(), body, int(failures), int(crashes)))
+    next_due = float(reply[3])
+    return ExchangeReply(applied, claims, None if next_due < 0 else next_due, reply[2] == 1)
+
+
+def unknown_outcomes(reply: ExchangeReply) -> ExchangeReply:
+    """The reply of an exchange sent again after its first reply was lost: a refusal may mean
+    that the lost attempt settled that task, so it is unknown (None), not False."""
+    return reply._replace(applied=[True if done else None for done in reply.applied])
