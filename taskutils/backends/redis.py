@@ -39,8 +39,8 @@ from .base import Backend
 from .connections import LostReply, ThreadConnections
 from .records import Exchange, ExchangeReply, NewTask, RecurrentRecord, split_id
 from .redis_client import RedisLock, mapped, outage_retry
-from .redis_inspection import RedisInspection, prefix
-from .redis_scripts import Scripts, exchange_args, exchange_reply, unknown_outcomes
+from .redis_inspection import RedisInspection
+from .redis_scripts import Scripts, prefix, exchange_args, exchange_reply, unknown_outcomes
 
 WAIT_READ_MARGIN = 2.0  # a blocking wait's reply is awaited this much past its timeout: a vanished
 # server (a host gone without closing the connection) is noticed within seconds

@@ -11,14 +11,9 @@ from ..errors import BrokerError
 from .base import Inspection
 from .records import QUEUED, RUNNING, SCHEDULED, Counts, split_id
 from .redis_client import mapped
+from .redis_scripts import FLEET, prefix
 
 STATES = {b"s": SCHEDULED, b"q": QUEUED, b"r": RUNNING}
-FLEET = "tu:"
-
-
-def prefix(queue: str) -> str:
-    """The key prefix of one queue."""
-    return f"tu:{{{queue}}}:"
 
 
 class RedisInspection(Inspection):

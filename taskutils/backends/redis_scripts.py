@@ -1,4 +1,5 @@
-"""The Lua scripts of the Redis backend, and the argument and reply formats of the exchange."""
+"""What goes over the wire to Redis: key prefixes (the layout is in redis.py), the Lua scripts,
+and the argument and reply formats of the exchange."""
 
 from __future__ import annotations
 
@@ -8,6 +9,14 @@ from importlib import resources
 from typing import Any
 
 from .records import Claim, Ending, Exchange, ExchangeReply
+
+FLEET = "tu:"  # keys outside the queues
+
+
+def prefix(queue: str) -> str:
+    """The key prefix of one queue."""
+    return f"{FLEET}{{{queue}}}:"
+
 
 # Each script: the helper files it needs, in order; its own file comes last.
 SCRIPTS = {
