@@ -22,6 +22,16 @@ local function expect(key, wanted)
   checked_keys[key] = true
 end
 
+-- Under maxmemory with noeviction, Redis refuses a script's write commands only until the script
+-- first writes, and commands that only remove (ZREM, HDEL, DEL) count as writes yet are never
+-- refused: a script that began with one would write on past the operator's limit. So every script
+-- that writes calls this first: a write Redis refuses when full, and that changes nothing
+-- (SETRANGE of an empty string neither creates nor alters a key).
+local function refuse_when_full()
+  expect(P .. 'seq', 'string')
+  redis.call('SETRANGE', P .. 'seq', 0, '')
+end
+
 -- the types of the keys every call of a script may write
 local KEY_TYPES = {inflight = 'hash', leases = 'zset', prios = 'zset', scheduled = 'zset', rec = 'zset',
   config = 'hash', idle = 'zset', wake = 'list', failed = 'hash', failed_info = 'hash', seq = 'string',

@@ -9,6 +9,7 @@
 -- idle or wake key makes workers find the task by themselves (and report that key).
 -- returns   {the queue's epoch, the sequence number before the first task's}: the tasks' ids are
 --           <epoch>-<first + k in hex> for k = 1, 2, ...
+refuse_when_full() -- Redis over maxmemory refuses the whole call (see _store.lua)
 local count = #ARGV / 3
 local first = new_seqs(count) -- seq and epoch fail here by themselves, before anything is written
 for k = 1, count do

@@ -4,6 +4,7 @@
 -- ARGV[2] - seconds the record lives unless renewed
 -- ARGV[3..] - pairs: field, value (host, pid, threads, queues, ...)
 -- returns   1
+refuse_when_full() -- Redis over maxmemory refuses the whole call (see _store.lua)
 expect(P .. 'workers', 'zset')
 local key, now = P .. 'worker:' .. ARGV[1], clock()
 redis.call('DEL', key)

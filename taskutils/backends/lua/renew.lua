@@ -3,6 +3,7 @@
 -- ARGV[1] - lease seconds
 -- ARGV[2..] - pairs: seq, token
 -- returns   the seqs whose lease that token no longer holds
+refuse_when_full() -- Redis over maxmemory refuses the whole call (see _store.lua)
 expect_keys('leases')
 local deadline = lease_score(clock() + tonumber(ARGV[1]))
 local lost = {}

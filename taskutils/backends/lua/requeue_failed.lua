@@ -3,6 +3,7 @@
 --           prios, state:*, idle, wake, config, leases, seq
 -- ARGV    - seqs
 -- returns   the seqs that were in the failed store and are queued again
+refuse_when_full() -- Redis over maxmemory refuses the whole call (see _store.lua)
 expect_keys('failed', 'failed_info', 'prios')
 local requeued, entries = {}, {}
 for k, seq in ipairs(ARGV) do

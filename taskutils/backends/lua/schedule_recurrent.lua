@@ -10,6 +10,7 @@
 -- ARGV[6] - first run time
 -- ARGV[7] - the definition as the user gave it (compared to tell a schedule set again unchanged)
 -- returns   1 if stored, 0 if an identical schedule was there already
+refuse_when_full() -- Redis over maxmemory refuses the whole call (see _store.lua)
 expect_keys('rec')
 local key = P .. 'rec:' .. ARGV[1]
 if ARGV[7] ~= '' and redis.call('HGET', key, 'definition') == ARGV[7]
