@@ -120,7 +120,8 @@ def test_status_moves_through_queued_running_done(make_handler, key):
     handler = make_handler(max_num_threads=1)
     handler.pause()
     ref = handler.enqueue_task(Task(jobs.wait_gate, (key,)))
-    assert ref.status() == "queued"
+    # a claim sent just before the pause may take it; it comes back unstarted (README: pause())
+    wait_for(lambda: ref.status() == "queued", what="queued")
     handler.resume()
     wait_for(lambda: ref.status() == "running", what="running")
     jobs.gates[key].set()

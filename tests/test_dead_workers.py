@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import signal
-import time
 
 import pytest
 
 from taskutils import Task, TaskHandler
+from taskutils.backends.redis import prefix
 
 from . import fleet_tasks
 from .conftest import wait_for
@@ -39,7 +39,7 @@ def test_new_tasks_go_to_the_live_worker_when_idle_ones_die(producer, workers, c
     live, first, second = workers(count=3)
     producer.enqueue_tasks([Task(fleet_tasks.mark, ("warm", str(n))) for n in range(12)])
     assert producer.join(timeout=30)
-    time.sleep(1.0)  # idle, each blocked in its wait for new work
+    wait_for(lambda: client.zcard(prefix("default") + "idle") == 3, what="the three workers to wait for work")
     first.signal(signal.SIGKILL)
     second.signal(fault)
     in_effect(first, signal.SIGKILL, client)
