@@ -113,7 +113,7 @@ def test_nesting_two_redis_locks_of_one_name_does_not_deadlock(redis_url):
         pass
 
 
-def test_a_refused_renewal_is_tried_again_not_given_up():
+def test_a_refused_renewal_is_tried_again_not_given_up(caplog):
     """A renewal the broker refuses (an error reply, Redis out of memory) is logged and tried
     again at the next period; the renewing thread goes on."""
     renewals = []
@@ -143,3 +143,4 @@ def test_a_refused_renewal_is_tried_again_not_given_up():
             wait_for(lambda: len(renewals) >= 3, timeout=5, what="renewals after the refused one")
     finally:
         current_backend.reset(token)
+    assert any("could not renew the lease" in r.getMessage() and "injected" in r.getMessage() for r in caplog.records)

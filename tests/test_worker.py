@@ -170,6 +170,7 @@ def test_short_tasks_share_round_trips_and_every_reply_is_read_once_in_order(mak
     handler = make_handler(max_num_threads=8, allow=["tests.jobs"])
     assert handler.join(timeout=60)
     handler.close(timeout=10)
+    assert backend.counts("default").pending == 0
     settled = [count for count, _ in exchanges.sent if count]
     assert sum(settled) == 400
     assert len(settled) <= 400 / 3, exchanges.sent  # one round trip per one or two tasks without gathering
