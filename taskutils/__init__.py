@@ -1,7 +1,10 @@
 """taskutils: run Python functions as tasks, in one process or across a fleet over Redis."""
 
-from .errors import BackendUnavailable, BrokerError, InvalidTask, PayloadError, TaskFailed, TaskNotFound, TaskutilsError
+from .errors import (
+    BackendUnavailable, BrokerError, InvalidTask, PayloadError, TaskFailed, TaskNotFound, TaskutilsError, Throttled,
+)
 from .handler import TaskHandler, TaskRef
+from .limits import Limit
 from .lock import LockLost, LockWrapper
 from .recurrent import Recurrent
 from .task import Task
@@ -10,6 +13,7 @@ __all__ = [
     "BackendUnavailable",
     "BrokerError",
     "InvalidTask",
+    "Limit",
     "LockLost",
     "LockWrapper",
     "PayloadError",
@@ -20,4 +24,5 @@ __all__ = [
     "TaskNotFound",
     "TaskRef",
     "TaskutilsError",
+    "Throttled",
 ]

@@ -6,7 +6,8 @@
      ├── TaskFailed                         the task failed for good; holds the remote traceback
      ├── TaskNotFound (also KeyError)       no record of that task id (never existed or expired)
      ├── BackendUnavailable                 the broker could not be reached
-     └── BrokerError                        the broker refused an operation (e.g. a key of the wrong type)
+     ├── BrokerError                        the broker refused an operation (e.g. a key of the wrong type)
+     └── Throttled                          raised by a task: its key (or it) waits, no attempt used
 
 Driver errors are converted where they cross into the library, so callers catch
 these and never redis-py internals.
@@ -49,3 +50,15 @@ class BackendUnavailable(TaskutilsError):
 
 class BrokerError(TaskutilsError):
     """The broker answered with an error: a queue's key holds the wrong type, or a script was refused."""
+
+
+class Throttled(TaskutilsError):
+    """Raised by a task function: the server asked to slow down (an HTTP 429 with Retry-After).
+    The task goes back to the front of its key without using an attempt, and its key starts no
+    task for `retry_after` seconds (a task without a key waits that long alone)."""
+
+    def __init__(self, retry_after: float = 30.0):
+        if isinstance(retry_after, bool) or not isinstance(retry_after, (int, float)) or not 0 <= retry_after <= 366 * 24 * 3600:
+            raise ValueError(f"Throttled(retry_after) must be a number of seconds from 0 to a year, got {retry_after!r}")
+        super().__init__(f"throttled: retry after {retry_after:g}s")
+        self.retry_after = float(retry_after)

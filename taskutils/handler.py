@@ -12,6 +12,7 @@ from .backends import Backend, backend_for
 from .backends.records import FAILED, NewTask
 from .config import Settings
 from .errors import InvalidTask, PayloadError, TaskFailed, TaskNotFound
+from .limits import Limits
 from .recurrent import Recurrent, record_of, recurrent_of
 from .task import Task, allow_all, module_allowed, unpack
 from .worker import Worker
@@ -70,6 +71,8 @@ class RecurrentTasks(MutableMapping[str, Recurrent]):
             raise InvalidTask(f"a recurrent task needs a non-empty string name, got {name!r}")
         if not isinstance(recurrent, Recurrent):
             raise InvalidTask(f"recurrent_tasks[{name!r}] must be a Recurrent, got {recurrent!r}")
+        if recurrent.task.key is not None:
+            raise InvalidTask(f"recurrent_tasks[{name!r}]: a recurrent task cannot have a key yet; enqueue keyed tasks from it instead")
         self._admit(recurrent.task)
         record = record_of(recurrent, self._backend.now())
         if record.stop is not None and record.next_run > record.stop:
@@ -141,6 +144,7 @@ class TaskHandler:
         if max_concurrency is not None:
             self.backend.set_max_concurrency(queue, max_concurrency)
         self.recurrent_tasks = RecurrentTasks(self.backend, queue, self._admit)
+        self.limits = Limits(self.backend, queue)
         self._worker: Worker | None = None
         if self.settings.threads > 0:
             self._worker = Worker(self.backend, self.settings, self._policy)
@@ -183,7 +187,7 @@ class TaskHandler:
                 f"{self.settings.max_payload}; pass a reference (a URL, a key) instead of the data"
             )
         self._admit(task)
-        return NewTask(body, task.priority, float(task.delay or 0.0))
+        return NewTask(body, task.priority, float(task.delay or 0.0), task.key)
 
     def task(self, task_id: str, queue: str | None = None) -> TaskRef:
         """A TaskRef for an id enqueued earlier (by any producer)."""

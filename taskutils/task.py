@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterable, Mapping, NamedTuple
 import msgpack
 
 from .errors import InvalidTask, PayloadError
+from .limits import check_key
 
 PRIORITY_LIMIT = 2**31
 MAX_DELAY = 366 * 24 * 3600.0  # the longest delay or retry delay accepted, in seconds: a year
@@ -87,7 +88,8 @@ def _lookup(module: Any, qualname: str) -> Any:
 
 @dataclass(frozen=True)
 class Task:
-    """A function call to run later: `func(*args, **kwargs)` under a priority and retry policy."""
+    """A function call to run later: `func(*args, **kwargs)` under a priority and retry policy;
+    `key` puts it in that key's lane (limits and fair turns: see Limit)."""
 
     func: Callable[..., Any] | str
     args: Iterable[Any] = ()
@@ -98,6 +100,7 @@ class Task:
     retry_delay: float = field(default=0.0, kw_only=True)
     retry_backoff: float = field(default=1.0, kw_only=True)
     queue: str | None = field(default=None, kw_only=True)
+    key: str | None = field(default=None, kw_only=True)
     ref: str = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -129,6 +132,8 @@ class Task:
             raise InvalidTask(f"queue must be a non-empty string or None (the handler's queue), got {self.queue!r}")
         if not all(isinstance(key, str) for key in self.kwargs):
             raise InvalidTask("kwargs keys must be strings")
+        if self.key is not None:
+            check_key(self.key)
 
     def encode(self) -> bytes:
         """The msgpack body a worker decodes; PayloadError names the argument msgpack cannot carry.

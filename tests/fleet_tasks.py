@@ -11,7 +11,7 @@ import time
 
 import redis
 
-from taskutils import LockWrapper
+from taskutils import LockWrapper, Throttled
 
 
 @functools.cache
@@ -97,3 +97,23 @@ def always_fails(key):
     """Count an attempt, then fail."""
     _client().incr(key)
     raise RuntimeError("this task always fails")
+
+
+def throttled(key, retry_after):
+    """Count an attempt, then ask to be throttled."""
+    _client().incr(key)
+    raise Throttled(retry_after=retry_after)
+
+
+def paced(key, seconds):
+    """Record the Redis server's time at the start, and the peak of runs of `key` at once."""
+    seconds_now, micros = _client().time()
+    _client().rpush(key + ":starts", repr(seconds_now + micros / 1e6))
+    probe(key, seconds)
+
+
+def slow_first_run(key):
+    """The first run sleeps a minute (long enough to be killed); any later run records its order."""
+    if _client().incr(key + ":runs") == 1:
+        time.sleep(60)
+    _client().rpush(key, "rerun")

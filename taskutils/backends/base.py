@@ -1,4 +1,5 @@
-"""What a backend offers, in three parts: the hot path, inspection and administration, schedules.
+"""What a backend offers, in four parts: the hot path, inspection and administration, schedules,
+and the limits of task keys.
 
 Each method is one atomic step and speaks bytes and records (records.py). Rules (when to retry,
 what a failure record says) live in the worker and the handler; a backend stores and moves tasks.
@@ -120,6 +121,23 @@ class Schedules(ABC):
         """Names of the schedules of `queue`."""
 
 
+class KeyLimits(ABC):
+    """The limits of a queue's task keys (text as Limit.encode makes it; key None: the default)."""
+
+    @abstractmethod
+    def limit_set(self, queue: str, key: str | None, limit: str | None) -> bool:
+        """Store (or, with None, remove) a key's limit, effective from its next start; True if it
+        had one before."""
+
+    @abstractmethod
+    def limit_get(self, queue: str, key: str | None) -> str | None:
+        """A key's own limit (key None: the default), or None."""
+
+    @abstractmethod
+    def limit_keys(self, queue: str) -> list[str]:
+        """The keys that have their own limit."""
+
+
 class SharedLock(Protocol):
     """A lock every user of one backend shares. A leased lock expires unless renewed."""
 
@@ -135,7 +153,7 @@ class SharedLock(Protocol):
         """Let go; False if the lease had been lost meanwhile."""
 
 
-class Backend(Broker, Inspection, Schedules):
+class Backend(Broker, Inspection, Schedules, KeyLimits):
     """A whole backend: the embedded one (memory.py) or Redis (redis.py)."""
 
     in_process: bool = False  # True: only this process can reach its queues

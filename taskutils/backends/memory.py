@@ -9,6 +9,7 @@ import threading
 import time
 from typing import Callable, Mapping, Sequence
 
+from ..limits import Limit
 from ..recurrent import next_run
 from .base import Backend
 from .local_lock import LocalLock
@@ -42,8 +43,8 @@ class MemoryBackend(Backend):
     def _queue(self, name: str) -> QueueState:
         return self._queues.setdefault(name, QueueState())
 
-    def _new_entry(self, body: bytes) -> Entry:
-        return Entry(f"{self._epoch}-{next(self._counter):x}", body)
+    def _new_entry(self, body: bytes, key: str | None = None) -> Entry:
+        return Entry(f"{self._epoch}-{next(self._counter):x}", body, key=key)
 
     def now(self) -> float:
         return self._clock()
@@ -51,9 +52,9 @@ class MemoryBackend(Backend):
     def enqueue(self, queue: str, tasks: Sequence[NewTask]) -> list[str]:
         with self._changed:
             q, now = self._queue(queue), self.now()
-            entries = [self._new_entry(task.body) for task in tasks]
+            entries = [self._new_entry(task.body, task.key) for task in tasks]
             for task, entry in zip(tasks, entries):
-                q.put(task.priority, entry, now + task.delay if task.delay > 0 else None, next(self._counter))
+                q.put(task.priority, entry, now + task.delay if task.delay > 0 else None, next(self._counter), now)
             self._notify()
             return [entry.task_id for entry in entries]
 
@@ -71,7 +72,9 @@ class MemoryBackend(Backend):
             want = request.want
             if q.max_concurrency is not None:
                 want = min(want, q.max_concurrency - len(q.leases))
-            claims = self._take(q, request.queue, want, now + request.lease)
+            claims = self._take(q, request.queue, want, now)
+            for claim in claims:
+                q.leases[claim.task_id].deadline = now + request.lease
             if len(claims) < request.want:  # it took all it could: it waits for a change next
                 self._seen.setdefault(request.consumer, self._generation)
             else:
@@ -79,33 +82,28 @@ class MemoryBackend(Backend):
             next_due = self._next_due(q, now) if len(claims) < request.want else None
             return ExchangeReply(applied, claims, next_due, q.max_concurrency is not None)
 
-    def _take(self, q: QueueState, queue: str, limit: int, deadline: float) -> list[Claim]:
-        """Lease up to `limit` ready tasks by priority, FIFO within one."""
+    def _take(self, q: QueueState, queue: str, limit: int, now: float) -> list[Claim]:
+        """Lease up to `limit` ready tasks, lane by lane in turns (memory_lanes.py)."""
         claims: list[Claim] = []
-        for level in sorted(q.ready, reverse=True):
-            entries = q.ready[level]
-            while entries and len(claims) < limit:
-                entry = entries.popleft()
-                token = str(next(self._counter))
-                q.leases[entry.task_id] = Lease(deadline, token, level, entry)
-                q.state[entry.task_id] = RUNNING
-                claims.append(Claim(queue, entry.task_id, token, entry.body, entry.failures, entry.crashes))
-            if not entries:
-                del q.ready[level]
+        for level, entry in q.lanes.take(limit, now):
+            token = str(next(self._counter))
+            q.leases[entry.task_id] = Lease(now, token, level, entry)
+            q.state[entry.task_id] = RUNNING
+            claims.append(Claim(queue, entry.task_id, token, entry.body, entry.failures, entry.crashes, entry.key))
         return claims
 
     def _promote(self, q: QueueState, now: float) -> None:
         """Due delayed tasks and recurrent runs become ready; tasks of expired leases go back."""
         while q.scheduled and q.scheduled[0][0] <= now:
             _, _, level, entry = heapq.heappop(q.scheduled)
-            q.put(level, entry, None, 0)
+            q.put(level, entry, None, 0, now)
         for name, record in sorted(q.recurrent.items(), key=lambda item: item[1].next_run):
             if record.next_run > now:
                 continue
             del q.recurrent[name]
             if record.stop is not None and record.next_run > record.stop:
                 continue
-            q.put(TOP, self._new_entry(record.body), None, 0)
+            q.put(TOP, self._new_entry(record.body), None, 0, now)
             upcoming = next_run(record.next_run, record.interval, now)
             repeats = record.repeats - 1 if record.repeats > 0 else record.repeats
             if repeats != 0 and (record.stop is None or upcoming <= record.stop):
@@ -116,13 +114,17 @@ class MemoryBackend(Backend):
         for _, task_id in reversed(expired):  # each to the front: the last first, so they keep their order
             held = q.leases.pop(task_id)
             held.entry.crashes += 1
-            q.put(held.level, held.entry, None, 0, front=True)
+            q.put(held.level, held.entry, None, 0, now, front=True)
+            if held.entry.key:
+                q.lanes.released(held.entry.key, now)
 
     @staticmethod
     def _next_due(q: QueueState, now: float) -> float | None:
         times = [q.scheduled[0][0]] if q.scheduled else []
         times += [record.next_run for record in q.recurrent.values()]
         times += [held.deadline for held in q.leases.values()]
+        later = q.lanes.next_time()
+        times += [later] if later is not None else []
         return max(min(times) - now, 0.0) if times else None
 
     def _settle(self, q: QueueState, settlement: Settlement, result_ttl: float, now: float) -> bool:
@@ -132,16 +134,26 @@ class MemoryBackend(Backend):
             return False
         del q.leases[claim.task_id]
         q.state.pop(claim.task_id, None)
+        key = held.entry.key
         if settlement.ending is Ending.RETRY:
             held.entry.failures += 1
             due = now + settlement.delay if settlement.delay > 0 else None
-            q.put(held.level, held.entry, due, next(self._counter))
+            q.put(held.level, held.entry, due, next(self._counter), now)
         elif settlement.ending is Ending.HAND_BACK:
-            q.put(held.level, held.entry, None, 0, front=True)
+            q.put(held.level, held.entry, None, 0, now, front=True)
+        elif settlement.ending is Ending.THROTTLE:
+            if key:
+                q.lanes.throttled(key, settlement.delay, now)
+            due = now + settlement.delay if settlement.delay > 0 and not key else None
+            q.put(held.level, held.entry, due, next(self._counter), now, front=True)
         else:
             if settlement.ending is Ending.FAILED:
                 q.failed[claim.task_id] = (held.level, held.entry, settlement.record)
+            elif key:
+                q.lanes.succeeded(key)
             self._keep_outcome(q, claim.task_id, settlement.outcome, result_ttl, now)
+        if key:
+            q.lanes.released(key, now)
         return True
 
     @staticmethod
@@ -196,8 +208,7 @@ class MemoryBackend(Backend):
     def counts(self, queue: str) -> Counts:
         with self._changed:
             q = self._queue(queue)
-            queued = sum(len(entries) for entries in q.ready.values())
-            return Counts(len(q.scheduled), queued, len(q.leases), len(q.failed))
+            return Counts(len(q.scheduled), q.lanes.queued(), len(q.leases), len(q.failed))
 
     def failed(self, queue: str) -> dict[str, bytes]:
         with self._changed:
@@ -210,7 +221,7 @@ class MemoryBackend(Backend):
                 if task_id in q.failed:
                     level, entry, _ = q.failed.pop(task_id)
                     q.outcomes.pop(task_id, None)
-                    q.put(level, Entry(entry.task_id, entry.body), None, 0)
+                    q.put(level, Entry(entry.task_id, entry.body, key=entry.key), None, 0, self.now())
                     requeued.append(task_id)
             self._notify()
             return requeued
@@ -270,6 +281,32 @@ class MemoryBackend(Backend):
     def recurrent_names(self, queue: str) -> list[str]:
         with self._changed:
             return sorted(self._queue(queue).recurrent)
+
+    def limit_set(self, queue: str, key: str | None, limit: str | None) -> bool:
+        with self._changed:
+            q = self._queue(queue)
+            had = (q.default_limit if key is None else q.limits.get(key)) is not None
+            decoded = None if limit is None else Limit.decode(limit)
+            if key is None:
+                q.default_limit = decoded
+            else:
+                if decoded is None:
+                    q.limits.pop(key, None)
+                else:
+                    q.limits[key] = decoded
+                q.lanes.replace(key, self.now())
+            self._notify()
+            return had
+
+    def limit_get(self, queue: str, key: str | None) -> str | None:
+        with self._changed:
+            q = self._queue(queue)
+            limit = q.default_limit if key is None else q.limits.get(key)
+            return None if limit is None else limit.encode()
+
+    def limit_keys(self, queue: str) -> list[str]:
+        with self._changed:
+            return sorted(self._queue(queue).limits)
 
     def lock(self, name: str, lease: float) -> LocalLock:
         return LocalLock(name)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import heapq
-from collections import deque
 from dataclasses import dataclass, field
 
+from ..limits import Limit
+from .memory_lanes import Lanes
 from .records import QUEUED, SCHEDULED, RecurrentRecord
+
 
 @dataclass
 class Entry:
@@ -16,6 +18,7 @@ class Entry:
     body: bytes
     failures: int = 0
     crashes: int = 0
+    key: str | None = None
 
 
 @dataclass
@@ -32,7 +35,7 @@ class Lease:
 class QueueState:
     """Everything the embedded backend keeps of one queue."""
 
-    ready: dict[float, deque[Entry]] = field(default_factory=dict)
+    lanes: Lanes = field(init=False)
     scheduled: list[tuple[float, int, float, Entry]] = field(default_factory=list)
     state: dict[str, str] = field(default_factory=dict)
     leases: dict[str, Lease] = field(default_factory=dict)
@@ -40,18 +43,28 @@ class QueueState:
     failed: dict[str, tuple[float, Entry, bytes]] = field(default_factory=dict)
     recurrent: dict[str, RecurrentRecord] = field(default_factory=dict)
     max_concurrency: int | None = None
+    limits: dict[str, Limit] = field(default_factory=dict)
+    default_limit: Limit | None = None
+
+    def __post_init__(self) -> None:
+        self.lanes = Lanes(self.limit_of)
+
+    def limit_of(self, key: str) -> Limit | None:
+        """The limit of a task key: its own, else the default; the unkeyed lane has none."""
+        if not key:
+            return None
+        return self.limits.get(key, self.default_limit)
 
     def lease_of(self, task_id: str, token: str) -> Lease | None:
         """The lease of `task_id` if `token` still holds it."""
         held = self.leases.get(task_id)
         return held if held is not None and held.token == token else None
 
-    def put(self, level: float, entry: Entry, due: float | None, order: int, front: bool = False) -> None:
-        """Make a task ready (at the back of its level, or the front), or schedule it for `due`."""
+    def put(self, level: float, entry: Entry, due: float | None, order: int, now: float, front: bool = False) -> None:
+        """Make a task ready in its lane (at the back of its level, or the front), or schedule it for `due`."""
         if due is not None:
             heapq.heappush(self.scheduled, (due, order, level, entry))
             self.state[entry.task_id] = SCHEDULED
             return
-        ready = self.ready.setdefault(level, deque())
-        ready.appendleft(entry) if front else ready.append(entry)
+        self.lanes.push(level, entry, now, front)
         self.state[entry.task_id] = QUEUED

@@ -15,11 +15,13 @@ SCHEDULED, QUEUED, RUNNING, DONE, FAILED = "scheduled", "queued", "running", "do
 
 
 class NewTask(NamedTuple):
-    """A task to enqueue: its encoded body, priority and delay in seconds."""
+    """A task to enqueue: its encoded body, priority, delay in seconds, and key (its lane; None:
+    the unkeyed lane)."""
 
     body: bytes
     priority: int = 0
     delay: float = 0.0
+    key: str | None = None
 
 
 class Claim(NamedTuple):
@@ -32,6 +34,7 @@ class Claim(NamedTuple):
     body: bytes
     failures: int
     crashes: int
+    key: str | None = None
 
 
 class Ending(enum.Enum):
@@ -41,10 +44,12 @@ class Ending(enum.Enum):
     FAILED = "f"  # failed for good: keep the outcome and the failure record
     RETRY = "r"  # a failed attempt: back to the queue after a delay, one more failure counted
     HAND_BACK = "b"  # unfinished: back to the front of its priority, nothing counted
+    THROTTLE = "t"  # throttled: back without an attempt counted; its key (or it alone) waits `delay`
 
 
 class Settlement(NamedTuple):
-    """The end of a claim: `outcome` for DONE and FAILED, `record` for FAILED, `delay` for RETRY."""
+    """The end of a claim: `outcome` for DONE and FAILED, `record` for FAILED, `delay` for RETRY
+    and THROTTLE."""
 
     claim: Claim
     ending: Ending

@@ -4,7 +4,8 @@ Keys of queue Q all start with "tu:{Q}:" (one hash tag, so one Cluster slot):
 
     epoch           STRING  made with the queue (lua/_store.lua); every task id is "<epoch>-<seq>"
     seq             STRING  the last sequence number given to a task (hex in ids)
-    ready:<level>   LIST    envelopes of ready tasks at one priority level ("max": recurrent runs)
+    ready:<level>   LIST    envelopes of ready tasks without a key at one priority level ("max":
+                            recurrent runs); a keyed task's envelope body starts "@<key>|"
     prios           ZSET    levels that have ready tasks, score = -priority
     scheduled       ZSET    "<level>|<envelope>" of delayed tasks, score = due time
     state:<bucket>  HASH    seq % 64 -> s(cheduled) / q(ueued) / r(unning), for seq // 64 == bucket (hex)
@@ -14,7 +15,15 @@ Keys of queue Q all start with "tu:{Q}:" (one hash tag, so one Cluster slot):
     inflight        HASH    seq -> "<token>|<level>|<envelope>" of each running task
     failed          HASH    seq -> "<level>|<envelope>" of a task failed for good, kept until purged
     failed_info     HASH    seq -> failure record (msgpack: reason, traceback, attempts, ...)
-    config          HASH    max_concurrency
+    config          HASH    max_concurrency, default_limit (the limit of task keys without their own)
+    turns           ZSET    lanes whose next task may start now, score = turn number (lua/_lanes.lua)
+    later           ZSET    lanes waiting for their key's rate or a throttle, score = time
+    kp:<K>, kq:<K>:<level>  ZSET, LIST  the ready tasks of key K, as prios and ready:<level> are
+                            for tasks without a key
+    ks:<K>          HASH    key K's running count, GCRA time, throttled-until and adaptive rate
+    kl:<K>          LIST    key K's recent start times (limits with burst > 1)
+    kqueued         STRING  how many keyed tasks are ready
+    limits          HASH    key -> limit "<concurrency>|<rate>|<per>|<burst>|<adaptive>"
     rec             ZSET    recurrent schedule names, score = next run time
     rec:<name>      HASH    body, interval, repeats (-1: forever), stop ("": never), definition
     idle            ZSET    consumers waiting for work, score = until when
@@ -88,7 +97,7 @@ class RedisBackend(RedisInspection, Backend):
     def enqueue(self, queue: str, tasks: Sequence[NewTask]) -> list[str]:
         args: list[Any] = []
         for task in tasks:
-            args += [str(task.priority), repr(float(task.delay)), task.body]
+            args += [str(task.priority), repr(float(task.delay)), task.key or "", task.body]
         if not args:
             return []
         epoch, first = self._run("enqueue", prefix(queue), args)
@@ -200,6 +209,21 @@ class RedisBackend(RedisInspection, Backend):
 
     def recurrent_names(self, queue: str) -> list[str]:
         return [name.decode() for name in mapped(lambda: self.client.zrange(prefix(queue) + "rec", 0, -1))]
+
+    # -- limits of task keys ----------------------------------------------------------------------
+
+    def limit_set(self, queue: str, key: str | None, limit: str | None) -> bool:
+        return bool(self._run("set_limit", prefix(queue), [key or "", limit or ""], hot=False))
+
+    def limit_get(self, queue: str, key: str | None) -> str | None:
+        if key is None:
+            text = mapped(lambda: self.client.hget(prefix(queue) + "config", "default_limit"))
+        else:
+            text = mapped(lambda: self.client.hget(prefix(queue) + "limits", key))
+        return None if text is None else text.decode()
+
+    def limit_keys(self, queue: str) -> list[str]:
+        return sorted(key.decode() for key in mapped(lambda: self.client.hkeys(prefix(queue) + "limits")))
 
     # -- the rest --------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from typing import Any
 from .records import Claim, Ending, Exchange, ExchangeReply
 
 FLEET = "tu:"  # keys outside the queues
+DELAYED = (Ending.RETRY, Ending.THROTTLE)  # endings whose data is a delay in seconds
 
 
 def prefix(queue: str) -> str:
@@ -20,14 +21,15 @@ def prefix(queue: str) -> str:
 
 # Each script: the helper files it needs, in order; its own file comes last.
 SCRIPTS = {
-    "enqueue": ("_prelude", "_store", "_queue"),
-    "exchange": ("_prelude", "_store", "_queue", "_leases", "_settle", "_claim"),
+    "enqueue": ("_prelude", "_store", "_lanes", "_queue"),
+    "exchange": ("_prelude", "_store", "_lanes", "_queue", "_leases", "_settle", "_claim"),
     "renew": ("_prelude", "_store"),
-    "rest": ("_prelude", "_store", "_queue"),
+    "rest": ("_prelude", "_store", "_lanes", "_queue"),
     "counts": ("_prelude",),
     "status": ("_prelude",),
-    "requeue_failed": ("_prelude", "_store", "_queue"),
-    "schedule_recurrent": ("_prelude", "_store", "_queue"),
+    "requeue_failed": ("_prelude", "_store", "_lanes", "_queue"),
+    "schedule_recurrent": ("_prelude", "_store", "_lanes", "_queue"),
+    "set_limit": ("_prelude", "_store", "_lanes", "_queue"),
     "register_worker": ("_prelude", "_store"),
 }
 
@@ -58,7 +60,7 @@ def exchange_args(request: Exchange) -> list[Any]:
     ]
     for settled in request.settlements:
         claim = settled.claim
-        data = repr(settled.delay) if settled.ending is Ending.RETRY else settled.outcome
+        data = repr(settled.delay) if settled.ending in DELAYED else settled.outcome
         args += [settled.ending.value, claim.task_id.rpartition("-")[2], claim.token, data, settled.record]
     return args
 
@@ -71,7 +73,13 @@ def exchange_reply(request: Exchange, reply: list[Any]) -> ExchangeReply:
     epoch, queue, claims = reply[1].decode(), request.queue, []
     for i in range(4, len(reply), 2):
         seq, failures, crashes, body = reply[i + 1].split(b"|", 3)
-        claims.append(Claim(queue, f"{epoch}-{seq.decode()}", reply[i].decode(), body, int(failures), int(crashes)))
+        key = None
+        if body[:1] == b"@" and b"|" in body:  # a keyed task (lua/_lanes.lua)
+            name, body = body[1:].split(b"|", 1)
+            key = name.decode(errors="replace") or None
+        claims.append(
+            Claim(queue, f"{epoch}-{seq.decode()}", reply[i].decode(), body, int(failures), int(crashes), key)
+        )
     next_due = float(reply[3])
     return ExchangeReply(applied, claims, None if next_due < 0 else next_due, reply[2] == 1)
 

@@ -14,10 +14,12 @@ from typing import Any, Callable
 
 from ..backends.records import Claim, Ending, Settlement
 from ..config import Settings
+from ..errors import Throttled
 from ..task import TaskBody, pack, pack_checked, resolve
 
 log = logging.getLogger("taskutils.worker")
 SCALARS = frozenset({str, int, float, bool, bytes})  # always unpack as they were packed
+THROTTLE_LOG_SECONDS = 60.0
 COUNT_LIMIT = 10**15  # failure and crash counts are kept below this (Lua keeps whole numbers up to it)
 
 
@@ -49,6 +51,7 @@ class TaskExecutor:
         self.settings, self.allowed, self.consumer = settings, allowed, consumer
         self._resolved: dict[str, tuple[Callable[..., Any], inspect.Signature | None]] = {}
         self._resolving = threading.Lock()
+        self._throttle_logged: dict[str, float] = {}  # key or function -> when a throttle was last logged
 
     def run(self, claim: Claim) -> Settlement:
         """Run one claimed task; returns how its claim ends, whatever the task does."""
@@ -66,6 +69,8 @@ class TaskExecutor:
             return self._fail(claim, str(exc), ref=exc.ref)
         try:
             value = func(*body.args, **body.kwargs)
+        except Throttled as exc:
+            return self._throttled(claim, body, exc.retry_after)
         except TypeError:
             misfit = self._misfit(body)  # checked only now: binding a signature costs more than the call
             if misfit:
@@ -118,6 +123,16 @@ class TaskExecutor:
         with self._resolving:
             self._resolved[ref] = (func, signature)
         return func, signature
+
+    def _throttled(self, claim: Claim, body: TaskBody, retry_after: float) -> Settlement:
+        """Back without an attempt used; logged once per key (or function) per THROTTLE_LOG_SECONDS."""
+        subject = f"key {claim.key!r}" if claim.key else body.ref
+        now = time.monotonic()
+        if now - self._throttle_logged.get(subject, -THROTTLE_LOG_SECONDS) >= THROTTLE_LOG_SECONDS:
+            self._throttle_logged[subject] = now
+            log.warning("task %s (%s) throttled: %s waits %.3gs (logged once a minute per key)",
+                        claim.task_id, body.ref, subject, retry_after)
+        return Settlement(claim, Ending.THROTTLE, delay=retry_after)
 
     def _failed_attempt(self, claim: Claim, body: TaskBody, error: str) -> Settlement:
         failures = claim.failures + 1

@@ -1,9 +1,9 @@
--- Claiming (needs _prelude.lua, _store.lua, _queue.lua, _leases.lua), in four named steps:
--- promote due delayed tasks, fire due recurrent runs, put back the tasks of expired leases,
--- take ready tasks.
+-- Claiming (needs _prelude.lua, _store.lua, _lanes.lua, _queue.lua, _leases.lua), in four named
+-- steps: promote due delayed tasks, fire due recurrent runs, put back the tasks of expired leases,
+-- take ready tasks lane by lane, in turns.
 --
 -- Keys: P..'scheduled', P..'rec' (ZSET name -> next run), P..'rec:<name>' (HASH body, interval,
--- repeats, stop, definition), P..'leases', P..'inflight', P..'ready:<level>', P..'prios',
+-- repeats, stop, definition), P..'leases', P..'inflight', the lanes' keys (_lanes.lua),
 -- P..'config', P..'idle', P..'wake', P..'epoch', P..'seq', the state buckets.
 
 -- delayed tasks that are due become ready (at most 1000 per call)
@@ -13,12 +13,11 @@ local function promote_due_delayed(now)
   for k, member in ipairs(due) do
     local level, rest = split_level(member)
     ready[k] = {level, checked(rest)}
-    expect_keys('prios')
-    expect(P .. 'ready:' .. level, 'list')
+    expect_lane(lane_of(ready[k][2]), level)
     expect_buckets({seq_of(ready[k][2])})
   end
   for k, member in ipairs(due) do
-    push_ready(ready[k][1], ready[k][2])
+    push_ready(ready[k][1], ready[k][2], false, now)
     redis.call('ZREM', P .. 'scheduled', member)
   end
 end
@@ -39,10 +38,9 @@ local function fire_due_recurrent(now)
     local ends = true
     if body and not (stop and at > stop) then -- a run past the schedule's stop: it just ends
       local seq = hex(new_seqs(1) + 1)
-      expect_keys('prios')
-      expect(P .. 'ready:max', 'list')
+      expect_lane('', 'max')
       expect_buckets({seq})
-      push_ready('max', envelope_of(seq, 0, 0, body))
+      push_ready('max', envelope_of(seq, 0, 0, body), false, now)
       local upcoming = at
       if interval and interval > 0 and interval < math.huge then
         upcoming = next_on_grid(at, interval, now)
@@ -69,41 +67,42 @@ local function requeue_expired_leases(now)
   local expired = redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', lease_score(now), 'LIMIT', 0, 1000)
   if #expired == 0 then return end
   local leases = redis.call('HMGET', P .. 'inflight', unpack(expired))
-  local back = {}
+  local back, lanes = {}, {}
   for k = 1, #expired do
     expect_buckets({expired[k]})
     if leases[k] then
       local _, level, envelope = lease_fields(leases[k])
       back[k] = {level, checked(envelope)}
-      expect_keys('prios')
-      expect(P .. 'ready:' .. level, 'list')
+      local lane = lane_of(back[k][2])
+      expect_lane(lane, level)
       expect_buckets({seq_of(back[k][2])})
+      if lane ~= '' and back[k][2] == envelope then lanes[#lanes + 1] = lane end
     end
   end
-  end_leases(expired)
+  end_leases(expired, lanes, now)
   local orphans = {} -- a lease with no task (damaged by hand): its state goes
   for k = #expired, 1, -1 do -- each to the front: the last first
     local seq = nil
     if back[k] then
       local failures, crashes, body
       seq, failures, crashes, body = envelope_fields(back[k][2])
-      push_ready(back[k][1], envelope_of(seq, failures, crashes + 1, body), true)
+      push_ready(back[k][1], envelope_of(seq, failures, crashes + 1, body), true, now)
     end
     if seq ~= expired[k] then orphans[#orphans + 1] = expired[k] end
   end
   drop_states(orphans)
 end
 
--- take up to `limit` ready tasks by priority, FIFO within one, and lease them until `deadline`
--- with tokens <nonce>.<k>; appends token, envelope pairs to out and returns how many. The heads
--- of the lists are read and their keys checked first, then trimmed: nothing is taken that could
--- not be leased.
-local function take_ready(limit, deadline, nonce, out)
-  local batches, taken, count = {}, {}, 0
-  local levels = redis.call('ZRANGE', P .. 'prios', 0, -1)
-  for _, top in ipairs(levels) do
+-- lease up to `limit` ready tasks of one lane until `deadline`, by priority, FIFO within one,
+-- with tokens <nonce>.<n> (n counts on from out's length); appends token, envelope pairs to out
+-- and returns how many. The heads of the lists are read and their keys checked first, then
+-- trimmed: nothing is taken that could not be leased. `taken` holds the seqs taken by this call.
+local function take_from_lane(lane, limit, deadline, nonce, out, taken)
+  local batches, count = {}, 0
+  local prios = lane_prios(lane)
+  for _, top in ipairs(redis.call('ZRANGE', prios, 0, -1)) do
     if count >= limit then break end
-    local key = P .. 'ready:' .. top
+    local key = lane_list(lane, top)
     local items = redis.call('LRANGE', key, 0, math.min(limit - count, 500) - 1)
     local seqs = {}
     for k, item in ipairs(items) do
@@ -128,28 +127,57 @@ local function take_ready(limit, deadline, nonce, out)
     batches[#batches + 1] = {key, top, valid_level(top) and top or '0', items, seqs}
     count = count + #items
   end
-  if count > 0 then expect_keys('leases') end
   local entries = {}
   for _, batch in ipairs(batches) do
     local key, top, level, items, seqs = batch[1], batch[2], batch[3], batch[4], batch[5]
     if #items > 0 then redis.call('LTRIM', key, #items, -1) end
-    if redis.call('EXISTS', key) == 0 then redis.call('ZREM', P .. 'prios', top) end
+    if redis.call('EXISTS', key) == 0 then redis.call('ZREM', prios, top) end
     for k = 1, #items do
-      local token = nonce .. '.' .. (#entries + 1)
+      local token = nonce .. '.' .. ((#out - 2) / 2 + 1)
       entries[#entries + 1] = {seqs[k], token, level, items[k]}
       out[#out + 1] = token
       out[#out + 1] = items[k]
     end
   end
   make_leases(entries, deadline)
+  if lane ~= '' and #entries > 0 then redis.call('DECRBY', P .. 'kqueued', #entries) end
   return #entries
 end
 
--- seconds until the first delayed task, recurrent run or lease deadline, or "-1" if none: how long
--- a consumer that got nothing may wait
+-- take up to `limit` ready tasks, lane by lane in turns (_lanes.lua): one task of a lane per
+-- turn, or as many as wanted of the only lane in turns when its key has no limit
+local function take_ready(limit, deadline, nonce, out, now)
+  promote_later(now)
+  if redis.call('EXISTS', P .. 'prios') == 1 then place_lane('', now) end -- unkeyed work stored before lanes
+  local count, taken = 0, {}
+  while count < limit do
+    local heads = redis.call('ZRANGE', P .. 'turns', 0, 1)
+    local lane = heads[1]
+    if not lane then break end
+    local limit_of_lane, allowed = limit_of(lane), 0
+    if lane == '' or not limit_of_lane then
+      allowed = #heads == 1 and limit - count or 1
+    end
+    if lane ~= '' then
+      expect_lane(lane, '0')
+      local at = next_start(lane, limit_of_lane)
+      if at == nil or at > now then allowed = 0 elseif limit_of_lane then allowed = 1 end
+    end
+    if allowed > 0 then
+      local got = take_from_lane(lane, allowed, deadline, nonce, out, taken)
+      if lane ~= '' and got > 0 then lane_started(lane, limit_of_lane, got, now) end
+      count = count + got
+    end
+    after_turn(lane, now)
+  end
+  return count
+end
+
+-- seconds until the first delayed task, recurrent run, lease deadline or lane's time, or "-1" if
+-- none: how long a consumer that got nothing may wait
 local function seconds_to_next_due(now)
   local next_due = nil
-  for _, key in ipairs({'scheduled', 'rec', 'leases'}) do
+  for _, key in ipairs({'scheduled', 'rec', 'leases', 'later'}) do
     local first = tonumber(redis.call('ZRANGE', P .. key, 0, 0, 'WITHSCORES')[2])
     if first and key == 'leases' then first = first / 1000 end
     if first and (next_due == nil or first < next_due) then next_due = first end
@@ -175,7 +203,8 @@ local function claim(consumer, want, lease, idle_for, nonce, now)
     out[1] = 1
     want = math.min(want, free)
   end
-  local taken = take_ready(want, now + lease, nonce, out)
+  expect_keys('leases', 'inflight', 'turns', 'later')
+  local taken = take_ready(want, now + lease, nonce, out, now)
   if taken < asked then
     pcall(redis.call, 'ZADD', P .. 'idle', now + idle_for, consumer) -- best effort, as waking is
     if taken == 0 then redis.call('DEL', P .. 'wake') end

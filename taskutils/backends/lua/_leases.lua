@@ -1,9 +1,10 @@
 -- Leases: the one place that makes them and the one place that ends them (needs _prelude.lua,
--- _store.lua).
+-- _store.lua, _lanes.lua).
 --
 -- Keys: P..'leases' (ZSET seq -> deadline in ms: the running tasks, which the concurrency cap
 -- counts), P..'inflight' (HASH seq -> lease value, see _prelude.lua), the state buckets.
--- A task is running exactly while it has a lease; its token is unique to that lease.
+-- A task is running exactly while it has a lease; its token is unique to that lease. A keyed
+-- task's lease holds one of its key's slots (ks:<K> run, _lanes.lua) for as long.
 
 -- lease claimed tasks until `deadline`: entries are {seq, token, level, envelope}; one call per key
 local function make_leases(entries, deadline)
@@ -21,9 +22,12 @@ local function make_leases(entries, deadline)
   set_states(seqs, 'r')
 end
 
--- end the leases of seqs (their state is set by whatever comes next: ready, scheduled, finished)
-local function end_leases(seqs)
+-- end the leases of seqs (their state is set by whatever comes next: ready, scheduled, finished),
+-- and free the key slots they held: `lanes` has the lane of each keyed one (the caller checked
+-- its keys with expect_lane)
+local function end_leases(seqs, lanes, now)
   if #seqs == 0 then return end
   call_in_chunks('HDEL', P .. 'inflight', seqs)
   call_in_chunks('ZREM', P .. 'leases', seqs)
+  for _, lane in ipairs(lanes) do lane_released(lane, now) end
 end

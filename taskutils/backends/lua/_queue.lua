@@ -1,6 +1,7 @@
--- Making tasks ready or scheduled, and waking waiting consumers (needs _prelude.lua, _store.lua).
+-- Making tasks ready or scheduled, and waking waiting consumers (needs _prelude.lua, _store.lua,
+-- _lanes.lua).
 --
--- Keys: P..'ready:<level>', P..'prios', P..'scheduled', P..'idle', P..'wake', P..'config',
+-- Keys: the lanes' keys (_lanes.lua), P..'scheduled', P..'idle', P..'wake', P..'config',
 -- P..'leases', and the state buckets of _store.lua.
 --
 -- Waking is best effort: a broken `idle` or `wake` key (the wrong type) must not fail what was
@@ -15,26 +16,32 @@
 -- waiting than there is new work, one spare token goes out, and a consumer whose wait ends
 -- looks for work by itself.
 
-local function mark_level(level)
+local function mark_level(lane, level)
   local rank = level_rank(level)
-  redis.call('ZADD', P .. 'prios', rank == -math.huge and '-inf' or rank, level)
+  redis.call('ZADD', lane_prios(lane), rank == -math.huge and '-inf' or rank, level)
 end
 
--- make a task ready at the back of its level (at the front, to run next); the caller has checked
--- ready:<level>, prios and the task's state bucket (see expect in _store.lua)
-local function push_ready(level, envelope, front)
-  redis.call(front and 'LPUSH' or 'RPUSH', P .. 'ready:' .. level, envelope)
-  mark_level(level)
+-- make a task ready at the back of its lane's level (at the front, to run next); the caller has
+-- checked the lane's keys (expect_lane) and the task's state bucket. Returns true if a waiting
+-- consumer should look (place_lane in _lanes.lua); `now` may be nil (then the clock is read).
+local function push_ready(level, envelope, front, now)
+  local lane = lane_of(envelope)
+  redis.call(front and 'LPUSH' or 'RPUSH', lane_list(lane, level), envelope)
+  mark_level(lane, level)
   set_state(seq_of(envelope), 'q')
+  if lane ~= '' then redis.call('INCR', P .. 'kqueued') end
+  return place_lane(lane, now)
 end
 
--- make tasks of one level ready at its back, in order: one call per key for the lot
-local function push_ready_many(level, envelopes)
-  call_in_chunks('RPUSH', P .. 'ready:' .. level, envelopes)
-  mark_level(level)
+-- make tasks of one lane and level ready at its back, in order: one call per key for the lot
+local function push_ready_many(lane, level, envelopes, now)
+  call_in_chunks('RPUSH', lane_list(lane, level), envelopes)
+  mark_level(lane, level)
   local seqs = {}
   for k, envelope in ipairs(envelopes) do seqs[k] = seq_of(envelope) end
   set_states(seqs, 'q')
+  if lane ~= '' then redis.call('INCRBY', P .. 'kqueued', #envelopes) end
+  return place_lane(lane, now)
 end
 
 -- push wake tokens so that up to n waiting consumers (plus a spare, see above) look for work;
@@ -65,12 +72,14 @@ local function free_slots()
   return math.max(tonumber(cap) - redis.call('ZCARD', P .. 'leases'), 0)
 end
 
--- wake waiting consumers for the ready work the cap lets start (after settling or claiming)
+-- wake waiting consumers for the ready work the cap lets start (after settling or claiming): a
+-- task of each lane in turn, and every task of the unkeyed lane's top level
 local function wake_for_ready(now)
   if redis.call('EXISTS', P .. 'idle') == 0 then return end
+  local startable = redis.call('ZCARD', P .. 'turns')
   local top = redis.call('ZRANGE', P .. 'prios', 0, 0)[1]
-  if not top then return end
-  local startable = redis.call('LLEN', P .. 'ready:' .. top)
+  if top then startable = startable - 1 + redis.call('LLEN', P .. 'ready:' .. top) end
+  if startable <= 0 then return end
   local free = free_slots()
   if free then startable = math.min(startable, free) end
   wake(startable, now)

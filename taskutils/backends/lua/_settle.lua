@@ -1,4 +1,5 @@
--- Settling the claims a worker finished (needs _prelude.lua, _store.lua, _queue.lua, _leases.lua).
+-- Settling the claims a worker finished (needs _prelude.lua, _store.lua, _lanes.lua, _queue.lua,
+-- _leases.lua).
 --
 -- Keys: P..'inflight', P..'leases', P..'failed' (HASH seq -> "<level>|<envelope>" of a task
 -- failed for good), P..'failed_info' (HASH seq -> failure record), the state and outcome buckets,
@@ -6,40 +7,48 @@
 --
 -- Settlements are ARGV groups of 5 from index `from`: kind, seq, token, data, failure record.
 -- kind "d" done (data: outcome), "f" failed for good (data: outcome; record), "r" retry (data:
--- delay seconds), "b" hand back unfinished, to the front of its level (data unused).
+-- delay seconds), "b" hand back unfinished, to the front of its level (data unused), "t" throttled
+-- (data: seconds): no attempt counted; a keyed task goes back to the front of its lane and its
+-- key takes no task for that long, an unkeyed one waits that long alone.
 -- Each applies only if its token still holds the task's lease, and at most once per call. Every
 -- key a settlement writes is checked before the first write (see expect in _store.lua). The
 -- bookkeeping of the whole batch is one call per key, not a few per task: a call from Lua costs
 -- more than the work it does on these small keys.
 
--- a failed attempt goes back, now or after `delay`, with one more failure counted
-local function retry(level, envelope, delay, now)
-  local seq, failures, crashes, body = envelope_fields(envelope)
-  local again = envelope_of(seq, failures + 1, crashes, body)
+-- a task goes back into its lane now (to the front if `front`), or after `delay` seconds
+local function requeue(level, envelope, delay, now, front)
   if delay > 0 then
-    schedule(level, again, now + delay, now)
+    schedule(level, envelope, now + delay, now)
   else
-    push_ready(level, again)
+    push_ready(level, envelope, front, now)
   end
 end
 
--- the settlements whose token holds the lease: {seq, kind, index in ARGV, level, envelope, k}, with
--- the keys they will write checked
+-- a failed attempt goes back, now or after `delay`, with one more failure counted
+local function retry(level, envelope, delay, now)
+  local seq, failures, crashes, body = envelope_fields(envelope)
+  requeue(level, envelope_of(seq, failures + 1, crashes, body), delay, now, false)
+end
+
+-- the settlements whose token holds the lease: {seq, kind, index in ARGV, level, envelope, k, lane},
+-- with the keys they will write checked
 local function holding(from, seqs, leases)
   local settling, seen = {}, {}
   for k, seq in ipairs(seqs) do
     local i = from + (k - 1) * 5
     if leases[k] and not seen[seq] and token_of(leases[k]) == ARGV[i + 2] then
       seen[seq] = true
-      local entry = {seq, ARGV[i], i, false, false, k}
-      if ARGV[i] ~= 'd' then -- only these need the lease's level and envelope
-        local _, level, envelope = lease_fields(leases[k])
-        entry[4], entry[5] = level, checked(envelope)
+      local _, level, rest = lease_fields(leases[k])
+      local lane = is_envelope(rest) and lane_of(rest) or ''
+      local entry = {seq, ARGV[i], i, level, false, k, lane}
+      if lane ~= '' then expect_lane(lane, level) end
+      if ARGV[i] ~= 'd' then -- only these need the lease's envelope
+        entry[5] = checked(rest)
         if ARGV[i] == 'f' then
           expect_keys('failed', 'failed_info')
         else
-          expect_keys('prios', 'scheduled')
-          expect(P .. 'ready:' .. level, 'list')
+          expect_keys('scheduled')
+          expect_lane(lane_of(entry[5]), level)
           expect_buckets({seq_of(entry[5])})
         end
       end
@@ -50,6 +59,16 @@ local function holding(from, seqs, leases)
   return settling
 end
 
+-- a throttled task: see the header
+local function throttle(level, envelope, lane, seconds, now)
+  if lane ~= '' then
+    lane_throttled(lane, seconds, now)
+    push_ready(level, envelope, true, now)
+  else
+    requeue(level, envelope, seconds, now, true)
+  end
+end
+
 -- returns one "1" (applied) or "0" (the lease had moved on) per settlement, as one string
 local function settle(from, now, ttl)
   local seqs = {}
@@ -57,12 +76,13 @@ local function settle(from, now, ttl)
   if #seqs == 0 then return '' end
   local settling = holding(from, seqs, redis.call('HMGET', P .. 'inflight', unpack(seqs)))
   if #settling > 0 then expect_keys('leases') end
-  local applied, ended, finished, kept, outcomes = {}, {}, {}, {}, {}
+  local applied, ended, lanes, finished, kept, outcomes = {}, {}, {}, {}, {}, {}
   for k = 1, #seqs do applied[k] = '0' end
   for _, entry in ipairs(settling) do
-    local seq, kind, i, level, envelope = entry[1], entry[2], entry[3], entry[4], entry[5]
+    local seq, kind, i, level, envelope, lane = entry[1], entry[2], entry[3], entry[4], entry[5], entry[7]
     applied[entry[6]] = '1'
     ended[#ended + 1] = seq
+    if lane ~= '' then lanes[#lanes + 1] = lane end
     if kind == 'd' or kind == 'f' then
       finished[#finished + 1] = seq
       kept[#kept + 1] = seq
@@ -72,13 +92,17 @@ local function settle(from, now, ttl)
     if kind == 'r' then
       retry(level, envelope, tonumber(ARGV[i + 3]) or 0, now)
     elseif kind == 'b' then
-      push_ready(level, envelope, true)
+      push_ready(level, envelope, true, now)
+    elseif kind == 't' then
+      throttle(level, envelope, lane, tonumber(ARGV[i + 3]) or 0, now)
     elseif kind == 'f' then
       redis.call('HSET', P .. 'failed', seq, level .. '|' .. envelope)
       redis.call('HSET', P .. 'failed_info', seq, ARGV[i + 4])
+    elseif lane ~= '' then
+      lane_succeeded(lane)
     end
   end
-  end_leases(ended)
+  end_leases(ended, lanes, now)
   drop_states(finished)
   keep_outcomes(kept, outcomes, ttl)
   return table.concat(applied)

@@ -1,7 +1,7 @@
 -- One round trip of a worker on one queue: settle the claims it finished, then claim more.
 -- KEYS[1] - the queue's prefix P. Touches P .. inflight, leases, state:*, outcome:*, failed,
---           failed_info, ready:*, prios, scheduled, rec, rec:*, config, idle, wake, epoch, seq
---           (see _settle.lua, _claim.lua, _queue.lua)
+--           failed_info, the lanes' keys, scheduled, rec, rec:*, config, idle, wake, epoch, seq
+--           (see _settle.lua, _claim.lua, _lanes.lua, _queue.lua)
 -- ARGV[1] - consumer id
 -- ARGV[2] - most tasks to claim (0: settle only)
 -- ARGV[3] - lease seconds (the visibility timeout)

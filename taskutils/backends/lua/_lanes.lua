@@ -1,0 +1,233 @@
+-- Lanes: where ready tasks wait, in turns, under the limits of their keys (needs _prelude.lua,
+-- _store.lua).
+--
+-- Every ready task is in one lane: a task enqueued with a key (a crawler's domain) in the lane of
+-- that key, every other task in the unkeyed lane "". Within a lane, tasks go by priority, FIFO
+-- within one. Between lanes, dispatch goes round-robin: a lane that was just served goes behind
+-- every other lane that may start a task now.
+--
+-- Keys (K is a task key):
+--   prios, ready:<level>  the unkeyed lane: levels with ready tasks (ZSET, score -priority) and
+--                         each level's envelopes (LIST); as they were before keys existed
+--   kp:<K>, kq:<K>:<level>  the same, for the lane of key K
+--   turns     ZSET lane -> turn number: lanes whose next task may start now; the lowest is served
+--             next, and a lane served goes to the back (the highest number + 1)
+--   later     ZSET lane -> time: lanes whose next task must wait for its key's rate or a throttle
+--             (a lane at its key's concurrency limit is in neither: one of its tasks ending puts
+--             it back), so that dispatch never looks at a lane that cannot start a task
+--   limits    HASH K -> limit "<concurrency>|<rate>|<per>|<burst>|<adaptive 1/0>" ("" = none);
+--             config field default_limit: the limit of every key without its own entry
+--   ks:<K>    HASH run (tasks of K running), tat (the GCRA theoretical arrival time), until
+--             (throttled until then), rate (the adaptive rate now, if lowered); it expires once
+--             the lane is empty, nothing of it runs, and its times have passed
+--   kl:<K>    LIST start times of K, newest first, for a limit with burst > 1 (floor(rate) kept)
+--   kqueued   STRING how many keyed tasks are ready (counts)
+--
+-- Rates are a GCRA (generic cell rate algorithm): a start at `now` is allowed once now >= tat -
+-- (burst - 1) * per / rate, and moves tat to max(tat, now) + per / rate. With burst 1 that spaces
+-- starts at least per / rate apart, so no window of `per` seconds holds more than `rate` starts.
+-- A burst above 1 lets that many start at once; the start log kl:<K> then keeps any window of
+-- `per` seconds to `rate` starts.
+
+-- a well-formed envelope's lane: a keyed envelope's body starts with "@<key>|"
+local function lane_of(envelope)
+  local first = string.find(envelope, '|', 1, true)
+  local second = string.find(envelope, '|', first + 1, true)
+  local third = string.find(envelope, '|', second + 1, true)
+  if string.byte(envelope, third + 1) ~= 64 then return '' end
+  local bar = string.find(envelope, '|', third + 2, true)
+  return bar and string.sub(envelope, third + 2, bar - 1) or ''
+end
+
+local function lane_prios(lane)
+  if lane == '' then return P .. 'prios' end
+  return P .. 'kp:' .. lane
+end
+
+local function lane_list(lane, level)
+  if lane == '' then return P .. 'ready:' .. level end
+  return P .. 'kq:' .. lane .. ':' .. level
+end
+
+-- the keys a task of `lane` at `level` may write when it is made ready, checked (see expect)
+local function expect_lane(lane, level)
+  expect(lane_prios(lane), 'zset')
+  expect(lane_list(lane, level), 'list')
+  expect_keys('turns')
+  if lane ~= '' then
+    expect_keys('limits', 'config', 'later', 'kqueued') -- limits and config are read before writing
+    expect(P .. 'ks:' .. lane, 'hash')
+    expect(P .. 'kl:' .. lane, 'list')
+  end
+end
+
+-- "<concurrency>|<rate>|<per>|<burst>|<adaptive>" -> a table, or false for none
+local function parse_limit(text)
+  if not text or text == '' then return false end
+  local f = {}
+  for field in string.gmatch(text .. '|', '([^|]*)|') do f[#f + 1] = field end
+  local limit = {concurrency = tonumber(f[1]), rate = tonumber(f[2]), per = tonumber(f[3]) or 1,
+    burst = math.max(tonumber(f[4]) or 1, 1), adaptive = f[5] == '1'}
+  if limit.rate and not (limit.rate > 0 and limit.per > 0) then limit.rate = nil end
+  if not limit.concurrency and not limit.rate then return false end
+  return limit
+end
+
+local limit_cache = {}
+local default_limit = nil
+-- the limit of a key (its own, else the queue's default), or false when it has none
+local function limit_of(lane)
+  if lane == '' then return false end
+  if limit_cache[lane] == nil then
+    local own = redis.call('HGET', P .. 'limits', lane)
+    if own then
+      limit_cache[lane] = parse_limit(own)
+    else
+      if default_limit == nil then default_limit = parse_limit(redis.call('HGET', P .. 'config', 'default_limit')) end
+      limit_cache[lane] = default_limit
+    end
+  end
+  return limit_cache[lane]
+end
+
+-- a key's state: running tasks, tat, throttled until, adaptive rate (nil if not lowered)
+local function lane_state(lane)
+  local st = redis.call('HMGET', P .. 'ks:' .. lane, 'run', 'tat', 'until', 'rate')
+  return tonumber(st[1]) or 0, tonumber(st[2]) or 0, tonumber(st[3]) or 0, tonumber(st[4])
+end
+
+-- when the next task of a keyed lane may start (a time, possibly past), or nil while the key is
+-- at its concurrency limit
+local function next_start(lane, limit)
+  local run, tat, throttled_until, rate = lane_state(lane)
+  if limit and limit.concurrency and run >= limit.concurrency then return nil end
+  local at = throttled_until
+  if limit and limit.rate then
+    local interval = limit.per / (rate or limit.rate)
+    at = math.max(at, tat - (limit.burst - 1) * interval)
+    local window = math.floor(limit.rate)
+    if limit.burst > 1 and redis.call('LLEN', P .. 'kl:' .. lane) >= window then
+      at = math.max(at, tonumber(redis.call('LINDEX', P .. 'kl:' .. lane, window - 1)) + limit.per)
+    end
+  end
+  return at
+end
+
+-- `count` tasks of a keyed lane started at `now`: count them running, and move its rate on
+local function lane_started(lane, limit, count, now)
+  local ks = P .. 'ks:' .. lane
+  redis.call('HINCRBY', ks, 'run', count)
+  redis.call('PERSIST', ks) -- an idle lane's state was set to expire
+  if not (limit and limit.rate) then return end
+  local _, tat, _, rate = lane_state(lane)
+  redis.call('HSET', ks, 'tat', string.format('%.17g', math.max(tat, now) + count * limit.per / (rate or limit.rate)))
+  if limit.burst > 1 then
+    local kl = P .. 'kl:' .. lane
+    for _ = 1, count do redis.call('LPUSH', kl, string.format('%.17g', now)) end
+    redis.call('LTRIM', kl, 0, math.floor(limit.rate) - 1)
+    redis.call('PERSIST', kl)
+  end
+end
+
+-- a lane with no ready task and nothing running keeps its state only while its times matter
+local function lane_idle(lane, now)
+  local run, tat, throttled_until, rate = lane_state(lane)
+  if run > 0 then return end
+  local ks, kl = P .. 'ks:' .. lane, P .. 'kl:' .. lane
+  local until_time = math.max(tat, throttled_until)
+  local newest = tonumber(redis.call('LINDEX', kl, 0))
+  local limit = limit_of(lane)
+  if newest and limit and limit.rate then until_time = math.max(until_time, newest + limit.per) end
+  if rate then until_time = math.max(until_time, now + 600) end -- a lowered rate is remembered a while
+  local ms = math.ceil((until_time - now) * 1000)
+  if ms <= 0 then
+    redis.call('DEL', ks, kl)
+  else
+    redis.call('PEXPIRE', ks, ms)
+    if newest then redis.call('PEXPIRE', kl, ms) end
+  end
+end
+
+local function add_turn(lane)
+  local last = tonumber(redis.call('ZRANGE', P .. 'turns', -1, -1, 'WITHSCORES')[2]) or 0
+  redis.call('ZADD', P .. 'turns', last + 1, lane)
+end
+
+-- put a lane that has ready tasks where dispatch will find it (unless it is there already);
+-- returns true if a waiting consumer should look: the lane is the unkeyed one (each of its tasks
+-- may start), or a keyed lane that may now start a task, or is now the first lane to wait for a
+-- time. `now` may be nil (then the clock is read if needed).
+local function place_lane(lane, now)
+  if lane == '' then
+    if not redis.call('ZSCORE', P .. 'turns', lane) then add_turn(lane) end
+    return true
+  end
+  if redis.call('ZSCORE', P .. 'turns', lane) or redis.call('ZSCORE', P .. 'later', lane) then return false end
+  now = now or clock()
+  local at = next_start(lane, limit_of(lane))
+  if at == nil then return false end -- at its concurrency limit
+  if at > now then
+    local first = tonumber(redis.call('ZRANGE', P .. 'later', 0, 0, 'WITHSCORES')[2])
+    redis.call('ZADD', P .. 'later', at, lane)
+    return first == nil or at < first
+  end
+  add_turn(lane)
+  return true
+end
+
+-- a lane after its turn: to the back of the turns, or where its limits put it, or out if empty
+local function after_turn(lane, now)
+  redis.call('ZREM', P .. 'turns', lane)
+  if redis.call('EXISTS', lane_prios(lane)) == 1 then
+    place_lane(lane, now)
+  elseif lane ~= '' then
+    lane_idle(lane, now)
+  end
+end
+
+-- a task of a keyed lane stopped running: its slot is free
+local function lane_released(lane, now)
+  local ks = P .. 'ks:' .. lane
+  if redis.call('HINCRBY', ks, 'run', -1) <= 0 then redis.call('HDEL', ks, 'run') end
+  if redis.call('EXISTS', lane_prios(lane)) == 1 then
+    place_lane(lane, now)
+  else
+    lane_idle(lane, now)
+  end
+end
+
+-- lanes whose time came join the turns, in the order of their times (at most 1000 per call)
+local function promote_later(now)
+  local due = redis.call('ZRANGEBYSCORE', P .. 'later', '-inf', now, 'LIMIT', 0, 1000)
+  for _, lane in ipairs(due) do
+    redis.call('ZREM', P .. 'later', lane)
+    if not redis.call('ZSCORE', P .. 'turns', lane) then add_turn(lane) end
+  end
+end
+
+-- a keyed task was throttled for `seconds`: its lane takes no task until then; an adaptive limit
+-- halves the key's rate (down to a sixteenth of its limit)
+local function lane_throttled(lane, seconds, now)
+  local ks = P .. 'ks:' .. lane
+  local _, _, throttled_until, rate = lane_state(lane)
+  redis.call('HSET', ks, 'until', string.format('%.17g', math.max(throttled_until, now + seconds)))
+  local limit = limit_of(lane)
+  if limit and limit.rate and limit.adaptive then
+    redis.call('HSET', ks, 'rate', string.format('%.17g', math.max((rate or limit.rate) / 2, limit.rate / 16)))
+  end
+end
+
+-- a keyed task succeeded: an adaptive limit's lowered rate climbs back by a 32nd of its limit
+local function lane_succeeded(lane)
+  local limit = limit_of(lane)
+  if not (limit and limit.rate and limit.adaptive) then return end
+  local ks = P .. 'ks:' .. lane
+  local rate = tonumber(redis.call('HGET', ks, 'rate'))
+  if not rate then return end
+  rate = rate + limit.rate / 32
+  if rate >= limit.rate then
+    redis.call('HDEL', ks, 'rate')
+  else
+    redis.call('HSET', ks, 'rate', string.format('%.17g', rate))
+  end
+end
