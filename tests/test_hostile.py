@@ -260,3 +260,39 @@ def test_a_claim_that_meets_a_broken_list_takes_nothing(redis_url):
         backend.client.delete(P + "ready:0")
         assert [held.task_id for held in claim(backend, 4)] == ids
         backend.close()
+
+
+def test_a_broken_key_lane_does_not_hold_up_the_other_keys(redis_url):
+    """One key's list holds the wrong type: the other keys' tasks are claimed, and once nothing
+    else is left the claim reports the broken key."""
+    for backend in raw_backends(redis_url):
+        fine = backend.enqueue("default", [NewTask(body("tests.fleet_tasks:mark", ["k", "v"]), 0, 0, "fine")] * 2)
+        backend.enqueue("default", [NewTask(body("tests.fleet_tasks:mark", ["k", "v"]), 0, 0, "broken")])
+        backend.client.delete(P + "kq:broken:0")
+        backend.client.set(P + "kq:broken:0", "not a list")
+        assert [held.task_id for held in claim(backend, 4)] == fine
+        assert claim(backend, 4) == []  # the broken key waits a second before it is tried again
+        time.sleep(1.05)
+        with pytest.raises(BrokerError) as refused:
+            claim(backend, 4)
+        if not isinstance(backend.client, fakeredis.FakeRedis):  # fakeredis drops the text of a script's error
+            assert "WRONGTYPE tu:{default}:kq:broken:0" in str(refused.value)
+        backend.close()
+
+
+def test_damaged_counts_and_limits_written_by_hand_do_not_stop_a_key(redis_url):
+    for backend in raw_backends(redis_url):
+        backend.client.set(P + "kqueued", "garbage")
+        backend.client.hset(P + "limits", "k", "zero|nan|-1|x|1")  # no usable bound: unlimited
+        ids = backend.enqueue("default", [NewTask(body("tests.fleet_tasks:mark", ["k", "v"]), 0, 0, "k")] * 3)
+        assert backend.counts("default").queued == 3
+        assert [held.task_id for held in claim(backend, 5)] == ids
+        backend.close()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1, "soon", True])
+def test_throttled_with_a_bad_retry_after_is_a_clear_failure(bad):
+    from taskutils import Throttled
+
+    with pytest.raises(ValueError, match="retry_after"):
+        Throttled(retry_after=bad)

@@ -144,32 +144,46 @@ local function take_from_lane(lane, limit, deadline, nonce, out, taken)
   return #entries
 end
 
--- take up to `limit` ready tasks, lane by lane in turns (_lanes.lua): one task of a lane per
--- turn, or as many as wanted of the only lane in turns when its key has no limit
+-- one turn of a lane: take what its limits allow (as many as wanted, up to `room`, when `alone`
+-- and it has no limit; else one), then put it back where it belongs; returns how many it took
+local function serve_lane(lane, alone, room, deadline, nonce, out, taken, now)
+  local limit, allowed = limit_of(lane), 1
+  if alone and not limit then allowed = room end
+  if lane ~= '' then
+    expect_lane(lane, '0')
+    local at = next_start(lane, limit)
+    if at == nil or at > now then allowed = 0 end
+  end
+  local got = 0
+  if allowed > 0 then
+    got = take_from_lane(lane, allowed, deadline, nonce, out, taken)
+    if lane ~= '' and got > 0 then lane_started(lane, limit, got, now) end
+  end
+  after_turn(lane, now)
+  return got
+end
+
+-- take up to `limit` ready tasks, lane by lane in turns (_lanes.lua). A lane whose keys are
+-- broken (the wrong type) fails only its own turn, before writing anything, and waits a second
+-- before it is tried again: the other lanes go on. The error is raised if nothing could be taken.
 local function take_ready(limit, deadline, nonce, out, now)
   promote_later(now)
   if redis.call('EXISTS', P .. 'prios') == 1 then place_lane('', now) end -- unkeyed work stored before lanes
-  local count, taken = 0, {}
+  local count, taken, broken = 0, {}, nil
   while count < limit do
     local heads = redis.call('ZRANGE', P .. 'turns', 0, 1)
     local lane = heads[1]
     if not lane then break end
-    local limit_of_lane, allowed = limit_of(lane), 0
-    if lane == '' or not limit_of_lane then
-      allowed = #heads == 1 and limit - count or 1
-    end
-    if lane ~= '' then
-      expect_lane(lane, '0')
-      local at = next_start(lane, limit_of_lane)
-      if at == nil or at > now then allowed = 0 elseif limit_of_lane then allowed = 1 end
-    end
-    if allowed > 0 then
-      local got = take_from_lane(lane, allowed, deadline, nonce, out, taken)
-      if lane ~= '' and got > 0 then lane_started(lane, limit_of_lane, got, now) end
+    local ok, got = pcall(serve_lane, lane, #heads == 1, limit - count, deadline, nonce, out, taken, now)
+    if ok then
       count = count + got
+    else
+      broken = type(got) == 'table' and got.err or tostring(got) -- redis.call's errors come as text
+      redis.call('ZREM', P .. 'turns', lane)
+      redis.call('ZADD', P .. 'later', now + 1, lane)
     end
-    after_turn(lane, now)
   end
+  if broken and count == 0 then error({err = broken}) end
   return count
 end
 

@@ -56,6 +56,8 @@ local function expect_lane(lane, level)
   expect_keys('turns')
   if lane ~= '' then
     expect_keys('limits', 'config', 'later', 'kqueued') -- limits and config are read before writing
+    local queued = redis.call('GET', P .. 'kqueued')
+    if queued and not string.find(queued, '^%d+$') then redis.call('DEL', P .. 'kqueued') end -- only counts
     expect(P .. 'ks:' .. lane, 'hash')
     expect(P .. 'kl:' .. lane, 'list')
   end
@@ -69,6 +71,7 @@ local function parse_limit(text)
   local limit = {concurrency = tonumber(f[1]), rate = tonumber(f[2]), per = tonumber(f[3]) or 1,
     burst = math.max(tonumber(f[4]) or 1, 1), adaptive = f[5] == '1'}
   if limit.rate and not (limit.rate > 0 and limit.per > 0) then limit.rate = nil end
+  if limit.concurrency and not (limit.concurrency >= 1) then limit.concurrency = nil end -- damaged by hand
   if not limit.concurrency and not limit.rate then return false end
   return limit
 end

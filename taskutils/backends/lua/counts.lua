@@ -2,7 +2,7 @@
 -- KEYS[1] - the queue's prefix P. Touches P .. prios, ready:*, kqueued, scheduled, leases, failed
 --           (reads only)
 -- returns   {scheduled, queued, running, failed}
-local queued = tonumber(redis.call('GET', P .. 'kqueued')) or 0 -- keyed tasks (_lanes.lua)
+local queued = math.max(tonumber(redis.call('GET', P .. 'kqueued')) or 0, 0) -- keyed tasks (_lanes.lua)
 for _, level in ipairs(redis.call('ZRANGE', P .. 'prios', 0, -1)) do
   queued = queued + redis.call('LLEN', P .. 'ready:' .. level)
 end
