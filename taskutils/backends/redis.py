@@ -29,6 +29,12 @@ Keys of queue Q all start with "tu:{Q}:" (one hash tag, so one Cluster slot):
     idle            ZSET    consumers waiting for work, score = until when
     wake            LIST    wake tokens for waiting consumers (lua/_queue.lua)
     wake:<consumer> LIST    "1" to end that consumer's wait at once (it stops, or has settlements to send)
+    cancel_q, cancel_s  SET seqs of tasks cancelled while queued or scheduled, until a claim or the
+                            schedule meets them in their list (lua/cancel.lua)
+    cancel_run      SET     seqs of running tasks asked to stop (current_task().cancelled)
+    unique          HASH    unique value -> seq of the task holding it (lua/_unique.lua)
+    unique_of       HASH    seq -> "<unique_for>|<value>" of each pending task holding a value
+    unique_until    ZSET    values held after their task ended, score = when the hold ends
 
 Outside the queues: "tu:workers" (ZSET consumer -> last heartbeat) and "tu:worker:<consumer>"
 (HASH host, pid, threads, queues, heartbeat; expires unless renewed). Formats and each
@@ -97,12 +103,18 @@ class RedisBackend(RedisInspection, Backend):
     def enqueue(self, queue: str, tasks: Sequence[NewTask]) -> list[str]:
         args: list[Any] = []
         for task in tasks:
-            args += [str(task.priority), repr(float(task.delay)), task.key or "", task.body]
+            args += [
+                str(task.priority), repr(float(task.delay)), task.key or "", task.unique or "",
+                repr(float(task.unique_for)), task.body,
+            ]
         if not args:
             return []
-        epoch, first = self._run("enqueue", prefix(queue), args)
+        epoch, first, *held = self._run("enqueue", prefix(queue), args)
         epoch = epoch.decode()
-        return [f"{epoch}-{first + k:x}" for k in range(1, len(tasks) + 1)]
+        ids = [f"{epoch}-{first + k:x}" for k in range(1, len(tasks) + 1)]
+        for index, seq in zip(held[::2], held[1::2]):  # tasks whose unique value another task holds
+            ids[index - 1] = f"{epoch}-{seq.decode()}"
+        return ids
 
     def exchange(self, request: Exchange) -> ExchangeReply:
         return exchange_reply(request, self._run("exchange", prefix(request.queue), exchange_args(request)))
@@ -156,7 +168,9 @@ class RedisBackend(RedisInspection, Backend):
 
     def interrupt(self, queues: Sequence[str], consumer: str) -> None:
         """RPUSH and EXPIRE, pipelined on the calling thread's connection: the doorbell of a
-        worker rings it after most tasks an idle worker runs."""
+        worker rings it after most tasks an idle worker runs. A connection that broke since its
+        last use (Redis restarted) is dropped and the ring sent once more on a new one: ringing
+        twice costs one spurious wake-up, not ringing leaves the wait to end by itself."""
         key = prefix(queues[0]) + "wake:" + consumer
 
         def ring() -> None:
@@ -165,8 +179,11 @@ class RedisBackend(RedisInspection, Backend):
 
         try:
             mapped(ring)
-        except LostReply as exc:  # an interrupt that may not have arrived: the wait ends by itself
-            raise BackendUnavailable(f"Redis is unreachable: {exc}") from None
+        except LostReply:
+            try:
+                mapped(ring)
+            except LostReply as exc:  # an interrupt that may not have arrived: the wait ends by itself
+                raise BackendUnavailable(f"Redis is unreachable: {exc}") from None
 
     def renew(self, queue: str, leases: Mapping[str, str], lease: float) -> list[str]:
         args: list[Any] = [repr(lease)]
@@ -209,6 +226,18 @@ class RedisBackend(RedisInspection, Backend):
 
     def recurrent_names(self, queue: str) -> list[str]:
         return [name.decode() for name in mapped(lambda: self.client.zrange(prefix(queue) + "rec", 0, -1))]
+
+    # -- cancellation ----------------------------------------------------------------------------
+
+    def cancel(self, queue: str, task_id: str, outcome: bytes, result_ttl: float) -> bool:
+        epoch, seq = split_id(task_id)
+        if not seq:
+            return False
+        return bool(self._run("cancel", prefix(queue), [epoch, seq, repr(float(result_ttl)), outcome], hot=False))
+
+    def cancel_requested(self, queue: str, task_id: str) -> bool:
+        seq = split_id(task_id)[1]
+        return bool(seq) and bool(mapped(lambda: self.client.sismember(prefix(queue) + "cancel_run", seq)))
 
     # -- limits of task keys ----------------------------------------------------------------------
 
