@@ -1,8 +1,10 @@
 """taskutils: run Python functions as tasks, in one process or across a fleet over Redis."""
 
 from .errors import (
-    BackendUnavailable, BrokerError, InvalidTask, PayloadError, TaskFailed, TaskNotFound, TaskutilsError, Throttled,
+    BackendUnavailable, BrokerError, InvalidTask, NoCurrentTask, PayloadError, TaskCancelled, TaskFailed, TaskNotFound,
+    TaskutilsError, Throttled,
 )
+from .context import TaskContext, current_task
 from .handler import TaskHandler, TaskRef
 from .limits import Limit
 from .lock import LockLost, LockWrapper
@@ -16,13 +18,17 @@ __all__ = [
     "Limit",
     "LockLost",
     "LockWrapper",
+    "NoCurrentTask",
     "PayloadError",
     "Recurrent",
     "Task",
+    "TaskCancelled",
+    "TaskContext",
     "TaskFailed",
     "TaskHandler",
     "TaskNotFound",
     "TaskRef",
     "TaskutilsError",
     "Throttled",
+    "current_task",
 ]

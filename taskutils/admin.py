@@ -1,4 +1,4 @@
-"""Operating a queue: the failed store (list, requeue, purge) and the fleet's status."""
+"""Operating a queue: cancelling tasks, the failed store (list, requeue, purge) and the fleet's status."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from .backends.base import Backend
-from .backends.records import Counts
-from .task import unpack
+from .backends.records import CANCELLED, Counts
+from .task import pack, unpack
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,11 @@ class FailedTask:
         """The last line of the error: the exception and its message."""
         lines = [line for line in self.error.strip().splitlines() if line.strip()]
         return lines[-1] if lines else ""
+
+
+def cancel(backend: Backend, queue: str, task_id: str, result_ttl: float) -> bool:
+    """Cancel a scheduled or queued task (True), or tell a running one (False); see TaskRef.cancel."""
+    return backend.cancel(queue, task_id, pack([CANCELLED, None, None]), result_ttl)
 
 
 def failed_tasks(backend: Backend, queue: str) -> list[FailedTask]:

@@ -7,7 +7,7 @@ import sys
 from datetime import datetime
 from typing import Sequence
 
-from .admin import failed_tasks, fleet_status, purge_failed, requeue_failed
+from .admin import cancel, failed_tasks, fleet_status, purge_failed, requeue_failed
 from .backends.redis import RedisBackend
 from .config import DEFAULT_REDIS_URL, Settings
 from .errors import BackendUnavailable, BrokerError
@@ -19,6 +19,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     commands = parser.add_subparsers(dest="command", required=True)
     status = commands.add_parser("status", help="per queue: scheduled, queued, running, failed; and the live workers")
     status.add_argument("--queue", action="append", help="only this queue (repeatable); default: every queue")
+    cancelling = commands.add_parser("cancel", help="cancel scheduled or queued tasks; tell running ones to stop")
+    cancelling.add_argument("ids", nargs="+", help="task ids")
+    cancelling.add_argument("--queue", default="default")
     failed = commands.add_parser("failed", help="the failed store of a queue")
     failed.add_argument("action", choices=["list", "requeue", "purge"])
     failed.add_argument("ids", nargs="*", help="task ids (requeue and purge need ids or --all)")
@@ -36,6 +39,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "status":
             print_status(backend, args.queue)
             return 0
+        if args.command == "cancel":
+            return run_cancel(backend, args.queue, args.ids, settings.result_ttl)
         return run_failed(backend, args)
     except (BackendUnavailable, BrokerError) as exc:
         print(f"taskutils: {exc}", file=sys.stderr)
@@ -56,6 +61,20 @@ def print_status(backend: RedisBackend, queues: list[str] | None) -> None:
             f"  {worker.get('host', '?')} pid {worker.get('pid', '?')}: {worker.get('threads', '?')} threads, "
             f"queues {worker.get('queues', '?')}, {worker.get('running', '?')} running, last heartbeat {age:.1f}s ago"
         )
+
+
+def run_cancel(backend: RedisBackend, queue: str, ids: list[str], result_ttl: float) -> int:
+    """Exit 0 if every task was cancelled or, running, told to stop; 1 if any was neither."""
+    code = 0
+    for task_id in ids:
+        if cancel(backend, queue, task_id, result_ttl):
+            print(f"{task_id}: cancelled")
+        elif backend.status(queue, task_id)[0] == "running":
+            print(f"{task_id}: running; told to stop (current_task().cancelled), its outcome will be recorded")
+        else:
+            print(f"{task_id}: not cancelled: not scheduled or queued on {queue!r} (finished, or unknown)")
+            code = 1
+    return code
 
 
 def run_failed(backend: RedisBackend, args: argparse.Namespace) -> int:

@@ -5,6 +5,8 @@
      ├── PayloadError (also TypeError)      arguments msgpack cannot carry
      ├── TaskFailed                         the task failed for good; holds the remote traceback
      ├── TaskNotFound (also KeyError)       no record of that task id (never existed or expired)
+     ├── TaskCancelled                      the task was cancelled before it ran
+     ├── NoCurrentTask (also LookupError)   current_task() called outside a task
      ├── BackendUnavailable                 the broker could not be reached
      ├── BrokerError                        the broker refused an operation (e.g. a key of the wrong type)
      └── Throttled                          raised by a task: its key (or it) waits, no attempt used
@@ -42,6 +44,14 @@ class TaskNotFound(TaskutilsError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "task not found"
+
+
+class TaskCancelled(TaskutilsError):
+    """The task was cancelled (ref.cancel()) before it ran."""
+
+
+class NoCurrentTask(TaskutilsError, LookupError):
+    """current_task() was called outside a task run by a worker or a handler's threads."""
 
 
 class BackendUnavailable(TaskutilsError):

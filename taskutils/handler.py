@@ -7,11 +7,11 @@ import time
 from collections.abc import MutableMapping
 from typing import Any, Iterable, Iterator, Sequence
 
-from .admin import FailedTask, failed_tasks, purge_failed, requeue_failed
+from .admin import FailedTask, cancel, failed_tasks, purge_failed, requeue_failed
 from .backends import Backend, backend_for
-from .backends.records import FAILED, NewTask
+from .backends.records import CANCELLED, FAILED, NewTask
 from .config import Settings
-from .errors import InvalidTask, PayloadError, TaskFailed, TaskNotFound
+from .errors import InvalidTask, PayloadError, TaskCancelled, TaskFailed, TaskNotFound
 from .limits import Limits
 from .recurrent import Recurrent, record_of, recurrent_of
 from .task import Task, allow_all, module_allowed, unpack
@@ -21,16 +21,24 @@ log = logging.getLogger("taskutils.handler")
 
 
 class TaskRef:
-    """A handle on an enqueued task: its id, status and result."""
+    """A handle on an enqueued task: its id, status and result; cancel it."""
 
-    def __init__(self, backend: Backend, queue: str, task_id: str):
+    def __init__(self, backend: Backend, queue: str, task_id: str, result_ttl: float = 3600.0):
         self.backend, self.queue, self.id = backend, queue, task_id
+        self._result_ttl = result_ttl
 
     def __repr__(self) -> str:
         return f"TaskRef({self.id!r}, queue={self.queue!r})"
 
+    def cancel(self) -> bool:
+        """Cancel a scheduled or queued task: it will not run, its status is 'cancelled' and
+        result() raises TaskCancelled; True. A running task is only told (current_task().cancelled)
+        and its outcome is still recorded: False. A finished or unknown task: False."""
+        return cancel(self.backend, self.queue, self.id, self._result_ttl)
+
     def status(self) -> str:
-        """'scheduled', 'queued', 'running', 'done' or 'failed'; TaskNotFound once its record expired."""
+        """'scheduled', 'queued', 'running', 'done', 'failed' or 'cancelled'; TaskNotFound once its
+        record expired."""
         state, outcome = self.backend.status(self.queue, self.id)
         if state is not None:
             return state
@@ -50,6 +58,8 @@ class TaskRef:
                 kind, value, error = unpack(outcome)
                 if kind == FAILED:
                     raise TaskFailed(self.id, error)
+                if kind == CANCELLED:
+                    raise TaskCancelled(f"task {self.id} was cancelled before it ran")
                 return value
             if state is None:
                 raise TaskNotFound(f"no result for task {self.id} on queue {self.queue!r}: unknown id, or result_ttl passed")
@@ -71,8 +81,11 @@ class RecurrentTasks(MutableMapping[str, Recurrent]):
             raise InvalidTask(f"a recurrent task needs a non-empty string name, got {name!r}")
         if not isinstance(recurrent, Recurrent):
             raise InvalidTask(f"recurrent_tasks[{name!r}] must be a Recurrent, got {recurrent!r}")
-        if recurrent.task.key is not None:
-            raise InvalidTask(f"recurrent_tasks[{name!r}]: a recurrent task cannot have a key yet; enqueue keyed tasks from it instead")
+        if recurrent.task.key is not None or recurrent.task.unique is not None:
+            raise InvalidTask(
+                f"recurrent_tasks[{name!r}]: a recurrent task cannot have a key or a unique value yet; "
+                "enqueue keyed or unique tasks from it instead"
+            )
         self._admit(recurrent.task)
         record = record_of(recurrent, self._backend.now())
         if record.stop is not None and record.next_run > record.stop:
@@ -132,8 +145,9 @@ class TaskHandler:
         self.queue = queue
         self.backend = backend if backend is not None else backend_for(self.settings.redis_url, self.settings.broker_timeout)
         self._owns_backend = backend is None
-        for warning in self.backend.warnings():
-            log.warning(warning)
+        if backend is None:  # a backend passed in was checked by whoever made it
+            for warning in self.backend.warnings():
+                log.warning(warning)
         self._allowed_modules = {"__main__", *self.settings.allow}
         self._policy = allow_all if self.backend.in_process else self._allowed
         if not self.backend.in_process and self.settings.threads and not self.settings.allow:
@@ -161,7 +175,7 @@ class TaskHandler:
         """Enqueue one task (one round trip); returns its TaskRef."""
         queue = task.queue or self.queue
         (task_id,) = self.backend.enqueue(queue, [self._new_task(0, task)])
-        return TaskRef(self.backend, queue, task_id)
+        return TaskRef(self.backend, queue, task_id, self.settings.result_ttl)
 
     def enqueue_tasks(self, tasks: Iterable[Task]) -> list[TaskRef]:
         """Enqueue many tasks in one round trip per queue; all are encoded before any is stored."""
@@ -173,7 +187,7 @@ class TaskHandler:
         for name, items in by_queue.items():
             ids = self.backend.enqueue(name, [new for _, new in items])
             for (index, _), task_id in zip(items, ids):
-                refs[index] = TaskRef(self.backend, name, task_id)
+                refs[index] = TaskRef(self.backend, name, task_id, self.settings.result_ttl)
         return refs  # type: ignore[return-value]
 
     def _new_task(self, index: int, task: Task) -> NewTask:
@@ -187,11 +201,11 @@ class TaskHandler:
                 f"{self.settings.max_payload}; pass a reference (a URL, a key) instead of the data"
             )
         self._admit(task)
-        return NewTask(body, task.priority, float(task.delay or 0.0), task.key)
+        return NewTask(body, task.priority, float(task.delay or 0.0), task.key, task.unique, task.unique_for)
 
     def task(self, task_id: str, queue: str | None = None) -> TaskRef:
         """A TaskRef for an id enqueued earlier (by any producer)."""
-        return TaskRef(self.backend, queue or self.queue, task_id)
+        return TaskRef(self.backend, queue or self.queue, task_id, self.settings.result_ttl)
 
     def failed_tasks(self) -> list[FailedTask]:
         """The failed store of this handler's queue."""
@@ -215,11 +229,21 @@ class TaskHandler:
         if self._worker:
             self._worker.resume()
 
-    def join(self, timeout: float | None = None) -> bool:
-        """Wait until the queue has nothing ready, delayed or running, fleet-wide; False on timeout."""
+    def join(self, timeout: float | None = None, queues: Sequence[str] | None = None) -> bool:
+        """Wait until the handler's queue (or each of `queues`) has nothing ready, delayed or
+        running, fleet-wide; False on timeout. Several queues are looked at one after another,
+        twice in a row, so that a task of one queue enqueueing into another just looked at (a
+        follow-up) is not missed."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        pause = 0.002
-        while self.backend.counts(self.queue).pending:
+        names = [self.queue] if queues is None else list(queues)
+        if isinstance(queues, str) or not all(isinstance(name, str) and name for name in names):
+            raise InvalidTask(f"join(queues=...) needs a list of queue names, got {queues!r}")
+        pause, clean = 0.002, 0
+        while clean < (1 if len(names) == 1 else 2):
+            if not any(self.backend.counts(name).pending for name in names):
+                clean += 1
+                continue
+            clean = 0
             if deadline is not None and time.monotonic() >= deadline:
                 return False
             time.sleep(pause)

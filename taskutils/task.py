@@ -17,6 +17,7 @@ from .limits import check_key
 PRIORITY_LIMIT = 2**31
 MAX_DELAY = 366 * 24 * 3600.0  # the longest delay or retry delay accepted, in seconds: a year
 MAX_REPEATS = 1000  # the most retries a task may ask for
+MAX_UNIQUE = 4096  # characters of a unique value (a URL fits)
 
 
 def function_ref(func: Callable[..., Any] | str) -> str:
@@ -89,7 +90,8 @@ def _lookup(module: Any, qualname: str) -> Any:
 @dataclass(frozen=True)
 class Task:
     """A function call to run later: `func(*args, **kwargs)` under a priority and retry policy;
-    `key` puts it in that key's lane (limits and fair turns: see Limit)."""
+    `key` puts it in that key's lane (limits and fair turns: see Limit); `unique` enqueues it
+    only if no task holding that value is pending (or ended less than `unique_for` seconds ago)."""
 
     func: Callable[..., Any] | str
     args: Iterable[Any] = ()
@@ -101,6 +103,8 @@ class Task:
     retry_backoff: float = field(default=1.0, kw_only=True)
     queue: str | None = field(default=None, kw_only=True)
     key: str | None = field(default=None, kw_only=True)
+    unique: str | None = field(default=None, kw_only=True)
+    unique_for: float = field(default=0.0, kw_only=True)
     ref: str = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -134,6 +138,11 @@ class Task:
             raise InvalidTask("kwargs keys must be strings")
         if self.key is not None:
             check_key(self.key)
+        if self.unique is not None and (not isinstance(self.unique, str) or not 0 < len(self.unique) <= MAX_UNIQUE):
+            raise InvalidTask(f"unique must be a string of 1 to {MAX_UNIQUE} characters or None, got {self.unique!r:.80}")
+        object.__setattr__(self, "unique_for", seconds("unique_for", self.unique_for))
+        if self.unique_for and self.unique is None:
+            raise InvalidTask("unique_for needs a unique value: Task(..., unique=..., unique_for=seconds)")
 
     def encode(self) -> bytes:
         """The msgpack body a worker decodes; PayloadError names the argument msgpack cannot carry.

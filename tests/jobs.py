@@ -82,3 +82,32 @@ def meet(key, parties):
         barrier = barriers.setdefault(key, threading.Barrier(parties))
     barrier.wait(10)
     return True
+
+
+def whoami(key, fail_first=False):
+    """Record what current_task() says; with fail_first, the first attempt fails."""
+    from taskutils import current_task
+
+    task = current_task()
+    record(key, [task.id, task.queue, task.key, task.attempt])
+    if fail_first and task.attempt == 1:
+        raise RuntimeError("first attempt fails")
+
+
+def until_cancelled(key):
+    """Open the gate `key`, then wait (up to 10 s) until the task is asked to stop."""
+    from taskutils import current_task
+
+    gates[key].set()
+    deadline = time.monotonic() + 10
+    while not current_task().cancelled and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return current_task().cancelled
+
+
+def spawn(key, count, queue=None):
+    """Enqueue `count` follow-up tasks with the running task's own handler."""
+    from taskutils import Task, current_task
+
+    for n in range(count):
+        current_task().handler.enqueue_task(Task(record, (key, n), queue=queue))

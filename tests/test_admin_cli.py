@@ -59,3 +59,21 @@ def test_failed_list_requeue_purge(redis_url):
 def test_unreachable_redis_is_a_clear_error():
     done = taskutils("redis://127.0.0.1:1/0", "status", env={"TASKUTILS_BROKER_TIMEOUT": "0.5"})
     assert done.returncode == 1 and "Redis is unreachable" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_cancel_ends_waiting_tasks_and_tells_running_ones(redis_url):
+    worker = WorkerProcess(redis_url, "--import", "tests.fleet_tasks", "--threads", "1", "--queue", "cq")
+    try:
+        with TaskHandler(redis_url, max_num_threads=0, queue="cq") as producer:
+            running = producer.enqueue_task(Task(fleet_tasks.slow, ("cancel-cli", 2.0)))
+            wait_for(lambda: running.status() == "running", what="running")
+            waiting = producer.enqueue_task(Task(fleet_tasks.mark, ("cancel-cli", "1")))
+            done = taskutils(redis_url, "cancel", "--queue", "cq", waiting.id, running.id)
+            assert done.returncode == 0, done.stderr
+            assert f"{waiting.id}: cancelled" in done.stdout and f"{running.id}: running; told to stop" in done.stdout
+            assert waiting.status() == "cancelled"
+            running.result(timeout=20)
+            again = taskutils(redis_url, "cancel", "--queue", "cq", running.id)
+            assert again.returncode == 1 and "not cancelled" in again.stdout
+    finally:
+        worker.kill()

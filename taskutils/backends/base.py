@@ -18,7 +18,8 @@ class Broker(ABC):
 
     @abstractmethod
     def enqueue(self, queue: str, tasks: Sequence[NewTask]) -> list[str]:
-        """Store tasks atomically, wake waiting consumers, and return the new task ids."""
+        """Store tasks atomically, wake waiting consumers, and return their ids: a task whose
+        unique value another task holds is not stored, and its id is that task's."""
 
     @abstractmethod
     def exchange(self, request: Exchange) -> ExchangeReply:
@@ -58,6 +59,15 @@ class Inspection(ABC):
     @abstractmethod
     def status(self, queue: str, task_id: str) -> tuple[str | None, bytes | None]:
         """The stored state of a task (scheduled, queued, running) and its outcome, if any."""
+
+    @abstractmethod
+    def cancel(self, queue: str, task_id: str, outcome: bytes, result_ttl: float) -> bool:
+        """End a scheduled or queued task with `outcome` (kept `result_ttl` seconds) and return
+        True; for a running task, mark it for `cancel_requested` and return False; else False."""
+
+    @abstractmethod
+    def cancel_requested(self, queue: str, task_id: str) -> bool:
+        """True if `cancel` was called for this task while it runs."""
 
     @abstractmethod
     def counts(self, queue: str) -> Counts:

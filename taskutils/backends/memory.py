@@ -9,19 +9,19 @@ import threading
 import time
 from typing import Callable, Mapping, Sequence
 
-from ..limits import Limit
 from ..recurrent import next_run
 from .base import Backend
 from .local_lock import LocalLock
+from .memory_admin import MemoryAdmin
 from .memory_queue import Entry, Lease, QueueState
 from .records import (
-    RUNNING, Claim, Counts, Ending, Exchange, ExchangeReply, NewTask, RecurrentRecord, Settlement,
+    RUNNING, Claim, Ending, Exchange, ExchangeReply, NewTask, RecurrentRecord, Settlement,
 )
 
 TOP = float("inf")  # the level recurrent runs are queued at, above every priority
 
 
-class MemoryBackend(Backend):
+class MemoryBackend(MemoryAdmin, Backend):
     """All state in dicts and heaps behind one condition variable."""
 
     in_process = True
@@ -52,11 +52,19 @@ class MemoryBackend(Backend):
     def enqueue(self, queue: str, tasks: Sequence[NewTask]) -> list[str]:
         with self._changed:
             q, now = self._queue(queue), self.now()
-            entries = [self._new_entry(task.body, task.key) for task in tasks]
-            for task, entry in zip(tasks, entries):
+            ids = []
+            for task in tasks:
+                holder = q.unique.holder(task.unique, now) if task.unique else None
+                if holder is not None:
+                    ids.append(holder)
+                    continue
+                entry = self._new_entry(task.body, task.key)
+                if task.unique:
+                    q.unique.hold(task.unique, task.unique_for, entry.task_id)
                 q.put(task.priority, entry, now + task.delay if task.delay > 0 else None, next(self._counter), now)
+                ids.append(entry.task_id)
             self._notify()
-            return [entry.task_id for entry in entries]
+            return ids
 
     def exchange(self, request: Exchange) -> ExchangeReply:
         with self._changed:
@@ -69,6 +77,7 @@ class MemoryBackend(Backend):
             if request.want <= 0:
                 return ExchangeReply(applied, [], None, q.max_concurrency is not None)
             self._promote(q, now)
+            q.unique.expire(now)
             want = request.want
             if q.max_concurrency is not None:
                 want = min(want, q.max_concurrency - len(q.leases))
@@ -113,6 +122,7 @@ class MemoryBackend(Backend):
         expired = sorted((held.deadline, task_id) for task_id, held in q.leases.items() if held.deadline <= now)
         for _, task_id in reversed(expired):  # each to the front: the last first, so they keep their order
             held = q.leases.pop(task_id)
+            q.cancel_run.discard(task_id)
             held.entry.crashes += 1
             q.put(held.level, held.entry, None, 0, now, front=True)
             if held.entry.key:
@@ -134,6 +144,7 @@ class MemoryBackend(Backend):
             return False
         del q.leases[claim.task_id]
         q.state.pop(claim.task_id, None)
+        q.cancel_run.discard(claim.task_id)
         key = held.entry.key
         if settlement.ending is Ending.RETRY:
             held.entry.failures += 1
@@ -151,6 +162,7 @@ class MemoryBackend(Backend):
                 q.failed[claim.task_id] = (held.level, held.entry, settlement.record)
             elif key:
                 q.lanes.succeeded(key)
+            q.unique.release(claim.task_id, now)
             self._keep_outcome(q, claim.task_id, settlement.outcome, result_ttl, now)
         if key:
             q.lanes.released(key, now)
@@ -198,115 +210,6 @@ class MemoryBackend(Backend):
                 else:
                     held.deadline = now + lease
             return lost
-
-    def status(self, queue: str, task_id: str) -> tuple[str | None, bytes | None]:
-        with self._changed:
-            q = self._queue(queue)
-            kept = q.outcomes.get(task_id)
-            return q.state.get(task_id), kept[1] if kept and kept[0] > self.now() else None
-
-    def counts(self, queue: str) -> Counts:
-        with self._changed:
-            q = self._queue(queue)
-            return Counts(len(q.scheduled), q.lanes.queued(), len(q.leases), len(q.failed))
-
-    def failed(self, queue: str) -> dict[str, bytes]:
-        with self._changed:
-            return {task_id: record for task_id, (_, _, record) in self._queue(queue).failed.items()}
-
-    def requeue_failed(self, queue: str, task_ids: Sequence[str]) -> list[str]:
-        with self._changed:
-            q, requeued = self._queue(queue), []
-            for task_id in task_ids:
-                if task_id in q.failed:
-                    level, entry, _ = q.failed.pop(task_id)
-                    q.outcomes.pop(task_id, None)
-                    q.put(level, Entry(entry.task_id, entry.body, key=entry.key), None, 0, self.now())
-                    requeued.append(task_id)
-            self._notify()
-            return requeued
-
-    def purge_failed(self, queue: str, task_ids: Sequence[str] | None) -> int:
-        with self._changed:
-            q = self._queue(queue)
-            doomed = list(q.failed) if task_ids is None else [i for i in task_ids if i in q.failed]
-            for task_id in doomed:
-                del q.failed[task_id]
-            return len(doomed)
-
-    def queues(self) -> list[str]:
-        with self._changed:
-            return sorted(self._queues)
-
-    def set_max_concurrency(self, queue: str, limit: int | None) -> None:
-        with self._changed:
-            self._queue(queue).max_concurrency = limit
-            self._notify()
-
-    def register_worker(self, consumer: str, info: Mapping[str, str], ttl: float) -> None:
-        with self._changed:
-            now = self.now()
-            self._workers[consumer] = (now + ttl, dict(info, heartbeat=repr(now)))
-
-    def unregister_worker(self, consumer: str) -> None:
-        with self._changed:
-            self._workers.pop(consumer, None)
-
-    def workers(self) -> list[dict[str, str]]:
-        with self._changed:
-            now = self.now()
-            return [
-                dict(info, consumer=consumer)
-                for consumer, (expires, info) in sorted(self._workers.items())
-                if expires > now
-            ]
-
-    def recurrent_put(self, queue: str, name: str, record: RecurrentRecord) -> bool:
-        with self._changed:
-            stored = self._queue(queue).recurrent.get(name)
-            if stored is not None and record.definition and stored.definition == record.definition:
-                return False
-            self._queue(queue).recurrent[name] = record
-            self._notify()
-            return True
-
-    def recurrent_get(self, queue: str, name: str) -> RecurrentRecord | None:
-        with self._changed:
-            return self._queue(queue).recurrent.get(name)
-
-    def recurrent_delete(self, queue: str, name: str) -> bool:
-        with self._changed:
-            return self._queue(queue).recurrent.pop(name, None) is not None
-
-    def recurrent_names(self, queue: str) -> list[str]:
-        with self._changed:
-            return sorted(self._queue(queue).recurrent)
-
-    def limit_set(self, queue: str, key: str | None, limit: str | None) -> bool:
-        with self._changed:
-            q = self._queue(queue)
-            had = (q.default_limit if key is None else q.limits.get(key)) is not None
-            decoded = None if limit is None else Limit.decode(limit)
-            if key is None:
-                q.default_limit = decoded
-            else:
-                if decoded is None:
-                    q.limits.pop(key, None)
-                else:
-                    q.limits[key] = decoded
-                q.lanes.replace(key, self.now())
-            self._notify()
-            return had
-
-    def limit_get(self, queue: str, key: str | None) -> str | None:
-        with self._changed:
-            q = self._queue(queue)
-            limit = q.default_limit if key is None else q.limits.get(key)
-            return None if limit is None else limit.encode()
-
-    def limit_keys(self, queue: str) -> list[str]:
-        with self._changed:
-            return sorted(self._queue(queue).limits)
 
     def lock(self, name: str, lease: float) -> LocalLock:
         return LocalLock(name)

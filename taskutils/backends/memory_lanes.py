@@ -194,6 +194,18 @@ class Lanes:
     def queued(self) -> int:
         return sum(lane.queued() for lane in self.lanes.values())
 
+    def remove(self, task_id: str) -> bool:
+        """Take a ready task out of its lane (a scan: cancelling is rare); False if not found."""
+        for lane in self.lanes.values():
+            for level, entries in lane.ready.items():
+                for entry in entries:
+                    if entry.task_id == task_id:
+                        entries.remove(entry)
+                        if not entries:
+                            del lane.ready[level]
+                        return True
+        return False
+
     def next_time(self) -> float | None:
         """The first time a lane waits for."""
         return min(self.later.values()) if self.later else None

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from ..limits import Limit
 from .memory_lanes import Lanes
+from .memory_unique import UniqueValues
 from .records import QUEUED, SCHEDULED, RecurrentRecord
 
 
@@ -45,6 +46,8 @@ class QueueState:
     max_concurrency: int | None = None
     limits: dict[str, Limit] = field(default_factory=dict)
     default_limit: Limit | None = None
+    unique: UniqueValues = field(default_factory=UniqueValues)
+    cancel_run: set[str] = field(default_factory=set)  # running tasks asked to stop
 
     def __post_init__(self) -> None:
         self.lanes = Lanes(self.limit_of)
@@ -68,3 +71,14 @@ class QueueState:
             return
         self.lanes.push(level, entry, now, front)
         self.state[entry.task_id] = QUEUED
+
+    def remove_waiting(self, task_id: str) -> bool:
+        """Take a scheduled or queued task out; False if it is neither."""
+        state = self.state.get(task_id)
+        if state == SCHEDULED:
+            self.scheduled = [item for item in self.scheduled if item[3].task_id != task_id]
+            heapq.heapify(self.scheduled)
+        elif state != QUEUED or not self.lanes.remove(task_id):
+            return False
+        del self.state[task_id]
+        return True

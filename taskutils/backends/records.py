@@ -12,16 +12,19 @@ from typing import NamedTuple, Sequence
 
 # Task states as stored; a task with no state and no outcome is unknown.
 SCHEDULED, QUEUED, RUNNING, DONE, FAILED = "scheduled", "queued", "running", "done", "failed"
+CANCELLED = "cancelled"
 
 
 class NewTask(NamedTuple):
-    """A task to enqueue: its encoded body, priority, delay in seconds, and key (its lane; None:
-    the unkeyed lane)."""
+    """A task to enqueue: its encoded body, priority, delay in seconds, key (its lane; None: the
+    unkeyed lane), and unique value (held while it is pending and `unique_for` seconds after)."""
 
     body: bytes
     priority: int = 0
     delay: float = 0.0
     key: str | None = None
+    unique: str | None = None
+    unique_for: float = 0.0
 
 
 class Claim(NamedTuple):

@@ -24,6 +24,7 @@ from .exchanger import Exchanger
 from .execution import TaskExecutor
 from .heartbeat import Heartbeat
 from .ledger import ClaimLedger
+from .producers import Producers
 from .runners import RunnerPool
 
 log = logging.getLogger("taskutils.worker")
@@ -44,7 +45,10 @@ class Worker:
         )
         self._exchanger = Exchanger(backend, self._ledger, settings, self.consumer, self._hand_out, clock)
         executor = TaskExecutor(settings, allowed, self.consumer)
-        self._runners = RunnerPool(settings.threads, self._ledger, executor.run, self._exchanger.notify, backend, clock)
+        self._runners = RunnerPool(
+            settings.threads, self._ledger, executor.run, self._exchanger.notify, backend, Producers(backend, settings),
+            clock,
+        )
         self._heartbeat = Heartbeat(backend, self._ledger, self.consumer, settings.visibility_timeout, self._info, clock)
 
     def _hand_out(self, claims: list) -> None:

@@ -10,14 +10,17 @@ import logging
 import queue
 import threading
 import time
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from ..backends.base import Backend
 from ..backends.records import Claim, Settlement
-from ..context import current_backend
+from ..context import TaskContext, current_backend, running, running_token_reset
 from .clock import Clock
 from .ledger import ClaimLedger
 from .ledger_records import Start
+
+if TYPE_CHECKING:
+    from ..handler import TaskHandler
 
 log = logging.getLogger("taskutils.worker")
 
@@ -27,10 +30,10 @@ class RunnerPool:
 
     def __init__(
         self, threads: int, ledger: ClaimLedger, run: Callable[[Claim], Settlement], notify: Callable[[], None],
-        backend: Backend, clock: Clock | None = None,
+        backend: Backend, producers: Callable[[str], TaskHandler], clock: Clock | None = None,
     ):
         self._threads, self._ledger, self._run, self._notify = threads, ledger, run, notify
-        self._backend, self._clock = backend, clock or Clock()
+        self._backend, self._producers, self._clock = backend, producers, clock or Clock()
         self._inbox: queue.SimpleQueue[Claim | None] = queue.SimpleQueue()
         self._started: list[threading.Thread] = []
         self._guard = threading.Lock()
@@ -84,7 +87,14 @@ class RunnerPool:
         start = self._ledger.take(claim)
         if start is Start.RUN:
             began = self._clock.now()
-            settlement = self._run(claim)
+            context = TaskContext(
+                claim.task_id, claim.queue, claim.key, claim.failures + 1, self._backend, self._producers
+            )
+            token = running(context)
+            try:
+                settlement = self._run(claim)
+            finally:
+                running_token_reset(token)
             if self._ledger.finished(settlement, self._clock.now() - began):
                 self._notify()
         elif start is not Start.DROP:  # handed back or to confirm: the exchanger sends it

@@ -6,10 +6,35 @@
 -- repeats, stop, definition), P..'leases', P..'inflight', the lanes' keys (_lanes.lua),
 -- P..'config', P..'idle', P..'wake', P..'epoch', P..'seq', the state buckets.
 
+-- the items whose task was cancelled while it waited (cancel.lua); returns the others and the
+-- seqs of the cancelled ones. Items are envelopes, or with `scheduled` "<level>|<envelope>"
+-- members of the schedule: those cancelled are removed from it and from `marks` at once (a
+-- claim takes the others out of their list and `marks` together, in its writing step).
+local function drop_cancelled(items, marks, scheduled)
+  local seqs, kept, gone = {}, {}, {}
+  for k, item in ipairs(items) do
+    local envelope = item
+    if scheduled then envelope = select(2, split_level(item)) end
+    seqs[k] = is_envelope(envelope) and seq_of(envelope) or ''
+  end
+  local marked = redis.call('SMISMEMBER', P .. marks, unpack(seqs))
+  for k, item in ipairs(items) do
+    if marked[k] == 1 then
+      gone[#gone + 1] = seqs[k]
+      if scheduled then redis.call('ZREM', P .. 'scheduled', item) end
+    else
+      kept[#kept + 1] = item
+    end
+  end
+  if scheduled and #gone > 0 then redis.call('SREM', P .. marks, unpack(gone)) end
+  return kept, gone
+end
+
 -- delayed tasks that are due become ready (at most 1000 per call)
 local function promote_due_delayed(now)
   local due = redis.call('ZRANGEBYSCORE', P .. 'scheduled', '-inf', now, 'LIMIT', 0, 1000)
   local ready = {}
+  if #due > 0 and redis.call('EXISTS', P .. 'cancel_s') == 1 then due = drop_cancelled(due, 'cancel_s', true) end
   for k, member in ipairs(due) do
     local level, rest = split_level(member)
     ready[k] = {level, checked(rest)}
@@ -98,13 +123,18 @@ end
 -- and returns how many. The heads of the lists are read and their keys checked first, then
 -- trimmed: nothing is taken that could not be leased. `taken` holds the seqs taken by this call.
 local function take_from_lane(lane, limit, deadline, nonce, out, taken)
-  local batches, count = {}, 0
+  local batches, count, cancelled = {}, 0, {}
   local prios = lane_prios(lane)
   for _, top in ipairs(redis.call('ZRANGE', prios, 0, -1)) do
     if count >= limit then break end
     local key = lane_list(lane, top)
     local items = redis.call('LRANGE', key, 0, math.min(limit - count, 500) - 1)
-    local seqs = {}
+    local read, seqs = #items, {}
+    if read > 0 and redis.call('EXISTS', P .. 'cancel_q') == 1 then
+      local gone
+      items, gone = drop_cancelled(items, 'cancel_q', false)
+      for _, seq in ipairs(gone) do cancelled[#cancelled + 1] = seq end
+    end
     for k, item in ipairs(items) do
       items[k] = checked(item)
       seqs[k] = seq_of(items[k])
@@ -124,13 +154,13 @@ local function take_from_lane(lane, limit, deadline, nonce, out, taken)
       expect_buckets(seqs)
     end
     -- a list no enqueue made (an invalid level): its items count as priority 0
-    batches[#batches + 1] = {key, top, valid_level(top) and top or '0', items, seqs}
+    batches[#batches + 1] = {key, top, valid_level(top) and top or '0', items, seqs, read}
     count = count + #items
   end
   local entries = {}
   for _, batch in ipairs(batches) do
-    local key, top, level, items, seqs = batch[1], batch[2], batch[3], batch[4], batch[5]
-    if #items > 0 then redis.call('LTRIM', key, #items, -1) end
+    local key, top, level, items, seqs, read = batch[1], batch[2], batch[3], batch[4], batch[5], batch[6]
+    if read > 0 then redis.call('LTRIM', key, read, -1) end
     if redis.call('EXISTS', key) == 0 then redis.call('ZREM', prios, top) end
     for k = 1, #items do
       local token = nonce .. '.' .. ((#out - 2) / 2 + 1)
@@ -140,7 +170,8 @@ local function take_from_lane(lane, limit, deadline, nonce, out, taken)
     end
   end
   make_leases(entries, deadline)
-  if lane ~= '' and #entries > 0 then redis.call('DECRBY', P .. 'kqueued', #entries) end
+  if #cancelled > 0 then redis.call('SREM', P .. 'cancel_q', unpack(cancelled)) end
+  if lane ~= '' and #entries + #cancelled > 0 then redis.call('DECRBY', P .. 'kqueued', #entries + #cancelled) end
   return #entries
 end
 
@@ -208,6 +239,9 @@ end
 local function claim(consumer, want, lease, idle_for, nonce, now)
   local asked = want
   pcall(redis.call, 'ZREM', P .. 'idle', consumer)
+  expect_unique()
+  expect_keys('cancel_q', 'cancel_s')
+  expire_unique(now)
   promote_due_delayed(now)
   fire_due_recurrent(now)
   requeue_expired_leases(now)

@@ -2,7 +2,8 @@
 -- _store.lua, _lanes.lua).
 --
 -- Keys: P..'leases' (ZSET seq -> deadline in ms: the running tasks, which the concurrency cap
--- counts), P..'inflight' (HASH seq -> lease value, see _prelude.lua), the state buckets.
+-- counts), P..'inflight' (HASH seq -> lease value, see _prelude.lua), P..'cancel_run' (SET of
+-- running tasks asked to stop, cancel.lua), the state buckets.
 -- A task is running exactly while it has a lease; its token is unique to that lease. A keyed
 -- task's lease holds one of its key's slots (ks:<K> run, _lanes.lua) for as long.
 
@@ -29,5 +30,6 @@ local function end_leases(seqs, lanes, now)
   if #seqs == 0 then return end
   call_in_chunks('HDEL', P .. 'inflight', seqs)
   call_in_chunks('ZREM', P .. 'leases', seqs)
+  if redis.call('EXISTS', P .. 'cancel_run') == 1 then call_in_chunks('SREM', P .. 'cancel_run', seqs) end
   for _, lane in ipairs(lanes) do lane_released(lane, now) end
 end

@@ -1,5 +1,5 @@
--- Settling the claims a worker finished (needs _prelude.lua, _store.lua, _lanes.lua, _queue.lua,
--- _leases.lua).
+-- Settling the claims a worker finished (needs _prelude.lua, _store.lua, _unique.lua, _lanes.lua,
+-- _queue.lua, _leases.lua).
 --
 -- Keys: P..'inflight', P..'leases', P..'failed' (HASH seq -> "<level>|<envelope>" of a task
 -- failed for good), P..'failed_info' (HASH seq -> failure record), the state and outcome buckets,
@@ -53,6 +53,7 @@ local function holding(from, seqs, leases)
         end
       end
       expect_buckets({seq}, true)
+      expect_unique()
       settling[#settling + 1] = entry
     end
   end
@@ -104,6 +105,7 @@ local function settle(from, now, ttl)
   end
   end_leases(ended, lanes, now)
   drop_states(finished)
+  release_unique(finished, now)
   keep_outcomes(kept, outcomes, ttl)
   return table.concat(applied)
 end
