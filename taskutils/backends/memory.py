@@ -75,7 +75,7 @@ class MemoryBackend(MemoryAdmin, Backend):
             if any(applied):
                 self._notify()
             if request.want <= 0:
-                return ExchangeReply(applied, [], None, q.max_concurrency is not None)
+                return ExchangeReply(applied, [], None, q.capped)
             self._promote(q, now)
             q.unique.expire(now)
             want = request.want
@@ -89,7 +89,7 @@ class MemoryBackend(MemoryAdmin, Backend):
             else:
                 self._seen.pop(request.consumer, None)
             next_due = self._next_due(q, now) if len(claims) < request.want else None
-            return ExchangeReply(applied, claims, next_due, q.max_concurrency is not None)
+            return ExchangeReply(applied, claims, next_due, q.capped)
 
     def _take(self, q: QueueState, queue: str, limit: int, now: float) -> list[Claim]:
         """Lease up to `limit` ready tasks, lane by lane in turns (memory_lanes.py)."""

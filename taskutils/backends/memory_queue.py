@@ -52,6 +52,11 @@ class QueueState:
     def __post_init__(self) -> None:
         self.lanes = Lanes(self.limit_of)
 
+    @property
+    def capped(self) -> bool:
+        """A concurrency cap or key limits: claims should start when made (no prefetch)."""
+        return self.max_concurrency is not None or bool(self.limits) or self.default_limit is not None
+
     def limit_of(self, key: str) -> Limit | None:
         """The limit of a task key: its own, else the default; the unkeyed lane has none."""
         if not key:

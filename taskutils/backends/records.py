@@ -81,7 +81,7 @@ class ExchangeReply(NamedTuple):
     None (unknown: sent again after its reply was lost, the first attempt most likely applied
     it); the new claims; when they are fewer than asked for (the consumer now waits for new
     work), seconds until the queue's next due time (None if nothing is due); whether the queue
-    has a concurrency cap."""
+    has a concurrency cap or key limits (then a worker holds no claim it cannot start at once)."""
 
     applied: list[bool | None]
     claims: list[Claim]

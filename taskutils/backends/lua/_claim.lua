@@ -235,7 +235,8 @@ end
 -- A consumer that got fewer than it asked for took all it could: it is entered in `idle` until
 -- now + idle_for (it waits for new work next), and told the next due time; when it got nothing,
 -- the wake tokens left over are dropped too: it just found that nothing ready could start.
--- Returns {capped 1/0, seconds to the next due time or "-1", token1, envelope1, ...}
+-- Returns {capped 1/0 (a concurrency cap or key limits), seconds to the next due time or "-1",
+-- token1, envelope1, ...}
 local function claim(consumer, want, lease, idle_for, nonce, now)
   local asked = want
   pcall(redis.call, 'ZREM', P .. 'idle', consumer)
@@ -250,6 +251,11 @@ local function claim(consumer, want, lease, idle_for, nonce, now)
   if free then
     out[1] = 1
     want = math.min(want, free)
+  end
+  -- limits on keys count as a cap too: a claim should start when it is made, not wait in a
+  -- worker's prefetch while its key's next start comes due
+  if redis.call('EXISTS', P .. 'limits') == 1 or redis.call('HEXISTS', P .. 'config', 'default_limit') == 1 then
+    out[1] = 1
   end
   expect_keys('leases', 'inflight', 'turns', 'later')
   local taken = take_ready(want, now + lease, nonce, out, now)
