@@ -28,6 +28,7 @@ from pathlib import Path
 
 from tests.redis_server import RedisServer, redis_server_binary
 
+from .keys import measure_keys, render_keys
 from .limits import measure_limits
 from .peers import PEERS
 from .peers.base import ENV_URL
@@ -81,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-samples", type=int, default=10, help="latency samples after 1 s idle")
     parser.add_argument("--systems", default="taskutils," + ",".join(PEERS))
     parser.add_argument("--scale", default="1000,10000,100000,1000000", help="queue depths for the scale curve")
+    parser.add_argument("--keys", default="1,100,10000,100000", help="distinct task keys for the keyed drains")
+    parser.add_argument("--dispatch", default="10,100,1000,10000,100000", help="ready keys for the dispatch cost")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     names = args.systems.split(",")
@@ -108,15 +111,23 @@ def main(argv: list[str] | None = None) -> int:
                 finally:
                     system.close()
         curve = scale_curve(server.url, workdir, [int(d) for d in args.scale.split(",") if d]) if "taskutils" in names else []
+        keyed = measure_keys(server.url, workdir, args.tasks, numbers(args.keys), numbers(args.dispatch)) \
+            if "taskutils" in names else None
     finally:
         server.kill()
     report = render(results, extra, limits, curve, args, time.monotonic() - started)
+    if keyed:
+        report += "\n".join(render_keys(keyed)) + "\n"
     print(report)
     args.out.write_text(report)
     args.out.with_suffix(".json").write_text(json.dumps({"results": results, "taskutils_only": extra, "limits": limits,
-                                                          "scale": curve}, indent=1))
+                                                          "scale": curve, "keys": keyed}, indent=1))
     print(f"\nwritten to {args.out}", file=sys.stderr)
     return 0
+
+
+def numbers(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part]
 
 
 def scale_curve(url: str, workdir: str, depths: list[int]) -> list[tuple[int, float, float]]:

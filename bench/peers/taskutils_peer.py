@@ -51,11 +51,16 @@ class TaskutilsPeer(Peer):
             self.stop_worker()
             self.flush()
 
-    def drain_with(self, n: int, processes: int = 1, cap: int | None = None) -> float:
-        """Like drain(), with `--processes` or a fleet-wide cap."""
+    def drain_with(self, n: int, processes: int = 1, cap: int | None = None, keys: int = 0) -> float:
+        """Like drain(), with `--processes`, a fleet-wide cap, or the tasks spread over `keys`
+        distinct task keys (no limits: the cost of the fair turns alone)."""
         self.flush()
         self.handler.backend.set_max_concurrency("default", cap)
-        self.handler.enqueue_tasks([Task(self.tasks.body, kwargs={"n": i}) for i in range(n)])
+        for start in range(0, n, 10_000):
+            self.handler.enqueue_tasks([
+                Task(self.tasks.body, kwargs={"n": i}, key=f"k{i % keys}" if keys else None)
+                for i in range(start, min(start + 10_000, n))
+            ])
         self.start_worker("--processes", str(processes))
         try:
             return self.time_drain(n)
@@ -77,6 +82,29 @@ class TaskutilsPeer(Peer):
             time.sleep(POLL)
         return left / (time.perf_counter() - started)
 
+    def dispatch_cost(self, keys: int, probe: int = 2000) -> float:
+        """µs per claim+ack, as a worker of 8 threads makes them, with `keys` keys ready (each
+        keeps tasks ready for the whole probe, so the turns hold `keys` lanes throughout)."""
+        self.flush()
+        per_key = max(2, -(-probe * 5 // 4 // keys))
+        tasks = [Task(self.tasks.noop, key=f"k{k}") for _ in range(per_key) for k in range(keys)]
+        for start in range(0, len(tasks), 10_000):
+            self.handler.enqueue_tasks(tasks[start:start + 10_000])
+        cost = self._claim_cost(probe)
+        self.flush()
+        return cost
+
+    def _claim_cost(self, probe: int) -> float:
+        """µs per claim+ack over `probe` claims: settle 8, claim 8, as a worker of 8 threads does."""
+        backend = self.handler.backend
+        held: list[Settlement] = []
+        started = time.perf_counter()
+        for _ in range(probe // 8):
+            reply = backend.exchange(Exchange("default", "scale-probe", held, 8, 30.0))
+            held = [Settlement(claim, Ending.DONE) for claim in reply.claims]
+        backend.exchange(Exchange("default", "scale-probe", held))
+        return (time.perf_counter() - started) / probe * 1e6
+
     def scale(self, depth: int, probe: int = 2000) -> tuple[float, float]:
         """(µs per enqueue, µs per claim+ack) with `depth` tasks already queued."""
         self.flush()
@@ -86,13 +114,6 @@ class TaskutilsPeer(Peer):
         for _ in range(probe):
             self.send("noop", {})
         enqueue_us = (time.perf_counter() - started) / probe * 1e6
-        backend = self.handler.backend
-        held: list[Settlement] = []
-        started = time.perf_counter()
-        for _ in range(probe // 8):  # what a worker of 8 threads does: settle 8, claim 8
-            reply = backend.exchange(Exchange("default", "scale-probe", held, 8, 30.0))
-            held = [Settlement(claim, Ending.DONE) for claim in reply.claims]
-        backend.exchange(Exchange("default", "scale-probe", held))
-        claim_us = (time.perf_counter() - started) / probe * 1e6
+        claim_us = self._claim_cost(probe)
         self.flush()
         return enqueue_us, claim_us
