@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from .backends.base import Backend
-from .backends.records import CANCELLED, Counts
+from .backends.records import CANCELLED, Counts, RecurrentRecord
 from .task import pack, unpack
 
 
@@ -73,14 +73,20 @@ def purge_failed(backend: Backend, queue: str, task_ids: Sequence[str] | None = 
 
 @dataclass(frozen=True)
 class FleetStatus:
-    """Per-queue counts and the live workers, as one snapshot."""
+    """Per-queue counts and recurrent schedules, and the live workers, as one snapshot."""
 
     queues: dict[str, Counts]
     workers: list[dict[str, str]]
     now: float
+    schedules: dict[str, dict[str, RecurrentRecord]] = field(default_factory=dict)
 
 
 def fleet_status(backend: Backend, queues: Sequence[str] | None = None) -> FleetStatus:
-    """Counts of scheduled, queued, running and failed tasks per queue, and the live workers."""
+    """Counts of scheduled, queued, running and failed tasks per queue, their schedules, and the
+    live workers."""
     names = list(queues) if queues else backend.queues()
-    return FleetStatus({name: backend.counts(name) for name in names}, backend.workers(), backend.now())
+    schedules = {}
+    for name in names:
+        records = {schedule: backend.recurrent_get(name, schedule) for schedule in backend.recurrent_names(name)}
+        schedules[name] = {schedule: record for schedule, record in records.items() if record is not None}
+    return FleetStatus({name: backend.counts(name) for name in names}, backend.workers(), backend.now(), schedules)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Sequence
 
 from .admin import cancel, failed_tasks, fleet_status, purge_failed, requeue_failed
@@ -54,6 +54,11 @@ def print_status(backend: RedisBackend, queues: list[str] | None) -> None:
     print(f"{'queue':<24} {'scheduled':>9} {'queued':>9} {'running':>9} {'failed':>9}")
     for name, counts in status.queues.items():
         print(f"{name:<24} {counts.scheduled:>9} {counts.queued:>9} {counts.running:>9} {counts.failed:>9}")
+    for queue, schedules in status.schedules.items():
+        for name, record in schedules.items():
+            every = f"cron '{record.cron}' {record.timezone}" if record.cron else f"every {record.interval:g}s"
+            print(f"  schedule {queue}/{name}: {every}, misfire {record.misfire}, next {when(record.next_run)}, "
+                  f"last {when(record.last_run)}")
     print(f"\n{len(status.workers)} live worker(s)")
     for worker in status.workers:
         age = status.now - float(worker.get("heartbeat", status.now))
@@ -61,6 +66,15 @@ def print_status(backend: RedisBackend, queues: list[str] | None) -> None:
             f"  {worker.get('host', '?')} pid {worker.get('pid', '?')}: {worker.get('threads', '?')} threads, "
             f"queues {worker.get('queues', '?')}, {worker.get('running', '?')} running, last heartbeat {age:.1f}s ago"
         )
+
+
+def when(moment: float | None) -> str:
+    """A time for people, in UTC."""
+    if moment is None:
+        return "never"
+    if moment == float("inf"):  # a cron schedule whose next times a worker has yet to compute
+        return "once a worker has computed it"
+    return datetime.fromtimestamp(moment, timezone.utc).isoformat(timespec="seconds")
 
 
 def run_cancel(backend: RedisBackend, queue: str, ids: list[str], result_ttl: float) -> int:

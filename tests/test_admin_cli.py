@@ -77,3 +77,17 @@ def test_cancel_ends_waiting_tasks_and_tells_running_ones(redis_url):
             assert again.returncode == 1 and "not cancelled" in again.stdout
     finally:
         worker.kill()
+
+
+def test_status_lists_schedules_with_their_next_and_last_run(redis_url):
+    from taskutils import Recurrent
+
+    with TaskHandler(redis_url, max_num_threads=0, queue="timed") as producer:
+        producer.recurrent_tasks["nightly"] = Recurrent(Task(fleet_tasks.mark, ("n", "1")), cron="0 3 * * *",
+                                                        timezone="Europe/Paris", misfire="skip")
+        producer.recurrent_tasks["often"] = Recurrent(Task(fleet_tasks.mark, ("o", "1")), 90.0)
+        done = taskutils(redis_url, "status")
+    assert done.returncode == 0, done.stderr
+    assert "schedule timed/nightly: cron '0 3 * * *' Europe/Paris, misfire skip, next 20" in done.stdout
+    assert ", last never" in done.stdout
+    assert "schedule timed/often: every 90s, misfire coalesce" in done.stdout

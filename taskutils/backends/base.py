@@ -130,6 +130,12 @@ class Schedules(ABC):
     def recurrent_names(self, queue: str) -> list[str]:
         """Names of the schedules of `queue`."""
 
+    def refill_cron(self, queue: str) -> int:
+        """Compute more run times for cron schedules short of them (Redis stores them ahead: its
+        scripts cannot compute them); returns how many schedules got more. Workers call this on
+        every heartbeat."""
+        return 0
+
 
 class KeyLimits(ABC):
     """The limits of a queue's task keys (text as Limit.encode makes it; key None: the default)."""

@@ -9,13 +9,13 @@ import threading
 import time
 from typing import Callable, Mapping, Sequence
 
-from ..recurrent import next_run
+from ..recurrent import fire
 from .base import Backend
 from .local_lock import LocalLock
 from .memory_admin import MemoryAdmin
 from .memory_queue import Entry, Lease, QueueState
 from .records import (
-    RUNNING, Claim, Ending, Exchange, ExchangeReply, NewTask, RecurrentRecord, Settlement,
+    RUNNING, Claim, Ending, Exchange, ExchangeReply, NewTask, Settlement,
 )
 
 TOP = float("inf")  # the level recurrent runs are queued at, above every priority
@@ -112,13 +112,11 @@ class MemoryBackend(MemoryAdmin, Backend):
             del q.recurrent[name]
             if record.stop is not None and record.next_run > record.stop:
                 continue
-            q.put(TOP, self._new_entry(record.body), None, 0, now)
-            upcoming = next_run(record.next_run, record.interval, now)
-            repeats = record.repeats - 1 if record.repeats > 0 else record.repeats
-            if repeats != 0 and (record.stop is None or upcoming <= record.stop):
-                q.recurrent[name] = RecurrentRecord(
-                    record.body, record.interval, repeats, record.stop, upcoming, record.definition
-                )
+            runs, after = fire(record, now)
+            for _ in range(runs):
+                q.put(TOP, self._new_entry(record.body), None, 0, now)
+            if after is not None:
+                q.recurrent[name] = after
         expired = sorted((held.deadline, task_id) for task_id, held in q.leases.items() if held.deadline <= now)
         for _, task_id in reversed(expired):  # each to the front: the last first, so they keep their order
             held = q.leases.pop(task_id)

@@ -108,7 +108,9 @@ class Counts:
 class RecurrentRecord:
     """A stored recurrent schedule; repeats -1 means forever, stop None means never.
     `definition` identifies the schedule as the user gave it: setting the same definition
-    again leaves the stored schedule as it is."""
+    again leaves the stored schedule as it is. A cron schedule has `cron` and `timezone` (its
+    interval is 0) and `times`: its next run times, computed ahead (recurrent.py). `misfire`
+    says what runs after downtime: "coalesce", "skip" or "catch_up" (at most `max_catch_up`)."""
 
     body: bytes
     interval: float
@@ -116,6 +118,12 @@ class RecurrentRecord:
     stop: float | None
     next_run: float
     definition: bytes = b""
+    cron: str = ""
+    timezone: str = ""
+    misfire: str = "coalesce"
+    max_catch_up: int = 100
+    times: tuple[float, ...] = ()
+    last_run: float | None = None
 
 
 def split_id(task_id: str) -> tuple[str, str]:

@@ -25,7 +25,11 @@ Keys of queue Q all start with "tu:{Q}:" (one hash tag, so one Cluster slot):
     kqueued         STRING  how many keyed tasks are ready
     limits          HASH    key -> limit "<concurrency>|<rate>|<per>|<burst>|<adaptive>"
     rec             ZSET    recurrent schedule names, score = next run time
-    rec:<name>      HASH    body, interval, repeats (-1: forever), stop ("": never), definition
+    rec:<name>      HASH    body, interval, repeats (-1: forever), stop ("": never), definition, cron,
+                            tz, misfire, max_catch_up, through (a cron schedule's last stored time),
+                            last (when it last started runs)
+    rec_times:<name> ZSET   a cron schedule's next run times, computed ahead (recurrent.py)
+    cron_low        SET     cron schedules short of times: workers compute more (lua/cron_refill.lua)
     idle            ZSET    consumers waiting for work, score = until when
     wake            LIST    wake tokens for waiting consumers (lua/_queue.lua)
     wake:<consumer> LIST    "1" to end that consumer's wait at once (it stops, or has settlements to send)
@@ -54,6 +58,7 @@ from .base import Backend
 from .connections import LostReply, ThreadConnections
 from .records import Exchange, ExchangeReply, NewTask, RecurrentRecord, split_id
 from .redis_client import RedisLock, mapped, outage_retry
+from ..recurrent import more_cron_times
 from .redis_inspection import RedisInspection
 from .redis_scripts import Scripts, prefix, exchange_args, exchange_reply, unknown_outcomes
 
@@ -202,7 +207,10 @@ class RedisBackend(RedisInspection, Backend):
 
     def recurrent_put(self, queue: str, name: str, record: RecurrentRecord) -> bool:
         stop = "" if record.stop is None else repr(record.stop)
-        args = [name, record.body, repr(record.interval), record.repeats, stop, repr(record.next_run), record.definition]
+        args = [
+            name, record.body, repr(record.interval), record.repeats, stop, repr(record.next_run), record.definition,
+            record.cron, record.timezone, record.misfire, record.max_catch_up, *map(repr, record.times),
+        ]
         return bool(self._run("schedule_recurrent", prefix(queue), args, hot=False))
 
     def recurrent_get(self, queue: str, name: str) -> RecurrentRecord | None:
@@ -212,11 +220,27 @@ class RedisBackend(RedisInspection, Backend):
         fields, next_run = mapped(pipe.execute)
         if not fields or next_run is None or b"body" not in fields:
             return None
-        stop = fields.get(b"stop")
+        text = {key.decode(): value.decode(errors="replace") for key, value in fields.items() if key != b"body"}
         return RecurrentRecord(
-            fields[b"body"], float(fields.get(b"interval") or 0), int(fields.get(b"repeats") or 1),
-            float(stop) if stop else None, next_run, fields.get(b"definition", b""),
+            fields[b"body"], float(text.get("interval") or 0), int(text.get("repeats") or 1),
+            float(text["stop"]) if text.get("stop") else None, next_run, fields.get(b"definition", b""),
+            text.get("cron", ""), text.get("tz", ""), text.get("misfire") or "coalesce",
+            int(text.get("max_catch_up") or 100), last_run=float(text["last"]) if text.get("last") else None,
         )
+
+    def refill_cron(self, queue: str) -> int:
+        """Compute more run times for the cron schedules of `queue` that are running low."""
+        refilled = 0
+        for raw in mapped(lambda: self.client.smembers(prefix(queue) + "cron_low")):
+            name = raw.decode(errors="replace")
+            fields = mapped(lambda: self.client.hmget(
+                prefix(queue) + "rec:" + name, "cron", "tz", "through", "stop", "max_catch_up"
+            ))
+            cron, zone, through, stop, most = (value.decode() if value else "" for value in fields)
+            times = more_cron_times(cron, zone, float(through or 0), float(stop) if stop else None, int(most or 100),
+                                    self.now()) if cron else []
+            refilled += bool(self._run("cron_refill", prefix(queue), [name, through, *map(repr, times)], hot=False))
+        return refilled
 
     def recurrent_delete(self, queue: str, name: str) -> bool:
         pipe = self.client.pipeline(transaction=True)

@@ -63,8 +63,8 @@ class RedisInspection(Inspection):
         return int(mapped(pipe.execute)[0])
 
     def queues(self) -> list[str]:
-        keys = mapped(lambda: list(self.client.scan_iter("tu:{*}:seq", count=1000)))
-        return sorted({key.decode()[4:-5] for key in keys})
+        keys = mapped(lambda: list(self.client.scan_iter("tu:{*}:epoch", count=1000)))  # made with each queue
+        return sorted({key.decode()[4:-7] for key in keys})
 
     def set_max_concurrency(self, queue: str, limit: int | None) -> None:
         key = prefix(queue) + "config"

@@ -31,6 +31,7 @@ SCRIPTS = {
     "requeue_failed": ("_prelude", "_store", "_lanes", "_queue"),
     "schedule_recurrent": ("_prelude", "_store", "_lanes", "_queue"),
     "set_limit": ("_prelude", "_store", "_lanes", "_queue"),
+    "cron_refill": ("_prelude", "_store", "_lanes", "_queue"),
     "register_worker": ("_prelude", "_store"),
 }
 

@@ -1,4 +1,5 @@
-"""The heartbeat: renews the leases of every claim a worker holds, and its registration.
+"""The heartbeat: renews the leases of every claim a worker holds, and its registration, and
+computes more run times for cron schedules short of them (backends/base.py refill_cron).
 
 It beats every third of the visibility timeout. A lease found lost belonged to a task this
 worker started and then stalled on past the visibility timeout (SIGSTOP, a long pause): that
@@ -25,10 +26,10 @@ class Heartbeat:
 
     def __init__(
         self, backend: Backend, ledger: ClaimLedger, consumer: str, lease: float,
-        info: Callable[[], Mapping[str, str]], clock: Clock | None = None,
+        info: Callable[[], Mapping[str, str]], clock: Clock | None = None, queues: tuple[str, ...] = (),
     ):
         self._backend, self._ledger, self._consumer, self._lease = backend, ledger, consumer, lease
-        self._info, self._clock = info, clock or Clock()
+        self._info, self._clock, self._queues = info, clock or Clock(), queues
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -66,6 +67,8 @@ class Heartbeat:
                     "%.3gs); another worker may be running it too", claim.task_id, self._lease,
                 )
         self.register()
+        for queue in self._queues:
+            self._backend.refill_cron(queue)
 
     def register(self) -> None:
         self._backend.register_worker(self._consumer, self._info(), self._lease)

@@ -49,7 +49,9 @@ class Worker:
             settings.threads, self._ledger, executor.run, self._exchanger.notify, backend, Producers(backend, settings),
             clock,
         )
-        self._heartbeat = Heartbeat(backend, self._ledger, self.consumer, settings.visibility_timeout, self._info, clock)
+        self._heartbeat = Heartbeat(
+            backend, self._ledger, self.consumer, settings.visibility_timeout, self._info, clock, settings.queues
+        )
 
     def _hand_out(self, claims: list) -> None:
         self._runners.hand_out(claims)

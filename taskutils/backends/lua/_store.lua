@@ -36,7 +36,7 @@ end
 local KEY_TYPES = {inflight = 'hash', leases = 'zset', prios = 'zset', scheduled = 'zset', rec = 'zset',
   config = 'hash', idle = 'zset', wake = 'list', failed = 'hash', failed_info = 'hash', seq = 'string',
   epoch = 'string', turns = 'zset', later = 'zset', limits = 'hash', kqueued = 'string', cancel_q = 'set',
-  cancel_s = 'set', cancel_run = 'set', unique = 'hash', unique_of = 'hash', unique_until = 'zset'}
+  cancel_s = 'set', cancel_run = 'set', unique = 'hash', unique_of = 'hash', unique_until = 'zset', cron_low = 'set'}
 local function expect_keys(...)
   for _, suffix in ipairs({...}) do expect(P .. suffix, KEY_TYPES[suffix]) end
 end
@@ -150,4 +150,17 @@ end
 local function drop_outcome(seq)
   local bucket, field = bucket_of(seq)
   redis.call('HDEL', P .. 'outcome:' .. bucket, field)
+end
+
+-- a cron schedule's run times ARGV[from..] (oldest first) join its stored times (P..'rec_times:<name>',
+-- a ZSET of times scored by themselves), and the last becomes its `through` (see cron_refill.lua)
+local function store_cron_times(name, from)
+  if #ARGV < from then return end
+  local scored = {}
+  for i = from, #ARGV do
+    scored[#scored + 1] = ARGV[i]
+    scored[#scored + 1] = ARGV[i]
+  end
+  call_in_chunks('ZADD', P .. 'rec_times:' .. name, scored)
+  redis.call('HSET', P .. 'rec:' .. name, 'through', ARGV[#ARGV])
 end
