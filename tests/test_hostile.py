@@ -296,3 +296,24 @@ def test_throttled_with_a_bad_retry_after_is_a_clear_failure(bad):
 
     with pytest.raises(ValueError, match="retry_after"):
         Throttled(retry_after=bad)
+
+
+@pytest.mark.parametrize("broken, settles", [("cancel_run", False), ("unique_of", False), ("turns", False),
+                                             ("later", False), ("cancel_q", True)])  # the task is keyed
+def test_a_new_key_of_the_wrong_type_fails_its_step_whole(redis_url, broken, settles):
+    """Each key an exchange may write is checked before its step writes: a key the settling
+    step writes refuses the settlement whole (the task stays leased); a key only the claiming
+    step writes lets the settlement through and refuses the claim. Either way nothing is half
+    done, and once the key is repaired the queue goes on."""
+    for backend in raw_backends(redis_url):
+        backend.enqueue("default", [NewTask(body("tests.fleet_tasks:mark", ["k", "v"]), 0, 0, "k", "u", 0.0)])
+        (held,) = claim(backend, 1)
+        backend.client.delete(P + broken)
+        backend.client.set(P + broken, "not what taskutils keeps there")
+        with pytest.raises(BrokerError):
+            backend.exchange(Exchange("default", "c", (Settlement(held, Ending.DONE),), 1))
+        assert backend.counts("default").running == (0 if settles else 1)
+        backend.client.delete(P + broken)
+        applied = backend.exchange(Exchange("default", "c", (Settlement(held, Ending.DONE),), 1)).applied
+        assert applied == [not settles] and backend.counts("default").pending == 0
+        backend.close()

@@ -140,6 +140,7 @@ end
 local function requeue_expired_leases(now)
   local expired = redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', lease_score(now), 'LIMIT', 0, 1000)
   if #expired == 0 then return end
+  expect_keys('cancel_run')
   local leases = redis.call('HMGET', P .. 'inflight', unpack(expired))
   local back, lanes = {}, {}
   for k = 1, #expired do

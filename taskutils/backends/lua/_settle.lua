@@ -76,7 +76,7 @@ local function settle(from, now, ttl)
   for i = from, #ARGV, 5 do seqs[#seqs + 1] = ARGV[i + 1] end
   if #seqs == 0 then return '' end
   local settling = holding(from, seqs, redis.call('HMGET', P .. 'inflight', unpack(seqs)))
-  if #settling > 0 then expect_keys('leases') end
+  if #settling > 0 then expect_keys('leases', 'cancel_run') end
   local applied, ended, lanes, finished, kept, outcomes = {}, {}, {}, {}, {}, {}
   for k = 1, #seqs do applied[k] = '0' end
   for _, entry in ipairs(settling) do
