@@ -130,3 +130,22 @@ def test_a_task_that_waits_for_cancel_sees_it_through_wait_for(make_handler, key
     wait_for(lambda: ref.status() == "running", what="the task to run")
     ref.cancel()
     assert ref.result(timeout=10) is True
+
+
+def test_a_value_held_past_its_time_is_swept_without_being_looked_up(backend):
+    """Redis keeps held values in 65,536 small hashes: a heartbeat's sweep gives back the memory
+    of holds whose time passed, even if nobody enqueues that value again."""
+    from taskutils.backends.records import Ending, Exchange, NewTask, Settlement
+
+    body = Task(jobs.add, (1, 2)).encode()
+    backend.enqueue("q", [NewTask(body, unique="https://a.example/", unique_for=0.2)])
+    (held,) = backend.exchange(Exchange("q", "c", (), 1, 30.0)).claims
+    backend.exchange(Exchange("q", "c", (Settlement(held, Ending.DONE),)))
+    assert backend.enqueue("q", [NewTask(body, unique="https://a.example/")]) == [held.task_id]
+    time.sleep(0.3)
+    if backend.in_process:
+        assert backend.sweep_unique("q") == 0  # the embedded backend drops holds as their time passes
+        return
+    swept = sum(backend.sweep_unique("q") for _ in range(256))  # 256 sweeps of 256 hashes: all of them
+    assert swept == 1
+    assert not backend.client.keys("tu:{q}:up:*")

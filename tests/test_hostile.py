@@ -298,7 +298,7 @@ def test_throttled_with_a_bad_retry_after_is_a_clear_failure(bad):
         Throttled(retry_after=bad)
 
 
-@pytest.mark.parametrize("broken, settles", [("cancel_run", False), ("unique_of", False), ("turns", False),
+@pytest.mark.parametrize("broken, settles", [("cancel_run", False), ("uo:0", False), ("turns", False),
                                              ("later", False), ("cancel_q", True)])  # the task is keyed
 def test_a_new_key_of_the_wrong_type_fails_its_step_whole(redis_url, broken, settles):
     """Each key an exchange may write is checked before its step writes: a key the settling

@@ -130,6 +130,11 @@ class Schedules(ABC):
     def recurrent_names(self, queue: str) -> list[str]:
         """Names of the schedules of `queue`."""
 
+    def sweep_unique(self, queue: str) -> int:
+        """Drop unique values whose hold after their task ended has passed; returns how many.
+        Workers call this on every heartbeat (the embedded backend drops them as they pass)."""
+        return 0
+
     def refill_cron(self, queue: str) -> int:
         """Compute more run times for cron schedules short of them (Redis stores them ahead: its
         scripts cannot compute them); returns how many schedules got more. Workers call this on

@@ -36,9 +36,10 @@ Keys of queue Q all start with "tu:{Q}:" (one hash tag, so one Cluster slot):
     cancel_q, cancel_s  SET seqs of tasks cancelled while queued or scheduled, until a claim or the
                             schedule meets them in their list (lua/cancel.lua)
     cancel_run      SET     seqs of running tasks asked to stop (current_task().cancelled)
-    unique          HASH    unique value -> seq of the task holding it (lua/_unique.lua)
-    unique_of       HASH    seq -> "<unique_for>|<value>" of each pending task holding a value
-    unique_until    ZSET    values held after their task ended, score = when the hold ends
+    up:<d4>         HASH    unique values held, by digest (the first 24 hex digits of their SHA-1):
+                            digest[5..] -> seq (its task pending) or "<seq>|<until>" (held after it
+                            ended), for digests starting d4 (lua/_unique.lua, lua/sweep_unique.lua)
+    uo:<bucket>     HASH    seq % 64 -> "<unique_for>|<digest>" of each pending task holding a value
 
 Outside the queues: "tu:workers" (ZSET consumer -> last heartbeat) and "tu:worker:<consumer>"
 (HASH host, pid, threads, queues, heartbeat; expires unless renewed). Formats and each
@@ -60,8 +61,9 @@ from .records import Exchange, ExchangeReply, NewTask, RecurrentRecord, split_id
 from .redis_client import RedisLock, mapped, outage_retry
 from ..recurrent import more_cron_times
 from .redis_inspection import RedisInspection
-from .redis_scripts import Scripts, prefix, exchange_args, exchange_reply, unknown_outcomes
+from .redis_scripts import Scripts, exchange_args, exchange_reply, prefix, unique_digest, unknown_outcomes
 
+UNIQUE_SWEEP = 256  # value hashes each heartbeat sweeps of expired holds: all 65,536 in 256 heartbeats
 WAIT_READ_MARGIN = 2.0  # a blocking wait's reply is awaited this much past its timeout: a vanished
 # server (a host gone without closing the connection) is noticed within seconds
 
@@ -109,7 +111,7 @@ class RedisBackend(RedisInspection, Backend):
         args: list[Any] = []
         for task in tasks:
             args += [
-                str(task.priority), repr(float(task.delay)), task.key or "", task.unique or "",
+                str(task.priority), repr(float(task.delay)), task.key or "", unique_digest(task.unique),
                 repr(float(task.unique_for)), task.body,
             ]
         if not args:
@@ -227,6 +229,9 @@ class RedisBackend(RedisInspection, Backend):
             text.get("cron", ""), text.get("tz", ""), text.get("misfire") or "coalesce",
             int(text.get("max_catch_up") or 100), last_run=float(text["last"]) if text.get("last") else None,
         )
+
+    def sweep_unique(self, queue: str) -> int:
+        return int(self._run("sweep_unique", prefix(queue), [UNIQUE_SWEEP], hot=False))
 
     def refill_cron(self, queue: str) -> int:
         """Compute more run times for the cron schedules of `queue` that are running low."""

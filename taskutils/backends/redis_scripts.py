@@ -32,6 +32,7 @@ SCRIPTS = {
     "schedule_recurrent": ("_prelude", "_store", "_lanes", "_queue"),
     "set_limit": ("_prelude", "_store", "_lanes", "_queue"),
     "cron_refill": ("_prelude", "_store", "_lanes", "_queue"),
+    "sweep_unique": ("_prelude", "_store"),
     "register_worker": ("_prelude", "_store"),
 }
 
@@ -90,3 +91,8 @@ def unknown_outcomes(reply: ExchangeReply) -> ExchangeReply:
     """The reply of an exchange sent again after its first reply was lost: a refusal may mean
     that the lost attempt settled that task, so it is unknown (None), not False."""
     return reply._replace(applied=[True if done else None for done in reply.applied])
+
+
+def unique_digest(value: str | None) -> str:
+    """How lua/_unique.lua keeps a unique value: the first 24 hex digits of its SHA-1 ("" for none)."""
+    return "" if value is None else hashlib.sha1(value.encode()).hexdigest()[:24]

@@ -1,5 +1,6 @@
 """The heartbeat: renews the leases of every claim a worker holds, and its registration, and
-computes more run times for cron schedules short of them (backends/base.py refill_cron).
+computes more run times for cron schedules short of them and drops unique values held past
+their time (backends/base.py refill_cron, sweep_unique).
 
 It beats every third of the visibility timeout. A lease found lost belonged to a task this
 worker started and then stalled on past the visibility timeout (SIGSTOP, a long pause): that
@@ -69,6 +70,7 @@ class Heartbeat:
         self.register()
         for queue in self._queues:
             self._backend.refill_cron(queue)
+            self._backend.sweep_unique(queue)
 
     def register(self) -> None:
         self._backend.register_worker(self._consumer, self._info(), self._lease)

@@ -291,9 +291,7 @@ end
 local function claim(consumer, want, lease, idle_for, nonce, now)
   local asked = want
   pcall(redis.call, 'ZREM', P .. 'idle', consumer)
-  expect_unique()
   expect_keys('cancel_q', 'cancel_s')
-  expire_unique(now)
   promote_due_delayed(now)
   fire_due_recurrent(now)
   requeue_expired_leases(now)

@@ -53,7 +53,7 @@ local function holding(from, seqs, leases)
         end
       end
       expect_buckets({seq}, true)
-      expect_unique()
+      if ARGV[i] == 'd' or ARGV[i] == 'f' then expect_unique_release({seq}) end
       settling[#settling + 1] = entry
     end
   end

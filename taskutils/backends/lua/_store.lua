@@ -36,7 +36,7 @@ end
 local KEY_TYPES = {inflight = 'hash', leases = 'zset', prios = 'zset', scheduled = 'zset', rec = 'zset',
   config = 'hash', idle = 'zset', wake = 'list', failed = 'hash', failed_info = 'hash', seq = 'string',
   epoch = 'string', turns = 'zset', later = 'zset', limits = 'hash', kqueued = 'string', cancel_q = 'set',
-  cancel_s = 'set', cancel_run = 'set', unique = 'hash', unique_of = 'hash', unique_until = 'zset', cron_low = 'set'}
+  cancel_s = 'set', cancel_run = 'set', cron_low = 'set'}
 local function expect_keys(...)
   for _, suffix in ipairs({...}) do expect(P .. suffix, KEY_TYPES[suffix]) end
 end

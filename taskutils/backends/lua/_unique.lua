@@ -2,59 +2,93 @@
 -- scheduled, queued or running, and for its unique_for seconds after it ends, enqueueing another
 -- task with that value on the queue returns the first one's id instead.
 --
--- Keys:
---   unique        HASH value -> seq of the task holding it
---   unique_of     HASH seq -> "<unique_for>|<value>" of each task holding a value that has not ended
---   unique_until  ZSET value -> the time its hold ends, for values kept after their task ended
+-- A value is kept as its digest, which the caller computes: the first 24 hex digits (96 bits) of
+-- its SHA-1, so a URL costs the same as a short word, and two of a billion values collide with
+-- odds below 10^-10. Keys:
+--   up:<d4>     HASH  digest[5..] -> "<seq>" for a value a pending task holds, "<seq>|<until>" for
+--               one held after its task ended, for the digests starting with d4: 65,536 small
+--               hashes, which Redis keeps as compact listpacks up to hash-max-listpack-entries
+--               values each (about 8 million values in all). A hold whose time passed is dropped
+--               when it is next looked up, or by sweep_unique.lua (worker heartbeats).
+--   uo:<bucket> HASH  seq % 64 -> "<unique_for>|<digest>" of each pending task holding a value,
+--               for seq // 64 == bucket (hex), as the state buckets of _store.lua
 
-local function expect_unique()
-  expect_keys('unique', 'unique_of', 'unique_until')
+-- a value's hash and field, from its digest
+local function unique_place(digest)
+  return P .. 'up:' .. string.sub(digest, 1, 4), string.sub(digest, 5)
 end
 
--- the seq holding `value`, or nil; a hold whose time passed, or whose task's record is gone, is
--- dropped on the way
-local function unique_holder(value, now)
-  local seq = redis.call('HGET', P .. 'unique', value)
-  if not seq then return nil end
-  local ends = tonumber(redis.call('ZSCORE', P .. 'unique_until', value))
-  if ends and ends > now then return seq end
-  if not ends and redis.call('HEXISTS', P .. 'unique_of', seq) == 1 then return seq end
-  redis.call('ZREM', P .. 'unique_until', value)
-  redis.call('HDEL', P .. 'unique', value)
+-- the keys a task `seq` holding the value of `digest` may write, checked (see expect)
+local function expect_unique_hold(digest, seq)
+  expect(unique_place(digest), 'hash')
+  expect(P .. 'uo:' .. bucket_of(seq), 'hash')
+end
+
+-- the seq holding the value of `digest`, or nil (its keys checked by expect_unique_hold)
+local function unique_holder(digest, now)
+  local place, field = unique_place(digest)
+  local held = redis.call('HGET', place, field)
+  if not held then return nil end
+  local bar = string.find(held, '|', 1, true)
+  local seq = bar and string.sub(held, 1, bar - 1) or held
+  if bar then
+    if tonumber(string.sub(held, bar + 1)) > now then return seq end -- held after its task ended
+  else
+    local bucket, slot = bucket_of(seq)
+    local ok, pending_task = pcall(redis.call, 'HEXISTS', P .. 'uo:' .. bucket, slot)
+    if not ok or pending_task == 1 then return seq end -- a damaged bucket: the hold stands
+  end
+  redis.call('HDEL', place, field) -- its time passed, or its task's record is gone (damaged by hand)
   return nil
 end
 
-local function hold_unique(value, seconds, seq)
-  redis.call('HSET', P .. 'unique', value, seq)
-  redis.call('HSET', P .. 'unique_of', seq, seconds .. '|' .. value)
-  redis.call('ZREM', P .. 'unique_until', value)
+-- task `seq` holds the value of `digest` while it is pending, and `seconds` after it ends
+local function hold_unique(digest, seconds, seq)
+  local pending, field = unique_place(digest)
+  local bucket, slot = bucket_of(seq)
+  redis.call('HSET', pending, field, seq)
+  redis.call('HSET', P .. 'uo:' .. bucket, slot, seconds .. '|' .. digest)
 end
 
--- tasks that ended (done, failed for good, cancelled) let their values go, or keep them for
--- their unique_for seconds
-local function release_unique(seqs, now)
-  if #seqs == 0 or redis.call('EXISTS', P .. 'unique_of') == 0 then return end
-  local held = redis.call('HMGET', P .. 'unique_of', unpack(seqs))
-  for k, text in ipairs(held) do
-    if text then
-      local bar = string.find(text, '|', 1, true)
-      local seconds, value = tonumber(string.sub(text, 1, bar - 1)) or 0, string.sub(text, bar + 1)
-      redis.call('HDEL', P .. 'unique_of', seqs[k])
-      if redis.call('HGET', P .. 'unique', value) == seqs[k] then
-        if seconds > 0 then
-          redis.call('ZADD', P .. 'unique_until', now + seconds, value)
-        else
-          redis.call('HDEL', P .. 'unique', value)
+-- the values pending tasks `seqs` hold: {uo key, slot, unique_for, digest, seq} each
+local function held_values(seqs)
+  local groups, buckets = by_bucket(seqs)
+  local held = {}
+  for _, bucket in ipairs(buckets) do
+    local key = P .. 'uo:' .. bucket
+    expect(key, 'hash')
+    if redis.call('EXISTS', key) == 1 then
+      for k, text in ipairs(redis.call('HMGET', key, unpack(groups[bucket]))) do
+        if text then
+          local bar = string.find(text, '|', 1, true)
+          local seq = hex(tonumber(bucket, 16) * STATE_BUCKET + tonumber(groups[bucket][k]))
+          held[#held + 1] = {key, groups[bucket][k], tonumber(string.sub(text, 1, bar - 1)) or 0,
+            string.sub(text, bar + 1), seq}
         end
       end
     end
   end
+  return held
 end
 
--- drop holds whose time passed (at most 100 per call)
-local function expire_unique(now)
-  local gone = redis.call('ZRANGEBYSCORE', P .. 'unique_until', '-inf', now, 'LIMIT', 0, 100)
-  if #gone == 0 then return end
-  redis.call('HDEL', P .. 'unique', unpack(gone))
-  redis.call('ZREM', P .. 'unique_until', unpack(gone))
+-- the keys release_unique writes for tasks `seqs`, checked (see expect)
+local function expect_unique_release(seqs)
+  for _, release in ipairs(held_values(seqs)) do expect(unique_place(release[4]), 'hash') end
+end
+
+-- tasks that ended (done, failed for good, cancelled) let their values go, or keep them for
+-- their unique_for seconds (the caller checked the keys with expect_unique_release)
+local function release_unique(seqs, now)
+  for _, release in ipairs(held_values(seqs)) do
+    local key, slot, seconds, digest, seq = release[1], release[2], release[3], release[4], release[5]
+    local place, field = unique_place(digest)
+    redis.call('HDEL', key, slot)
+    if redis.call('HGET', place, field) == seq then
+      if seconds > 0 then
+        redis.call('HSET', place, field, seq .. '|' .. string.format('%.17g', now + seconds))
+      else
+        redis.call('HDEL', place, field)
+      end
+    end
+  end
 end

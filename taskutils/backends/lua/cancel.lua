@@ -17,7 +17,7 @@ local seq = ARGV[2]
 local bucket, field = bucket_of(seq)
 expect_buckets({seq}, true)
 expect_keys('cancel_q', 'cancel_s', 'cancel_run')
-expect_unique()
+expect_unique_release({seq})
 local state = redis.call('HGET', P .. 'state:' .. bucket, field)
 if state == 'r' then
   redis.call('SADD', P .. 'cancel_run', seq)

@@ -4,9 +4,9 @@
 -- pushed with one call per key for the whole call, so a bulk enqueue costs a few calls, not a few
 -- per task.
 -- KEYS[1] - the queue's prefix P. Touches P .. epoch, seq, the lanes' keys, scheduled, state:*,
---           unique, unique_of, unique_until, idle, wake (see _store.lua, _lanes.lua, _queue.lua)
--- ARGV    - groups of 6: level, delay seconds, key ("" for none), unique value ("" for none),
---           unique_for seconds, msgpack body
+--           up:*, uo:* (_unique.lua), idle, wake (see _store.lua, _lanes.lua, _queue.lua)
+-- ARGV    - groups of 6: level, delay seconds, key ("" for none), the digest of the unique value
+--           ("" for none: see _unique.lua), unique_for seconds, msgpack body
 -- Every key written is checked before the first write (_store.lua): a key of the wrong type fails
 -- the call with a WRONGTYPE error, and nothing is enqueued. Waking is best effort here: a broken
 -- idle or wake key makes workers find the task by themselves (and report that key).
@@ -18,7 +18,7 @@ local first = new_seqs(count) -- seq and epoch fail here by themselves, before a
 for k = 1, count do
   local i = (k - 1) * 6 + 1
   if tonumber(ARGV[i + 1]) > 0 then expect_keys('scheduled') else expect_lane(ARGV[i + 2], ARGV[i]) end
-  if ARGV[i + 3] ~= '' then expect_unique() end
+  if ARGV[i + 3] ~= '' then expect_unique_hold(ARGV[i + 3], hex(first + k)) end
 end
 for seq = first + 1, first + count, STATE_BUCKET do expect_buckets({hex(seq)}) end
 expect_buckets({hex(first + count)})
