@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 
-from taskutils import Limit, Task
+from taskutils import Limit, Task, TaskHandler
 
 from . import fleet_tasks
 from .conftest import wait_for
@@ -72,3 +72,46 @@ def test_a_limit_changed_while_tasks_run_applies_to_the_next_start(producer, wor
     producer.limits["c"] = Limit(concurrency=3)
     assert producer.join(timeout=30)
     assert int(client.get("change:peak")) == 3
+
+
+RACE = """
+import sys
+from taskutils import Task, TaskHandler
+from tests import fleet_tasks
+url, first, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+with TaskHandler(url, max_num_threads=0) as producer:
+    for n in range(first, first + count):
+        value = f"https://a.example/{n % 50}"
+        producer.enqueue_task(Task(fleet_tasks.mark, ("raced", value), unique=value, unique_for=60))
+"""
+
+
+def test_racing_producer_processes_enqueue_each_unique_value_once(redis_url, workers, client):
+    """Four producer processes enqueue the same 50 URLs 100 times each, at once, while two
+    workers run them: each URL runs once."""
+    import subprocess
+    import sys
+
+    from .fleet import ROOT
+
+    workers("--threads", "4", count=2)
+    racers = [subprocess.Popen([sys.executable, "-c", RACE, redis_url, str(n * 100), "100"], cwd=ROOT)
+              for n in range(4)]
+    assert all(racer.wait(60) == 0 for racer in racers)
+    wait_for(lambda: client.hlen("raced") == 50, what="the 50 URLs to run")
+    with TaskHandler(redis_url, max_num_threads=0) as producer:
+        assert producer.join(timeout=30)
+    assert all(int(runs) == 1 for runs in client.hvals("raced"))
+
+
+def test_a_cron_schedule_catches_up_exactly_once_across_the_fleet(producer, workers, client):
+    from taskutils import Recurrent
+
+    workers("--threads", "2", count=2)
+    now = producer.backend.now()
+    producer.recurrent_tasks["caught"] = Recurrent(Task(fleet_tasks.append, ("caught", "run")), cron="* * * * *",
+                                                   start=now - 300, misfire="catch_up")
+    missed = int(now // 60) - int(-(-(now - 300) // 60)) + 1
+    wait_for(lambda: client.llen("caught") >= missed, what="the missed runs")
+    assert producer.join(timeout=30)
+    assert client.llen("caught") == missed  # not once per worker

@@ -192,3 +192,13 @@ def test_bad_limits_are_refused(options, message):
 def test_bad_keys_are_refused(key):
     with pytest.raises(InvalidTask, match="key"):
         Task(jobs.add, (1, 2), key=key)
+
+
+def test_the_queue_cap_still_caps_keyed_tasks_as_a_whole(backend):
+    backend.set_max_concurrency("q", 2)
+    backend.limit_set("q", None, Limit(concurrency=5).encode())
+    backend.enqueue("q", [keyed(key) for key in ("a", "b", "c") for _ in range(3)])
+    first = claim(backend, "q", "c1", 10)
+    assert len(first) == 2 and claim(backend, "q", "c2", 10) == []
+    reply = exchange(backend, 10, Settlement(first[0], Ending.DONE))
+    assert len(reply.claims) == 1 and reply.capped

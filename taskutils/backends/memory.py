@@ -94,9 +94,9 @@ class MemoryBackend(MemoryAdmin, Backend):
     def _take(self, q: QueueState, queue: str, limit: int, now: float) -> list[Claim]:
         """Lease up to `limit` ready tasks, lane by lane in turns (memory_lanes.py)."""
         claims: list[Claim] = []
-        for level, entry in q.lanes.take(limit, now):
+        for level, entry, holds_slot in q.lanes.take(limit, now):
             token = str(next(self._counter))
-            q.leases[entry.task_id] = Lease(now, token, level, entry)
+            q.leases[entry.task_id] = Lease(now, token, level, entry, holds_slot)
             q.state[entry.task_id] = RUNNING
             claims.append(Claim(queue, entry.task_id, token, entry.body, entry.failures, entry.crashes, entry.key))
         return claims
@@ -123,8 +123,8 @@ class MemoryBackend(MemoryAdmin, Backend):
             q.cancel_run.discard(task_id)
             held.entry.crashes += 1
             q.put(held.level, held.entry, None, 0, now, front=True)
-            if held.entry.key:
-                q.lanes.released(held.entry.key, now)
+            if held.holds_slot:
+                q.lanes.released(held.entry.key or "", now)
 
     @staticmethod
     def _next_due(q: QueueState, now: float) -> float | None:
@@ -162,8 +162,8 @@ class MemoryBackend(MemoryAdmin, Backend):
                 q.lanes.succeeded(key)
             q.unique.release(claim.task_id, now)
             self._keep_outcome(q, claim.task_id, settlement.outcome, result_ttl, now)
-        if key:
-            q.lanes.released(key, now)
+        if held.holds_slot:
+            q.lanes.released(key or "", now)
         return True
 
     @staticmethod

@@ -99,11 +99,12 @@ class Lanes:
         else:
             self.turns[name] = None
 
-    def take(self, limit: int, now: float) -> list[tuple[float, Entry]]:
-        """Up to `limit` ready tasks with their levels: a task of a lane per turn, or as many as
-        wanted of the only lane in turns when it has no limit."""
+    def take(self, limit: int, now: float) -> list[tuple[float, Entry, bool]]:
+        """Up to `limit` ready tasks with their levels, and whether each holds a slot of its key
+        (its key has a limit): a task of a lane per turn, or as many as wanted of the only lane
+        in turns when it has no limit."""
         self._promote(now)
-        taken: list[tuple[float, Entry]] = []
+        taken: list[tuple[float, Entry, bool]] = []
         while len(taken) < limit and self.turns:
             name = next(iter(self.turns))
             lane, lane_limit = self.lanes[name], self.limit_of(name)
@@ -114,9 +115,10 @@ class Lanes:
                     allowed = 0
             if allowed:
                 got = self._take_from(lane, allowed)
-                if name != UNKEYED:
+                counted = name != UNKEYED and lane_limit is not None
+                if counted:
                     lane.started(lane_limit, len(got), now)
-                taken += got
+                taken += [(level, entry, counted) for level, entry in got]
             del self.turns[name]
             if lane.ready:
                 self.place(name, now)

@@ -30,6 +30,7 @@ class Lease:
     token: str
     level: float
     entry: Entry
+    holds_slot: bool = False  # one of its key's slots (the key had a limit when it started)
 
 
 @dataclass

@@ -22,7 +22,7 @@ def prefix(queue: str) -> str:
 # Each script: the helper files it needs, in order; its own file comes last.
 SCRIPTS = {
     "enqueue": ("_prelude", "_store", "_unique", "_lanes", "_queue"),
-    "exchange": ("_prelude", "_store", "_unique", "_lanes", "_queue", "_leases", "_settle", "_claim"),
+    "exchange": ("_prelude", "_store", "_unique", "_lanes", "_queue", "_leases", "_settle", "_recurrent", "_claim"),
     "cancel": ("_prelude", "_store", "_unique"),
     "renew": ("_prelude", "_store"),
     "rest": ("_prelude", "_store", "_lanes", "_queue"),

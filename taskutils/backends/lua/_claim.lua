@@ -1,12 +1,10 @@
--- Claiming (needs _prelude.lua, _store.lua, _lanes.lua, _queue.lua, _leases.lua), in four named
--- steps: promote due delayed tasks, fire due recurrent runs, put back the tasks of expired leases,
--- take ready tasks lane by lane, in turns.
+-- Claiming (needs _prelude.lua, _store.lua, _lanes.lua, _queue.lua, _leases.lua, _recurrent.lua), in
+-- four named steps: promote due delayed tasks, fire due recurrent runs, put back the tasks of
+-- expired leases, take ready tasks lane by lane, in turns.
 --
--- Keys: P..'scheduled', P..'rec' (ZSET name -> next run), P..'rec:<name>' (HASH body, interval,
--- repeats, stop, definition, cron, tz, misfire, max_catch_up, through, last), P..'rec_times:<name>'
--- (ZSET a cron schedule's next times), P..'cron_low' (SET cron schedules short of times),
--- P..'leases', P..'inflight', the lanes' keys (_lanes.lua),
--- P..'config', P..'idle', P..'wake', P..'epoch', P..'seq', the state buckets.
+-- Keys: P..'scheduled', those of _recurrent.lua, P..'leases', P..'inflight', the lanes' keys
+-- (_lanes.lua), P..'cancel_q', P..'cancel_s', P..'config', P..'idle', P..'wake', P..'epoch',
+-- P..'seq', the state buckets.
 
 -- the items whose task was cancelled while it waited (cancel.lua); returns the others and the
 -- seqs of the cancelled ones. Items are envelopes, or with `scheduled` "<level>|<envelope>"
@@ -49,92 +47,6 @@ local function promote_due_delayed(now)
   end
 end
 
--- the first run after `now` on the grid at + k * interval: no drift
-local function next_on_grid(at, interval, now)
-  return at + interval * (math.floor((now - at) / interval) + 1)
-end
-
-local MISFIRE_GRACE = 30 -- a run found this many seconds after its time or sooner is on time (recurrent.py)
-local CRON_LOW = 100 -- fewer stored cron times than this: workers compute more (cron_refill.lua)
-
--- how many runs start now for `count` due times, the latest `last`: the misfire rule
--- (recurrent.py due_runs): coalesce one, skip one only if on time, catch_up each (at most `most`)
-local function due_runs(count, last, misfire, most, now)
-  if count <= 0 then return 0 end
-  if misfire == 'catch_up' then return math.min(count, most) end
-  if misfire == 'skip' then return (now - last <= MISFIRE_GRACE) and 1 or 0 end
-  return 1
-end
-
--- a cron schedule's due times, taken out of its stored times (P..'rec_times:<name>', a ZSET of
--- times scored by themselves): {count, latest}, and its next time (math.huge when none is stored:
--- the schedule waits in cron_low for a worker to compute more)
-local function cron_due(name, at, stop, now)
-  local times_key = P .. 'rec_times:' .. name
-  local due = redis.call('ZRANGEBYSCORE', times_key, '-inf', stop or now, 'LIMIT', 0, 100000)
-  local count, last = 0, at
-  for _, time in ipairs(due) do
-    if tonumber(time) <= now then
-      count, last = count + 1, tonumber(time)
-    end
-  end
-  redis.call('ZREMRANGEBYSCORE', times_key, '-inf', now)
-  local upcoming = tonumber(redis.call('ZRANGE', times_key, 0, 0, 'WITHSCORES')[2]) or math.huge
-  if redis.call('ZCARD', times_key) < CRON_LOW then redis.call('SADD', P .. 'cron_low', name) end
-  return count, last, upcoming
-end
-
--- each due recurrent schedule queues its runs at the top priority, as its misfire rule says
--- (at most 100 schedules per call)
-local function fire_due_recurrent(now)
-  local fired = redis.call('ZRANGEBYSCORE', P .. 'rec', '-inf', now, 'WITHSCORES', 'LIMIT', 0, 100)
-  for i = 1, #fired, 2 do
-    local name, at = fired[i], tonumber(fired[i + 1])
-    local key = P .. 'rec:' .. name
-    local spec = redis.call('HMGET', key, 'body', 'interval', 'repeats', 'stop', 'cron', 'misfire', 'max_catch_up')
-    local body, interval, repeats, stop = spec[1], tonumber(spec[2]), tonumber(spec[3]) or 1, tonumber(spec[4] or '')
-    local cron, misfire, most = spec[5] or '', spec[6] or 'coalesce', tonumber(spec[7]) or 100
-    local ends = true
-    if body and not (stop and at > stop) then -- a run past the schedule's stop: it just ends
-      expect_keys('cron_low')
-      expect_lane('', 'max')
-      local count, last, upcoming = 1, at, at
-      if cron ~= '' then
-        expect(P .. 'rec_times:' .. name, 'zset')
-        count, last, upcoming = cron_due(name, at, stop, now)
-      elseif interval and interval > 0 and interval < math.huge then
-        count = math.floor((now - at) / interval) + 1
-        if stop then count = math.min(count, math.floor((stop - at) / interval) + 1) end
-        last = at + (count - 1) * interval
-        upcoming = next_on_grid(at, interval, now)
-      else
-        repeats = 1 -- a schedule with no valid interval runs once, then ends
-      end
-      local runs = due_runs(count, last, misfire, most, now)
-      if repeats > 0 then
-        runs = math.min(runs, repeats)
-        repeats = repeats - runs
-      end
-      for _ = 1, runs do
-        local seq = hex(new_seqs(1) + 1)
-        expect_buckets({seq})
-        push_ready('max', envelope_of(seq, 0, 0, body), false, now)
-      end
-      if runs > 0 then redis.call('HSET', key, 'last', string.format('%.17g', now)) end
-      ends = repeats == 0 or (stop ~= nil and upcoming > stop) or (cron == '' and upcoming <= at)
-      if not ends then
-        redis.call('HSET', key, 'repeats', repeats)
-        redis.call('ZADD', P .. 'rec', upcoming == math.huge and '+inf' or upcoming, name)
-      end
-    end
-    if ends then
-      redis.call('DEL', key, P .. 'rec_times:' .. name)
-      redis.call('ZREM', P .. 'rec', name)
-      redis.call('SREM', P .. 'cron_low', name)
-    end
-  end
-end
-
 -- tasks whose lease expired (their worker died or stalled) go back to the front of their level,
 -- in their order, with one more crash counted (at most 1000 per call)
 local function requeue_expired_leases(now)
@@ -151,7 +63,7 @@ local function requeue_expired_leases(now)
       local lane = lane_of(back[k][2])
       expect_lane(lane, level)
       expect_buckets({seq_of(back[k][2])})
-      if lane ~= '' and back[k][2] == envelope then lanes[#lanes + 1] = lane end
+      if holds_slot(token_of(leases[k])) and back[k][2] == envelope then lanes[#lanes + 1] = lane end
     end
   end
   end_leases(expired, lanes, now)
@@ -169,10 +81,11 @@ local function requeue_expired_leases(now)
 end
 
 -- lease up to `limit` ready tasks of one lane until `deadline`, by priority, FIFO within one,
--- with tokens <nonce>.<n> (n counts on from out's length); appends token, envelope pairs to out
--- and returns how many. The heads of the lists are read and their keys checked first, then
--- trimmed: nothing is taken that could not be leased. `taken` holds the seqs taken by this call.
-local function take_from_lane(lane, limit, deadline, nonce, out, taken)
+-- with tokens <nonce>.<n> (n counts on from out's length; marked when `counted`: each holds a
+-- slot of its key, see holds_slot); appends token, envelope pairs to out and returns how many.
+-- The heads of the lists are read and their keys checked first, then trimmed: nothing is taken
+-- that could not be leased. `taken` holds the seqs taken by this call.
+local function take_from_lane(lane, limit, deadline, nonce, out, taken, counted)
   local batches, count, cancelled = {}, 0, {}
   local prios = lane_prios(lane)
   for _, top in ipairs(redis.call('ZRANGE', prios, 0, -1)) do
@@ -213,7 +126,7 @@ local function take_from_lane(lane, limit, deadline, nonce, out, taken)
     if read > 0 then redis.call('LTRIM', key, read, -1) end
     if redis.call('EXISTS', key) == 0 then redis.call('ZREM', prios, top) end
     for k = 1, #items do
-      local token = nonce .. '.' .. ((#out - 2) / 2 + 1)
+      local token = nonce .. '.' .. ((#out - 2) / 2 + 1) .. (counted and SLOT_MARK or '')
       entries[#entries + 1] = {seqs[k], token, level, items[k]}
       out[#out + 1] = token
       out[#out + 1] = items[k]
@@ -237,8 +150,9 @@ local function serve_lane(lane, alone, room, deadline, nonce, out, taken, now)
   end
   local got = 0
   if allowed > 0 then
-    got = take_from_lane(lane, allowed, deadline, nonce, out, taken)
-    if lane ~= '' and got > 0 then lane_started(lane, limit, got, now) end
+    local counted = lane ~= '' and limit ~= false -- a key with a limit: its tasks hold its slots
+    got = take_from_lane(lane, allowed, deadline, nonce, out, taken, counted)
+    if counted and got > 0 then lane_started(lane, limit, got, now) end
   end
   after_turn(lane, now)
   return got

@@ -49,20 +49,6 @@ local function lane_list(lane, level)
   return P .. 'kq:' .. lane .. ':' .. level
 end
 
--- the keys a task of `lane` at `level` may write when it is made ready, checked (see expect)
-local function expect_lane(lane, level)
-  expect(lane_prios(lane), 'zset')
-  expect(lane_list(lane, level), 'list')
-  expect_keys('turns')
-  if lane ~= '' then
-    expect_keys('limits', 'config', 'later', 'kqueued') -- limits and config are read before writing
-    local queued = redis.call('GET', P .. 'kqueued')
-    if queued and not string.find(queued, '^%d+$') then redis.call('DEL', P .. 'kqueued') end -- only counts
-    expect(P .. 'ks:' .. lane, 'hash')
-    expect(P .. 'kl:' .. lane, 'list')
-  end
-end
-
 -- "<concurrency>|<rate>|<per>|<burst>|<adaptive>" -> a table, or false for none
 local function parse_limit(text)
   if not text or text == '' then return false end
@@ -93,6 +79,21 @@ local function limit_of(lane)
   return limit_cache[lane]
 end
 
+-- the keys a task of `lane` at `level` may write when it is made ready, checked (see expect)
+local function expect_lane(lane, level)
+  expect(lane_prios(lane), 'zset')
+  expect(lane_list(lane, level), 'list')
+  expect_keys('turns')
+  if lane ~= '' then
+    expect_keys('limits', 'config', 'later', 'kqueued') -- limits and config are read before writing
+    local queued = redis.call('GET', P .. 'kqueued')
+    if queued and not string.find(queued, '^%d+$') then redis.call('DEL', P .. 'kqueued') end -- only counts
+    expect(P .. 'ks:' .. lane, 'hash')
+    local limit = limit_of(lane)
+    if limit and limit.burst > 1 then expect(P .. 'kl:' .. lane, 'list') end -- only a burst keeps a start log
+  end
+end
+
 -- a key's state: running tasks, tat, throttled until, adaptive rate (nil if not lowered)
 local function lane_state(lane)
   local st = redis.call('HMGET', P .. 'ks:' .. lane, 'run', 'tat', 'until', 'rate')
@@ -110,7 +111,7 @@ local function next_start(lane, limit)
     at = math.max(at, tat - (limit.burst - 1) * interval)
     local window = math.floor(limit.rate)
     if limit.burst > 1 and redis.call('LLEN', P .. 'kl:' .. lane) >= window then
-      at = math.max(at, tonumber(redis.call('LINDEX', P .. 'kl:' .. lane, window - 1)) + limit.per)
+      at = math.max(at, (tonumber(redis.call('LINDEX', P .. 'kl:' .. lane, window - 1)) or 0) + limit.per)
     end
   end
   return at
@@ -138,9 +139,9 @@ local function lane_idle(lane, now)
   if run > 0 then return end
   local ks, kl = P .. 'ks:' .. lane, P .. 'kl:' .. lane
   local until_time = math.max(tat, throttled_until)
-  local newest = tonumber(redis.call('LINDEX', kl, 0))
   local limit = limit_of(lane)
-  if newest and limit and limit.rate then until_time = math.max(until_time, newest + limit.per) end
+  local newest = limit and limit.burst > 1 and tonumber(redis.call('LINDEX', kl, 0))
+  if newest then until_time = math.max(until_time, newest + limit.per) end
   if rate then until_time = math.max(until_time, now + 600) end -- a lowered rate is remembered a while
   local ms = math.ceil((until_time - now) * 1000)
   if ms <= 0 then
@@ -186,6 +187,14 @@ local function after_turn(lane, now)
   elseif lane ~= '' then
     lane_idle(lane, now)
   end
+end
+
+-- A keyed task started while its key had a limit holds one of the key's slots (ks:<K> run) for
+-- as long as its lease: its lease token ends with SLOT_MARK, so that whatever ends the lease frees
+-- the slot it took, and only that (a key without a limit keeps no state for its tasks).
+local SLOT_MARK = '+'
+local function holds_slot(token)
+  return string.sub(token, -1) == SLOT_MARK
 end
 
 -- a task of a keyed lane stopped running: its slot is free

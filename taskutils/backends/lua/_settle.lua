@@ -83,7 +83,7 @@ local function settle(from, now, ttl)
     local seq, kind, i, level, envelope, lane = entry[1], entry[2], entry[3], entry[4], entry[5], entry[7]
     applied[entry[6]] = '1'
     ended[#ended + 1] = seq
-    if lane ~= '' then lanes[#lanes + 1] = lane end
+    if holds_slot(ARGV[i + 2]) then lanes[#lanes + 1] = lane end
     if kind == 'd' or kind == 'f' then
       finished[#finished + 1] = seq
       kept[#kept + 1] = seq
