@@ -102,11 +102,16 @@ def crawl(args: argparse.Namespace) -> dict[str, object]:
         for site in sites:
             site.stop()
         client.close()
+    return summary(args, sites, seconds, cpu)
+
+
+def summary(args: argparse.Namespace, sites: list[Site], seconds: float, redis_cpu_seconds: float) -> dict[str, object]:
+    """The report of a crawl of `sites` that took `seconds`, from the servers' logs."""
     reports = {site.name: site.report(args.rate, 1.0, args.concurrency) for site in sites}
     pages = sum(int(report["pages"]) for report in reports.values())
     return {
-        "queue": queue, "seconds": seconds, "pages": pages, "pages_per_second": pages / seconds,
-        "redis_cpu_ms_per_page": 1000 * cpu / max(pages, 1), "domains": reports,
+        "seconds": seconds, "pages": pages, "pages_per_second": pages / seconds,
+        "redis_cpu_ms_per_page": 1000 * redis_cpu_seconds / max(pages, 1), "domains": reports,
         "active_at_once": max_active_domains(sites),
     }
 

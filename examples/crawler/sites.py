@@ -45,6 +45,7 @@ class Request:
     path: str
     status: int
     answered: float = 0.0
+    started: float = 0.0  # when the crawler's task started (its X-Task-Started header), for diagnosis
 
 
 @dataclass
@@ -95,7 +96,8 @@ class Site:
             self._in_flight += 1
             self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
             throttled = self._random.random() < self.throttle_share
-            request = Request(arrived, handler.path, 429 if throttled else 200)
+            started = float(handler.headers.get("X-Task-Started") or 0)
+            request = Request(arrived, handler.path, 429 if throttled else 200, started=started)
             self.requests.append(request)
         try:
             if self.delay:
@@ -139,8 +141,8 @@ class Site:
                 if throttle.answered < r.arrived < throttle.answered + self.retry_after:
                     if r.arrived - throttle.answered < ALREADY_SENT:
                         on_the_way += 1
-                    else:
-                        inside.append(round(r.arrived - throttle.answered, 3))
+                    else:  # (arrived, its task started) in seconds after the 429 was sent
+                        inside.append((round(r.arrived - throttle.answered, 3), round(r.started - throttle.answered, 3)))
         gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[1:])]
         elapsed = requests[-1].answered - requests[0].arrived if requests else 0.0
         return {
@@ -152,7 +154,7 @@ class Site:
             "max_per_window": window,
             "min_gap": min(gaps, default=0.0),
             "inside_retry_after": len(inside),
-            "inside_after_seconds": inside,
+            "inside_after_seconds": inside,  # [arrived, task started] after the 429, per such request
             "sent_before_429_known": on_the_way,
             "seconds": elapsed,
             "bound_seconds": self.lower_bound(len(requests), len(throttles), rate, per, concurrency),
