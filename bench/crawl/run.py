@@ -25,7 +25,6 @@ from pathlib import Path
 import redis
 
 from examples.crawler import run as crawler
-from examples.crawler.sites import Site
 from tests.redis_server import RedisServer
 
 SPIDER = Path(__file__).with_name("scrapy_spider.py")

@@ -30,6 +30,7 @@ T = TypeVar("T")
 log = logging.getLogger("taskutils.worker")
 IDLE_MARGIN = 1.0  # a waiting consumer's registration outlasts its longest wait by this much
 OUTAGE_PAUSE = 1.0  # after a call failed for broker_timeout, the next try comes this much later
+BROKER_TIMER_SLACK = 0.1  # Redis ends a blocking wait at its next timer tick: up to 1/hz late (hz 10 by default)
 
 
 class InFlight(NamedTuple):
@@ -240,13 +241,20 @@ class Exchanger:
         self._ledger.rested()
 
     def _block(self, timeout: float) -> None:
-        """Wait on the broker for new work (a runner's doorbell or `finish` ends it too)."""
+        """Wait on the broker for new work (a runner's doorbell or `finish` ends it too). A wait
+        for a due time (shorter than sleep_seconds: a delayed task, a key's next start) spends
+        its last BROKER_TIMER_SLACK here instead, on this process's clock: a broker may end a
+        blocking wait that much late, and every late start of a rate-limited key would push its
+        next start back as much. New work that arrives in that last stretch waits for its end."""
         with self._guard:
             if self._ledger.has_unsent() or self._finishing or self._changed.is_set():
                 return
             self._blocked, self._rung = True, False
+        started = self._clock.now()
+        on_broker = timeout if timeout >= self._settings.sleep_seconds else max(timeout - BROKER_TIMER_SLACK, 0.0)
         try:
-            self._broker.wait(self._queues, self._consumer, timeout)
+            if on_broker > 0:
+                self._broker.wait(self._queues, self._consumer, on_broker)
         except BrokerError as exc:  # a wake list of the wrong type: look for work every `timeout` instead
             now = self._clock.now()
             if now - self._wait_refused_at >= BROKEN_LOG_SECONDS:
@@ -256,7 +264,10 @@ class Exchanger:
         finally:
             with self._guard:
                 self._blocked = False
-            self._ledger.woken()
+        waited = self._clock.now() - started
+        if on_broker < timeout and waited >= on_broker:  # not woken early: wait out the due time here
+            self._clock.wait(self._changed, timeout - waited)
+        self._ledger.woken()
 
     def _wait(self, timeout: float) -> None:
         """Wait for a notice (set since this turn began) or `timeout`."""
