@@ -44,7 +44,8 @@ class Request:
     arrived: float
     path: str
     status: int
-    answered: float = 0.0
+    answered: float = 0.0  # the answer was written
+    replied: float = 0.0  # the answer began: a Retry-After counts from here (the HTTP Date of the answer)
     started: float = 0.0  # when the crawler's task started (its X-Task-Started header), for diagnosis
 
 
@@ -102,6 +103,7 @@ class Site:
         try:
             if self.delay:
                 time.sleep(self.delay)
+            request.replied = time.time()
             if throttled:
                 handler.send_response(429)
                 handler.send_header("Retry-After", f"{self.retry_after:g}")
@@ -138,11 +140,11 @@ class Site:
         inside, on_the_way = [], 0
         for throttle in throttles:
             for r in requests:
-                if throttle.answered < r.arrived < throttle.answered + self.retry_after:
-                    if r.arrived - throttle.answered < ALREADY_SENT:
+                if throttle.replied < r.arrived < throttle.replied + self.retry_after:
+                    if r.arrived - throttle.replied < ALREADY_SENT:
                         on_the_way += 1
-                    else:  # (arrived, its task started) in seconds after the 429 was sent
-                        inside.append((round(r.arrived - throttle.answered, 3), round(r.started - throttle.answered, 3)))
+                    else:  # (arrived, its task started) in seconds after the 429 began
+                        inside.append((round(r.arrived - throttle.replied, 3), round(r.started - throttle.replied, 3)))
         gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[1:])]
         elapsed = requests[-1].answered - requests[0].arrived if requests else 0.0
         return {
