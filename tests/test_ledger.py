@@ -235,3 +235,14 @@ def test_abandon_sends_the_outcomes_already_made_and_hands_back_the_rest():
     assert ledger.take(second) is Start.RUN
     given_up = {(s.claim, s.ending) for s in ledger.abandon()}
     assert given_up == {(first, Ending.DONE), (second, Ending.HAND_BACK), (third, Ending.HAND_BACK)}
+
+
+def test_a_throttle_goes_out_at_once_without_waiting_for_a_batch():
+    """A throttled key must stop starting tasks as soon as the server said so: its settlement
+    does not wait GATHER_SECONDS for others to share its round trip."""
+    ledger = ledger_holding(claims(8), threads=4)
+    first, *_ = claims(8)
+    assert ledger.take(first) is Start.RUN
+    ledger.finished(Settlement(first, Ending.THROTTLE, delay=1.0), 0.01)
+    plan = ledger.plan()
+    assert [s.ending for s in plan.settle] == [Ending.THROTTLE]

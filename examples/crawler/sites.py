@@ -14,7 +14,15 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-ALREADY_SENT = 0.05  # a request arriving this soon after a 429 was sent was on its way before the client could know
+ALREADY_SENT = 0.05  # without a start time: a request arriving this soon after a 429 began was on its way
+
+
+def sent_before(request: "Request", moment: float) -> bool:
+    """The request was on its way before `moment`: its task started before it (the crawler's
+    X-Task-Started header), or, for a client that does not say, it arrived within ALREADY_SENT."""
+    if request.started:
+        return request.started < moment
+    return request.arrived - moment < ALREADY_SENT
 
 
 class AcceptStampingServer(ThreadingHTTPServer):
@@ -141,7 +149,7 @@ class Site:
         for throttle in throttles:
             for r in requests:
                 if throttle.replied < r.arrived < throttle.replied + self.retry_after:
-                    if r.arrived - throttle.replied < ALREADY_SENT:
+                    if sent_before(r, throttle.replied):
                         on_the_way += 1
                     else:  # (arrived, its task started) in seconds after the 429 began
                         inside.append((round(r.arrived - throttle.replied, 3), round(r.started - throttle.replied, 3)))
@@ -157,7 +165,7 @@ class Site:
             "min_gap": min(gaps, default=0.0),
             "inside_retry_after": len(inside),
             "inside_after_seconds": inside,  # [arrived, task started] after the 429, per such request
-            "sent_before_429_known": on_the_way,
+            "sent_before_429_known": on_the_way,  # inside a window, but on its way before the 429 began
             "seconds": elapsed,
             "bound_seconds": self.lower_bound(len(requests), len(throttles), rate, per, concurrency),
         }

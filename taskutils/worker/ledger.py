@@ -50,8 +50,9 @@ class ClaimLedger:
 
     def plan(self) -> Plan:
         """Send when a batch of settlements is ready (one per thread, or the oldest waited
-        GATHER_SECONDS, or the runners are about to run out of claims), or when there is room
-        and the runners are about to run out; block on the broker when starved; else wait."""
+        GATHER_SECONDS, or the runners are about to run out of claims, or one is a throttle: its
+        key must stop starting tasks at once), or when there is room and the runners are about
+        to run out; block on the broker when starved; else wait."""
         now = self.clock.now()
         with self._lock:
             low = self._waiting <= self.threads // 2
@@ -59,7 +60,7 @@ class ClaimLedger:
             gathered = now - self._unsent_since if self._unsent else 0.0
             batch_ready = bool(self._unsent) and (
                 len(self._unsent) >= self.threads or gathered >= GATHER_SECONDS or low
-                or self._stopping or self._paused
+                or self._stopping or self._paused or any(s.ending is Ending.THROTTLE for s in self._unsent)
             )
             if batch_ready or (want > 0 and low and not self._starved):
                 settle, self._unsent = self._unsent, []
