@@ -46,9 +46,10 @@ def test_key_limits_hold_across_worker_processes(producer, workers, client):
     assert client.hlen("free") == 30
     starts = sorted(float(stamp) for stamp in client.lrange("pace:starts", 0, -1))
     assert len(starts) == 30
-    # starts are stamped by the task a little after its claim: allow 30 ms of that jitter
-    assert min(later - earlier for earlier, later in zip(starts, starts[1:])) > 0.1 - 0.03
-    assert min(starts[k + 10] - starts[k] for k in range(len(starts) - 10)) > 1.0 - 0.03
+    # starts are stamped by the task a little after its claim: allow 50 ms of that jitter (a
+    # limit kept per process instead of fleet-wide would start pairs at once, 11 in half a second)
+    assert min(later - earlier for earlier, later in zip(starts, starts[1:])) > 0.1 - 0.05
+    assert min(starts[k + 10] - starts[k] for k in range(len(starts) - 10)) > 1.0 - 0.05
 
 
 def test_a_killed_worker_gives_its_key_slot_back_after_the_lease(producer, workers, client):
