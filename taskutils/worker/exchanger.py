@@ -24,6 +24,7 @@ from ..errors import BackendUnavailable, BrokerError
 from .clock import Clock
 from .doorbell import Doorbell
 from .ledger import ClaimLedger
+from .confirmation import confirm_stale
 from .refusals import BROKEN_LOG_SECONDS, RefusedQueues
 
 T = TypeVar("T")
@@ -110,7 +111,10 @@ class Exchanger:
         self._refused.give_back_due()
         stale = self._ledger.confirmations()
         if stale:
-            self._confirm(stale)
+            confirm_stale(
+                stale, self._broker, self._ledger, self._refused, self._settings.visibility_timeout, self._hand_out,
+                self._clock,
+            )
         plan = self._ledger.plan()
         if plan.send:
             if not self._send(plan.settle, plan.want):  # every queue it needed is parked
@@ -277,29 +281,3 @@ class Exchanger:
         """After a failure: wait `seconds` unless notified afresh (an old notice must not make a hot loop)."""
         self._changed.clear()
         self._clock.wait(self._changed, seconds)
-
-    def _confirm(self, stale: list[Claim]) -> None:
-        """Renew claims that waited long enough for their lease to have moved on (this worker
-        stalled) before they start; those lost are dropped, unrun."""
-        by_queue: dict[str, list[Claim]] = {}
-        for claim in stale:
-            by_queue.setdefault(claim.queue, []).append(claim)
-        queues = list(by_queue)
-        for number, name in enumerate(queues):
-            claims = by_queue[name]
-            if self._refused.parked(name):
-                self._ledger.confirm_later(claims)
-                continue
-            sent_at = self._clock.now()
-            try:
-                lost = self._broker.renew(name, {c.task_id: c.token for c in claims}, self._settings.visibility_timeout)
-            except BrokerError as exc:
-                self._ledger.confirm_later(claims)
-                self._refused.refuse(name, exc)
-                continue
-            except BaseException:
-                self._ledger.confirm_later([c for later in queues[number:] for c in by_queue[later]])
-                raise
-            for task_id in lost:
-                log.info("task %s: its lease moved on while this worker stalled; not started here", task_id)
-            self._hand_out(self._ledger.confirmed(claims, lost, sent_at))
