@@ -30,11 +30,27 @@ local function drop_cancelled(items, marks, scheduled)
   return kept, gone
 end
 
+-- the first score of one of the queue's time-ordered ZSETs (scheduled, rec, leases, later), or
+-- nil: read once a call, and again after due_by found it due (then what is due changes it)
+local firsts = {}
+local function first_score(suffix)
+  if firsts[suffix] == nil then firsts[suffix] = tonumber(read('ZRANGE', P .. suffix, 0, 0, 'WITHSCORES')[2]) or false end
+  return firsts[suffix] or nil
+end
+
+local function due_by(suffix, score)
+  local first = first_score(suffix)
+  if not first or first > score then return false end
+  firsts[suffix] = nil
+  return true
+end
+
 -- delayed tasks that are due become ready (at most 1000 per call)
 local function promote_due_delayed(now)
-  local due = redis.call('ZRANGEBYSCORE', P .. 'scheduled', '-inf', now, 'LIMIT', 0, 1000)
+  if not due_by('scheduled', now) then return end
+  local due = read('ZRANGEBYSCORE', P .. 'scheduled', '-inf', now, 'LIMIT', 0, 1000)
   local ready = {}
-  if #due > 0 and redis.call('EXISTS', P .. 'cancel_s') == 1 then due = drop_cancelled(due, 'cancel_s', true) end
+  if #due > 0 and present('cancel_s') then due = drop_cancelled(due, 'cancel_s', true) end
   for k, member in ipairs(due) do
     local level, rest = split_level(member)
     ready[k] = {level, checked(rest)}
@@ -50,10 +66,11 @@ end
 -- tasks whose lease expired (their worker died or stalled) go back to the front of their level,
 -- in their order, with one more crash counted (at most 1000 per call)
 local function requeue_expired_leases(now)
-  local expired = redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', lease_score(now), 'LIMIT', 0, 1000)
+  if not due_by('leases', tonumber(lease_score(now))) then return end
+  local expired = read('ZRANGEBYSCORE', P .. 'leases', '-inf', lease_score(now), 'LIMIT', 0, 1000)
   if #expired == 0 then return end
   expect_keys('cancel_run')
-  local leases = redis.call('HMGET', P .. 'inflight', unpack(expired))
+  local leases = read('HMGET', P .. 'inflight', unpack(expired))
   local back, lanes = {}, {}
   for k = 1, #expired do
     expect_buckets({expired[k]})
@@ -82,18 +99,25 @@ end
 
 -- lease up to `limit` ready tasks of one lane until `deadline`, by priority, FIFO within one,
 -- with tokens <nonce>.<n> (n counts on from out's length; marked when `counted`: each holds a
--- slot of its key, see holds_slot); appends token, envelope pairs to out and returns how many.
--- The heads of the lists are read and their keys checked first, then trimmed: nothing is taken
--- that could not be leased. `taken` holds the seqs taken by this call.
+-- slot of its key, see holds_slot); appends token, envelope pairs to out and returns how many,
+-- and whether the lane has ready tasks left. The heads of the lists are read (one item more than
+-- wanted tells whether a list empties) and their keys checked first, then trimmed: nothing is
+-- taken that could not be leased. `taken` holds the seqs taken by this call.
 local function take_from_lane(lane, limit, deadline, nonce, out, taken, counted)
-  local batches, count, cancelled = {}, 0, {}
+  local batches, count, cancelled, left = {}, 0, {}, false
   local prios = lane_prios(lane)
-  for _, top in ipairs(redis.call('ZRANGE', prios, 0, -1)) do
-    if count >= limit then break end
-    local key = lane_list(lane, top)
-    local items = redis.call('LRANGE', key, 0, math.min(limit - count, 500) - 1)
-    local read, seqs = #items, {}
-    if read > 0 and redis.call('EXISTS', P .. 'cancel_q') == 1 then
+  for _, top in ipairs(read('ZRANGE', prios, 0, -1)) do
+    if count >= limit then
+      left = true
+      break
+    end
+    local key, wanted = lane_list(lane, top), math.min(limit - count, 500)
+    local items = read('LRANGE', key, 0, wanted)
+    local emptied = #items <= wanted
+    if not emptied then items[#items] = nil end
+    local got, seqs = #items, {}
+    left = left or not emptied
+    if got > 0 and present('cancel_q') then
       local gone
       items, gone = drop_cancelled(items, 'cancel_q', false)
       for _, seq in ipairs(gone) do cancelled[#cancelled + 1] = seq end
@@ -103,8 +127,8 @@ local function take_from_lane(lane, limit, deadline, nonce, out, taken, counted)
       seqs[k] = seq_of(items[k])
     end
     if #items > 0 then
-      local held = redis.call('HMGET', P .. 'inflight', unpack(seqs))
-      local failed = redis.call('HMGET', P .. 'failed', unpack(seqs))
+      local held = read('HMGET', P .. 'inflight', unpack(seqs))
+      local failed = read('HMGET', P .. 'failed', unpack(seqs))
       for k = 1, #items do
         if held[k] or failed[k] or taken[seqs[k]] then
           -- a sequence number already in use (a forged or copied envelope): a new one, losing neither
@@ -117,14 +141,14 @@ local function take_from_lane(lane, limit, deadline, nonce, out, taken, counted)
       expect_buckets(seqs)
     end
     -- a list no enqueue made (an invalid level): its items count as priority 0
-    batches[#batches + 1] = {key, top, valid_level(top) and top or '0', items, seqs, read}
+    batches[#batches + 1] = {key, top, valid_level(top) and top or '0', items, seqs, got, emptied}
     count = count + #items
   end
   local entries = {}
   for _, batch in ipairs(batches) do
-    local key, top, level, items, seqs, read = batch[1], batch[2], batch[3], batch[4], batch[5], batch[6]
-    if read > 0 then redis.call('LTRIM', key, read, -1) end
-    if redis.call('EXISTS', key) == 0 then redis.call('ZREM', prios, top) end
+    local key, top, level, items, seqs, got, emptied = unpack(batch)
+    if got > 0 then redis.call('LTRIM', key, got, -1) end
+    if emptied then redis.call('ZREM', prios, top) end
     for k = 1, #items do
       local token = nonce .. '.' .. ((#out - 2) / 2 + 1) .. (counted and SLOT_MARK or '')
       entries[#entries + 1] = {seqs[k], token, level, items[k]}
@@ -135,26 +159,28 @@ local function take_from_lane(lane, limit, deadline, nonce, out, taken, counted)
   make_leases(entries, deadline)
   if #cancelled > 0 then redis.call('SREM', P .. 'cancel_q', unpack(cancelled)) end
   if lane ~= '' and #entries + #cancelled > 0 then redis.call('DECRBY', P .. 'kqueued', #entries + #cancelled) end
-  return #entries
+  return #entries, left
 end
 
 -- one turn of a lane: take what its limits allow (as many as wanted, up to `room`, when `alone`
--- and it has no limit; else one), then put it back where it belongs; returns how many it took
+-- and it has no limit; else one), then put it back where it belongs; returns how many it took.
+-- Its keys are checked by the reads before its first write.
 local function serve_lane(lane, alone, room, deadline, nonce, out, taken, now)
-  local limit, allowed = limit_of(lane), 1
+  local limit, allowed, state = limit_of(lane), 1, nil
   if alone and not limit then allowed = room end
   if lane ~= '' then
-    expect_lane(lane, '0')
-    local at = next_start(lane, limit)
+    expect_kqueued()
+    state = lane_state(lane)
+    local at = next_start(lane, limit, state)
     if at == nil or at > now then allowed = 0 end
   end
-  local got = 0
+  local got, left = 0, true
   if allowed > 0 then
-    local counted = lane ~= '' and limit ~= false -- a key with a limit: its tasks hold its slots
-    got = take_from_lane(lane, allowed, deadline, nonce, out, taken, counted)
-    if counted and got > 0 then lane_started(lane, limit, got, now) end
+    got, left = take_from_lane(lane, allowed, deadline, nonce, out, taken, lane ~= '' and limit ~= false)
+    -- a key with a limit: its tasks hold its slots
+    if lane ~= '' and limit and got > 0 then lane_started(lane, limit, got, now, state) end
   end
-  after_turn(lane, now)
+  after_turn(lane, now, left, state)
   return got
 end
 
@@ -162,13 +188,17 @@ end
 -- broken (the wrong type) fails only its own turn, before writing anything, and waits a second
 -- before it is tried again: the other lanes go on. The error is raised if nothing could be taken.
 local function take_ready(limit, deadline, nonce, out, now)
+  local emptied = false
   promote_later(now)
   if redis.call('EXISTS', P .. 'prios') == 1 then place_lane('', now) end -- unkeyed work stored before lanes
   local count, taken, broken = 0, {}, nil
   while count < limit do
-    local heads = redis.call('ZRANGE', P .. 'turns', 0, 1)
+    local heads = read('ZRANGE', P .. 'turns', 0, 1)
     local lane = heads[1]
-    if not lane then break end
+    if not lane then
+      emptied = true
+      break
+    end
     local ok, got = pcall(serve_lane, lane, #heads == 1, limit - count, deadline, nonce, out, taken, now)
     if ok then
       count = count + got
@@ -179,15 +209,17 @@ local function take_ready(limit, deadline, nonce, out, now)
     end
   end
   if broken and count == 0 then error({err = broken}) end
-  return count
+  return count, emptied
 end
 
 -- seconds until the first delayed task, recurrent run, lease deadline or lane's time, or "-1" if
--- none: how long a consumer that got nothing may wait
-local function seconds_to_next_due(now)
-  local next_due = nil
+-- none: how long a consumer that got nothing may wait. `leased_until`: the deadline of the leases
+-- this claim made, if any (the first lease read before may have been later).
+local function seconds_to_next_due(now, leased_until)
+  local next_due = leased_until
+  firsts.later = nil -- lanes went there during the claim
   for _, key in ipairs({'scheduled', 'rec', 'leases', 'later'}) do
-    local first = tonumber(redis.call('ZRANGE', P .. key, 0, 0, 'WITHSCORES')[2])
+    local first = first_score(key)
     if first and key == 'leases' then first = first / 1000 end
     if first == math.huge then first = nil end -- a cron schedule waiting for more times
     if first and (next_due == nil or first < next_due) then next_due = first end
@@ -201,13 +233,13 @@ end
 -- now + idle_for (it waits for new work next), and told the next due time; when it got nothing,
 -- the wake tokens left over are dropped too: it just found that nothing ready could start.
 -- Returns {capped 1/0 (a concurrency cap or key limits), seconds to the next due time or "-1",
--- token1, envelope1, ...}
+-- token1, envelope1, ...} and whether it left no lane in the turns (then nothing ready can start)
 local function claim(consumer, want, lease, idle_for, nonce, now)
   local asked = want
-  pcall(redis.call, 'ZREM', P .. 'idle', consumer)
   expect_keys('cancel_q', 'cancel_s')
+  local settings_now = queue_settings() -- read before the steps write: checks config
   promote_due_delayed(now)
-  fire_due_recurrent(now)
+  if due_by('rec', now) then fire_due_recurrent(now) end
   requeue_expired_leases(now)
   local out = {0, '-1'}
   local free = free_slots()
@@ -217,15 +249,15 @@ local function claim(consumer, want, lease, idle_for, nonce, now)
   end
   -- limits on keys count as a cap too: a claim should start when it is made, not wait in a
   -- worker's prefetch while its key's next start comes due
-  if redis.call('EXISTS', P .. 'limits') == 1 or redis.call('HEXISTS', P .. 'config', 'default_limit') == 1 then
-    out[1] = 1
-  end
-  expect_keys('leases', 'inflight', 'turns', 'later')
-  local taken = take_ready(want, now + lease, nonce, out, now)
-  if taken < asked then
-    pcall(redis.call, 'ZADD', P .. 'idle', now + idle_for, consumer) -- best effort, as waking is
+  if settings_now[2] or any_own_limits() then out[1] = 1 end
+  expect_keys('turns', 'later') -- leases and inflight were checked by reads
+  local taken, emptied = take_ready(want, now + lease, nonce, out, now)
+  if taken < asked then -- best effort, as waking is
+    pcall(redis.call, 'ZADD', P .. 'idle', now + idle_for, consumer)
     if taken == 0 then redis.call('DEL', P .. 'wake') end
-    out[2] = seconds_to_next_due(now)
+    out[2] = seconds_to_next_due(now, taken > 0 and now + lease or nil)
+  else
+    pcall(redis.call, 'ZREM', P .. 'idle', consumer)
   end
-  return out
+  return out, emptied
 end

@@ -64,19 +64,42 @@ end
 
 local limit_cache = {}
 local default_limit = nil
--- the limit of a key (its own, else the queue's default), or false when it has none
+local has_own_limits = nil
+-- whether any key has a limit of its own (the limits HASH exists), once a call
+local function any_own_limits()
+  if has_own_limits == nil then has_own_limits = redis.call('EXISTS', P .. 'limits') == 1 end
+  return has_own_limits
+end
+
+-- the limit of a key (its own, else the queue's default), or false when it has none; read once a
+-- call (limits and config are checked by these reads)
 local function limit_of(lane)
   if lane == '' then return false end
   if limit_cache[lane] == nil then
-    local own = redis.call('HGET', P .. 'limits', lane)
+    local own = any_own_limits() and read('HGET', P .. 'limits', lane)
     if own then
       limit_cache[lane] = parse_limit(own)
     else
-      if default_limit == nil then default_limit = parse_limit(redis.call('HGET', P .. 'config', 'default_limit')) end
+      if default_limit == nil then default_limit = parse_limit(queue_settings()[2]) end
       limit_cache[lane] = default_limit
     end
   end
   return limit_cache[lane]
+end
+
+-- kqueued holds only a count: anything else there (written by hand) is dropped, once a call
+local function expect_kqueued()
+  if checked_keys[P .. 'kqueued'] then return end
+  local queued = read('GET', P .. 'kqueued')
+  if queued and not string.find(queued, '^%d+$') then redis.call('DEL', P .. 'kqueued') end
+end
+
+-- the keys a task of keyed `lane` may write when it ends (lane_released), checked (see expect)
+local function expect_lane_end(lane)
+  local limit = limit_of(lane)
+  expect_keys('turns', 'later')
+  expect(P .. 'ks:' .. lane, 'hash')
+  if limit and limit.burst > 1 then expect(P .. 'kl:' .. lane, 'list') end -- only a burst keeps a start log
 end
 
 -- the keys a task of `lane` at `level` may write when it is made ready, checked (see expect)
@@ -85,64 +108,69 @@ local function expect_lane(lane, level)
   expect(lane_list(lane, level), 'list')
   expect_keys('turns')
   if lane ~= '' then
-    expect_keys('limits', 'config', 'later', 'kqueued') -- limits and config are read before writing
-    local queued = redis.call('GET', P .. 'kqueued')
-    if queued and not string.find(queued, '^%d+$') then redis.call('DEL', P .. 'kqueued') end -- only counts
-    expect(P .. 'ks:' .. lane, 'hash')
-    local limit = limit_of(lane)
-    if limit and limit.burst > 1 then expect(P .. 'kl:' .. lane, 'list') end -- only a burst keeps a start log
+    expect_keys('later')
+    expect_kqueued()
+    expect_lane_end(lane)
   end
 end
 
--- a key's state: running tasks, tat, throttled until, adaptive rate (nil if not lowered)
+-- a key's state: {run = tasks of it running, tat = its GCRA time, until_time = throttled until
+-- then, rate = its adaptive rate (nil if not lowered)}; the read checks ks:<K>
 local function lane_state(lane)
-  local st = redis.call('HMGET', P .. 'ks:' .. lane, 'run', 'tat', 'until', 'rate')
-  return tonumber(st[1]) or 0, tonumber(st[2]) or 0, tonumber(st[3]) or 0, tonumber(st[4])
+  local st = read('HMGET', P .. 'ks:' .. lane, 'run', 'tat', 'until', 'rate')
+  return {run = tonumber(st[1]) or 0, tat = tonumber(st[2]) or 0, until_time = tonumber(st[3]) or 0,
+    rate = tonumber(st[4])}
 end
 
 -- when the next task of a keyed lane may start (a time, possibly past), or nil while the key is
--- at its concurrency limit
-local function next_start(lane, limit)
-  local run, tat, throttled_until, rate = lane_state(lane)
-  if limit and limit.concurrency and run >= limit.concurrency then return nil end
-  local at = throttled_until
+-- at its concurrency limit; `state` is read if not given (lane_state)
+local function next_start(lane, limit, state)
+  state = state or lane_state(lane)
+  if limit and limit.concurrency and state.run >= limit.concurrency then return nil end
+  local at = state.until_time
   if limit and limit.rate then
-    local interval = limit.per / (rate or limit.rate)
-    at = math.max(at, tat - (limit.burst - 1) * interval)
+    local interval = limit.per / (state.rate or limit.rate)
+    at = math.max(at, state.tat - (limit.burst - 1) * interval)
     local window = math.floor(limit.rate)
-    if limit.burst > 1 and redis.call('LLEN', P .. 'kl:' .. lane) >= window then
-      at = math.max(at, (tonumber(redis.call('LINDEX', P .. 'kl:' .. lane, window - 1)) or 0) + limit.per)
+    if limit.burst > 1 and read('LLEN', P .. 'kl:' .. lane) >= window then
+      at = math.max(at, (tonumber(read('LINDEX', P .. 'kl:' .. lane, window - 1)) or 0) + limit.per)
     end
   end
   return at
 end
 
--- `count` tasks of a keyed lane started at `now`: count them running, and move its rate on
-local function lane_started(lane, limit, count, now)
+-- `count` tasks of a keyed lane with a limit started at `now`: count them running, and move its
+-- rate on; `state` (lane_state, which read ks:<K>, and kl:<K> if next_start needed it) follows
+local function lane_started(lane, limit, count, now, state)
   local ks = P .. 'ks:' .. lane
-  redis.call('HINCRBY', ks, 'run', count)
+  state.run = state.run + count
+  if limit.rate then
+    state.tat = math.max(state.tat, now) + count * limit.per / (state.rate or limit.rate)
+    redis.call('HSET', ks, 'run', state.run, 'tat', string.format('%.17g', state.tat))
+  else
+    redis.call('HSET', ks, 'run', state.run)
+  end
   redis.call('PERSIST', ks) -- an idle lane's state was set to expire
-  if not (limit and limit.rate) then return end
-  local _, tat, _, rate = lane_state(lane)
-  redis.call('HSET', ks, 'tat', string.format('%.17g', math.max(tat, now) + count * limit.per / (rate or limit.rate)))
-  if limit.burst > 1 then
-    local kl = P .. 'kl:' .. lane
-    for _ = 1, count do redis.call('LPUSH', kl, string.format('%.17g', now)) end
+  if limit.rate and limit.burst > 1 then
+    local kl, times = P .. 'kl:' .. lane, {}
+    for k = 1, count do times[k] = string.format('%.17g', now) end
+    call_in_chunks('LPUSH', kl, times)
     redis.call('LTRIM', kl, 0, math.floor(limit.rate) - 1)
     redis.call('PERSIST', kl)
   end
 end
 
--- a lane with no ready task and nothing running keeps its state only while its times matter
-local function lane_idle(lane, now)
-  local run, tat, throttled_until, rate = lane_state(lane)
-  if run > 0 then return end
+-- a lane with no ready task and nothing running keeps its state only while its times matter;
+-- `state` is read if not given (lane_state)
+local function lane_idle(lane, now, state)
+  state = state or lane_state(lane)
+  if state.run > 0 then return end
   local ks, kl = P .. 'ks:' .. lane, P .. 'kl:' .. lane
-  local until_time = math.max(tat, throttled_until)
+  local until_time = math.max(state.tat, state.until_time)
   local limit = limit_of(lane)
-  local newest = limit and limit.burst > 1 and tonumber(redis.call('LINDEX', kl, 0))
+  local newest = limit and limit.burst > 1 and tonumber(read('LINDEX', kl, 0))
   if newest then until_time = math.max(until_time, newest + limit.per) end
-  if rate then until_time = math.max(until_time, now + 600) end -- a lowered rate is remembered a while
+  if state.rate then until_time = math.max(until_time, now + 600) end -- a lowered rate is remembered a while
   local ms = math.ceil((until_time - now) * 1000)
   if ms <= 0 then
     redis.call('DEL', ks, kl)
@@ -179,14 +207,19 @@ local function place_lane(lane, now)
   return true
 end
 
--- a lane after its turn: to the back of the turns, or where its limits put it, or out if empty
-local function after_turn(lane, now)
+-- a lane after its turn: to the back of the turns, or where its limits put it, or out if it has
+-- no ready task left (`left` false). `state`: a keyed lane's state after the turn (lane_state).
+-- A lane in the turns is never in `later` too, so it needs no lookup there.
+local function after_turn(lane, now, left, state)
   redis.call('ZREM', P .. 'turns', lane)
-  if redis.call('EXISTS', lane_prios(lane)) == 1 then
-    place_lane(lane, now)
-  elseif lane ~= '' then
-    lane_idle(lane, now)
+  if not left then
+    if lane ~= '' then lane_idle(lane, now, state) end
+    return
   end
+  local at = now
+  if lane ~= '' then at = next_start(lane, limit_of(lane), state) end
+  if at == nil then return end -- at its concurrency limit: one of its tasks ending puts it back
+  if at > now then redis.call('ZADD', P .. 'later', at, lane) else add_turn(lane) end
 end
 
 -- A keyed task started while its key had a limit holds one of the key's slots (ks:<K> run) for
@@ -200,7 +233,7 @@ end
 -- a task of a keyed lane stopped running: its slot is free
 local function lane_released(lane, now)
   local ks = P .. 'ks:' .. lane
-  if redis.call('HINCRBY', ks, 'run', -1) <= 0 then redis.call('HDEL', ks, 'run') end
+  if redis.call('HINCRBY', ks, 'run', -1) < 0 then redis.call('HSET', ks, 'run', 0) end -- released twice (by hand)
   if redis.call('EXISTS', lane_prios(lane)) == 1 then
     place_lane(lane, now)
   else
@@ -208,12 +241,20 @@ local function lane_released(lane, now)
   end
 end
 
--- lanes whose time came join the turns, in the order of their times (at most 1000 per call)
+-- lanes whose time came join the turns (unless there already), in the order of their times (at
+-- most 1000 per call)
 local function promote_later(now)
-  local due = redis.call('ZRANGEBYSCORE', P .. 'later', '-inf', now, 'LIMIT', 0, 1000)
-  for _, lane in ipairs(due) do
-    redis.call('ZREM', P .. 'later', lane)
-    if not redis.call('ZSCORE', P .. 'turns', lane) then add_turn(lane) end
+  local due = read('ZRANGEBYSCORE', P .. 'later', '-inf', now, 'LIMIT', 0, 1000)
+  if #due == 0 then return end
+  call_in_chunks('ZREM', P .. 'later', due)
+  local last = tonumber(read('ZRANGE', P .. 'turns', -1, -1, 'WITHSCORES')[2]) or 0
+  for first = 1, #due, 500 do
+    local scored = {}
+    for k = first, math.min(first + 499, #due) do
+      scored[#scored + 1] = last + k
+      scored[#scored + 1] = due[k]
+    end
+    redis.call('ZADD', P .. 'turns', 'NX', unpack(scored))
   end
 end
 
@@ -221,11 +262,11 @@ end
 -- halves the key's rate (down to a sixteenth of its limit)
 local function lane_throttled(lane, seconds, now)
   local ks = P .. 'ks:' .. lane
-  local _, _, throttled_until, rate = lane_state(lane)
-  redis.call('HSET', ks, 'until', string.format('%.17g', math.max(throttled_until, now + seconds)))
+  local state = lane_state(lane)
+  redis.call('HSET', ks, 'until', string.format('%.17g', math.max(state.until_time, now + seconds)))
   local limit = limit_of(lane)
   if limit and limit.rate and limit.adaptive then
-    redis.call('HSET', ks, 'rate', string.format('%.17g', math.max((rate or limit.rate) / 2, limit.rate / 16)))
+    redis.call('HSET', ks, 'rate', string.format('%.17g', math.max((state.rate or limit.rate) / 2, limit.rate / 16)))
   end
 end
 
@@ -234,7 +275,7 @@ local function lane_succeeded(lane)
   local limit = limit_of(lane)
   if not (limit and limit.rate and limit.adaptive) then return end
   local ks = P .. 'ks:' .. lane
-  local rate = tonumber(redis.call('HGET', ks, 'rate'))
+  local rate = tonumber(read('HGET', ks, 'rate'))
   if not rate then return end
   rate = rate + limit.rate / 32
   if rate >= limit.rate then

@@ -30,6 +30,6 @@ local function end_leases(seqs, lanes, now)
   if #seqs == 0 then return end
   call_in_chunks('HDEL', P .. 'inflight', seqs)
   call_in_chunks('ZREM', P .. 'leases', seqs)
-  if redis.call('EXISTS', P .. 'cancel_run') == 1 then call_in_chunks('SREM', P .. 'cancel_run', seqs) end
+  if present('cancel_run') then call_in_chunks('SREM', P .. 'cancel_run', seqs) end
   for _, lane in ipairs(lanes) do lane_released(lane, now) end
 end

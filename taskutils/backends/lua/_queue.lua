@@ -67,7 +67,7 @@ end
 
 -- free slots of the queue's cap, or nil when it has none
 local function free_slots()
-  local cap = redis.call('HGET', P .. 'config', 'max_concurrency')
+  local cap = queue_settings()[1]
   if not cap then return nil end
   return math.max(tonumber(cap) - redis.call('ZCARD', P .. 'leases'), 0)
 end

@@ -31,8 +31,8 @@ local function retry(level, envelope, delay, now)
 end
 
 -- the settlements whose token holds the lease: {seq, kind, index in ARGV, level, envelope, k, lane},
--- with the keys they will write checked
-local function holding(from, seqs, leases)
+-- with the keys they will write checked (outcomes only if kept: `ttl` > 0)
+local function holding(from, seqs, leases, ttl)
   local settling, seen = {}, {}
   for k, seq in ipairs(seqs) do
     local i = from + (k - 1) * 5
@@ -41,9 +41,11 @@ local function holding(from, seqs, leases)
       local _, level, rest = lease_fields(leases[k])
       local lane = is_envelope(rest) and lane_of(rest) or ''
       local entry = {seq, ARGV[i], i, level, false, k, lane}
-      if lane ~= '' then expect_lane(lane, level) end
+      if lane ~= '' then expect_lane_end(lane) end
+      local finished = ARGV[i] == 'd' or ARGV[i] == 'f'
       if ARGV[i] ~= 'd' then -- only these need the lease's envelope
         entry[5] = checked(rest)
+        if seq_of(entry[5]) ~= seq then finished = true end -- a damaged lease: its own state goes
         if ARGV[i] == 'f' then
           expect_keys('failed', 'failed_info')
         else
@@ -52,8 +54,8 @@ local function holding(from, seqs, leases)
           expect_buckets({seq_of(entry[5])})
         end
       end
-      expect_buckets({seq}, true)
-      if ARGV[i] == 'd' or ARGV[i] == 'f' then expect_unique_release({seq}) end
+      expect_buckets({seq}, ttl > 0 and (ARGV[i] == 'd' or ARGV[i] == 'f'))
+      if finished then expect_unique_release({seq}) end
       settling[#settling + 1] = entry
     end
   end
@@ -75,7 +77,7 @@ local function settle(from, now, ttl)
   local seqs = {}
   for i = from, #ARGV, 5 do seqs[#seqs + 1] = ARGV[i + 1] end
   if #seqs == 0 then return '' end
-  local settling = holding(from, seqs, redis.call('HMGET', P .. 'inflight', unpack(seqs)))
+  local settling = holding(from, seqs, read('HMGET', P .. 'inflight', unpack(seqs)), ttl)
   if #settling > 0 then expect_keys('leases', 'cancel_run') end
   local applied, ended, lanes, finished, kept, outcomes = {}, {}, {}, {}, {}, {}
   for k = 1, #seqs do applied[k] = '0' end
@@ -105,7 +107,7 @@ local function settle(from, now, ttl)
   end
   end_leases(ended, lanes, now)
   drop_states(finished)
-  release_unique(finished, now)
+  release_unique(now)
   keep_outcomes(kept, outcomes, ttl)
   return table.concat(applied)
 end

@@ -10,16 +10,35 @@
 
 -- Lua does not roll back: a write failing halfway (a key holding the wrong type, written by hand
 -- or by a bug) would leave the queue half changed. So scripts check the types of the keys they
--- are about to write, before their first write, and refuse with a clear error instead.
-local checked_keys = {}
+-- are about to write, before their first write, and refuse with a clear error instead. A read of
+-- a key before the first write checks it as well (see read): most keys are read anyway, so most
+-- checks cost no call of their own.
+local checked_keys = {} -- key -> its type when expect read it, or true when a read checked it
 local function expect(key, wanted)
-  if checked_keys[key] then return end
+  if checked_keys[key] then return checked_keys[key] end
   local kind = redis.call('TYPE', key)['ok']
   if kind ~= 'none' and kind ~= wanted then
     error({err = 'WRONGTYPE ' .. key .. ' holds a ' .. kind .. ' where taskutils keeps a ' .. wanted ..
       ': delete or rename that key to serve the queue again'})
   end
-  checked_keys[key] = true
+  checked_keys[key] = kind
+  return kind
+end
+
+-- the type of key each reading command expects
+local READ_TYPES = {GET = 'string', HGET = 'hash', HMGET = 'hash', ZRANGE = 'zset', ZRANGEBYSCORE = 'zset',
+  ZSCORE = 'zset', LRANGE = 'list', LLEN = 'list', LINDEX = 'list', SETRANGE = 'string'}
+
+-- redis.call(command, key, ...) of a command that reads `key`, which counts as its check (see
+-- expect): a key of the wrong type fails with expect's clear error
+local function read(command, key, ...)
+  local reply = redis.pcall(command, key, ...)
+  if type(reply) == 'table' and reply.err then
+    expect(key, READ_TYPES[command])
+    error(reply)
+  end
+  checked_keys[key] = checked_keys[key] or true
+  return reply
 end
 
 -- Under maxmemory with noeviction, Redis refuses a script's write commands only until the script
@@ -28,8 +47,15 @@ end
 -- that writes calls this first: a write Redis refuses when full, and that changes nothing
 -- (SETRANGE of an empty string neither creates nor alters a key).
 local function refuse_when_full()
-  expect(P .. 'seq', 'string')
-  redis.call('SETRANGE', P .. 'seq', 0, '')
+  read('SETRANGE', P .. 'seq', 0, '')
+end
+
+-- the queue's settings that claims and limits read (config HASH): {max_concurrency, default_limit},
+-- read once a call
+local settings = nil
+local function queue_settings()
+  if not settings then settings = read('HMGET', P .. 'config', 'max_concurrency', 'default_limit') end
+  return settings
 end
 
 -- the types of the keys every call of a script may write
@@ -39,6 +65,12 @@ local KEY_TYPES = {inflight = 'hash', leases = 'zset', prios = 'zset', scheduled
   cancel_s = 'set', cancel_run = 'set', cron_low = 'set'}
 local function expect_keys(...)
   for _, suffix in ipairs({...}) do expect(P .. suffix, KEY_TYPES[suffix]) end
+end
+
+-- whether a queue key exists, for a key this call only removes from (the cancel marks): from the
+-- type expect_keys read
+local function present(suffix)
+  return expect(P .. suffix, KEY_TYPES[suffix]) ~= 'none'
 end
 
 local function clock()
@@ -63,7 +95,7 @@ end
 -- the queue's epoch, made with the queue from the server's clock: ids and results of a queue
 -- that Redis lost and that was made again (same sequence numbers) never pass for each other
 local function epoch()
-  local known = redis.call('GET', P .. 'epoch')
+  local known = read('GET', P .. 'epoch')
   if known then return known end
   local t = redis.call('TIME')
   local made = string.format('%x', (tonumber(t[1]) * 1000000 + tonumber(t[2])) % 4294967296)

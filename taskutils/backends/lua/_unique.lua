@@ -8,8 +8,8 @@
 --   up:<d4>     HASH  digest[5..] -> "<seq>" for a value a pending task holds, "<seq>|<until>" for
 --               one held after its task ended, for the digests starting with d4: 65,536 small
 --               hashes, which Redis keeps as compact listpacks up to hash-max-listpack-entries
---               values each (about 8 million values in all). A hold whose time passed is dropped
---               when it is next looked up, or by sweep_unique.lua (worker heartbeats).
+--               values each (about 8 million values in all). A hold whose time passed is replaced
+--               when the value is next taken, or dropped by sweep_unique.lua (worker heartbeats).
 --   uo:<bucket> HASH  seq % 64 -> "<unique_for>|<digest>" of each pending task holding a value,
 --               for seq // 64 == bucket (hex), as the state buckets of _store.lua
 
@@ -18,16 +18,11 @@ local function unique_place(digest)
   return P .. 'up:' .. string.sub(digest, 1, 4), string.sub(digest, 5)
 end
 
--- the keys a task `seq` holding the value of `digest` may write, checked (see expect)
-local function expect_unique_hold(digest, seq)
-  expect(unique_place(digest), 'hash')
-  expect(P .. 'uo:' .. bucket_of(seq), 'hash')
-end
-
--- the seq holding the value of `digest`, or nil (its keys checked by expect_unique_hold)
+-- the seq holding the value of `digest`, or nil if none does or its hold is over (the read
+-- checks the value's hash; an enqueue overwrites a hold that is over)
 local function unique_holder(digest, now)
   local place, field = unique_place(digest)
-  local held = redis.call('HGET', place, field)
+  local held = read('HGET', place, field)
   if not held then return nil end
   local bar = string.find(held, '|', 1, true)
   local seq = bar and string.sub(held, 1, bar - 1) or held
@@ -38,16 +33,20 @@ local function unique_holder(digest, now)
     local ok, pending_task = pcall(redis.call, 'HEXISTS', P .. 'uo:' .. bucket, slot)
     if not ok or pending_task == 1 then return seq end -- a damaged bucket: the hold stands
   end
-  redis.call('HDEL', place, field) -- its time passed, or its task's record is gone (damaged by hand)
-  return nil
+  return nil -- its time passed, or its task's record is gone (damaged by hand)
 end
 
--- task `seq` holds the value of `digest` while it is pending, and `seconds` after it ends
-local function hold_unique(digest, seconds, seq)
-  local pending, field = unique_place(digest)
-  local bucket, slot = bucket_of(seq)
-  redis.call('HSET', pending, field, seq)
-  redis.call('HSET', P .. 'uo:' .. bucket, slot, seconds .. '|' .. digest)
+-- tasks hold values while they are pending, and unique_for seconds after they end: `holds` are
+-- {digest, unique_for, seq} (the caller checked the uo buckets of the seqs with expect)
+local function hold_unique(holds)
+  local seqs, records = {}, {}
+  for k, hold in ipairs(holds) do
+    local place, field = unique_place(hold[1])
+    redis.call('HSET', place, field, hold[3])
+    seqs[k], records[k] = hold[3], hold[2] .. '|' .. hold[1]
+  end
+  local groups, buckets = by_bucket(seqs, records)
+  for _, bucket in ipairs(buckets) do call_in_chunks('HSET', P .. 'uo:' .. bucket, groups[bucket]) end
 end
 
 -- the values pending tasks `seqs` hold: {uo key, slot, unique_for, digest, seq} each
@@ -56,34 +55,36 @@ local function held_values(seqs)
   local held = {}
   for _, bucket in ipairs(buckets) do
     local key = P .. 'uo:' .. bucket
-    expect(key, 'hash')
-    if redis.call('EXISTS', key) == 1 then
-      for k, text in ipairs(redis.call('HMGET', key, unpack(groups[bucket]))) do
-        if text then
-          local bar = string.find(text, '|', 1, true)
-          local seq = hex(tonumber(bucket, 16) * STATE_BUCKET + tonumber(groups[bucket][k]))
-          held[#held + 1] = {key, groups[bucket][k], tonumber(string.sub(text, 1, bar - 1)) or 0,
-            string.sub(text, bar + 1), seq}
-        end
+    for k, text in ipairs(read('HMGET', key, unpack(groups[bucket]))) do
+      if text then
+        local bar = string.find(text, '|', 1, true)
+        local seq = hex(tonumber(bucket, 16) * STATE_BUCKET + tonumber(groups[bucket][k]))
+        held[#held + 1] = {key, groups[bucket][k], tonumber(string.sub(text, 1, bar - 1)) or 0,
+          string.sub(text, bar + 1), seq}
       end
     end
   end
   return held
 end
 
--- the keys release_unique writes for tasks `seqs`, checked (see expect)
+-- the values that tasks `seqs`, which end in this call, hold: read now, before the call writes
+-- (which checks their keys), for release_unique
+local releases = {}
 local function expect_unique_release(seqs)
-  for _, release in ipairs(held_values(seqs)) do expect(unique_place(release[4]), 'hash') end
+  for _, release in ipairs(held_values(seqs)) do
+    release[6] = read('HGET', unique_place(release[4])) -- the value's holder now
+    releases[#releases + 1] = release
+  end
 end
 
--- tasks that ended (done, failed for good, cancelled) let their values go, or keep them for
--- their unique_for seconds (the caller checked the keys with expect_unique_release)
-local function release_unique(seqs, now)
-  for _, release in ipairs(held_values(seqs)) do
-    local key, slot, seconds, digest, seq = release[1], release[2], release[3], release[4], release[5]
+-- the tasks of expect_unique_release ended (done, failed for good, cancelled): they let their
+-- values go, or keep them for their unique_for seconds
+local function release_unique(now)
+  for _, release in ipairs(releases) do
+    local key, slot, seconds, digest, seq, holder = unpack(release)
     local place, field = unique_place(digest)
     redis.call('HDEL', key, slot)
-    if redis.call('HGET', place, field) == seq then
+    if holder == seq then
       if seconds > 0 then
         redis.call('HSET', place, field, seq .. '|' .. string.format('%.17g', now + seconds))
       else
@@ -91,4 +92,5 @@ local function release_unique(seqs, now)
       end
     end
   end
+  releases = {}
 end

@@ -12,7 +12,7 @@
 -- returns   1 if the task was scheduled or queued and is cancelled now, else 0 (also for an id of
 --           another epoch of the queue: see status.lua)
 refuse_when_full() -- Redis over maxmemory refuses the whole call (see _store.lua)
-if redis.call('GET', P .. 'epoch') ~= ARGV[1] then return 0 end
+if read('GET', P .. 'epoch') ~= ARGV[1] then return 0 end
 local seq = ARGV[2]
 local bucket, field = bucket_of(seq)
 expect_buckets({seq}, true)
@@ -27,5 +27,5 @@ if state ~= 'q' and state ~= 's' then return 0 end
 redis.call('SADD', P .. (state == 'q' and 'cancel_q' or 'cancel_s'), seq)
 drop_states({seq})
 keep_outcomes({seq}, {ARGV[4]}, tonumber(ARGV[3]))
-release_unique({seq}, clock())
+release_unique(clock())
 return 1

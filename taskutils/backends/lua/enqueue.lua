@@ -14,35 +14,48 @@
 --           task k's id is <epoch>-<first + k in hex>, or <epoch>-<seq> when a pair names it
 refuse_when_full() -- Redis over maxmemory refuses the whole call (see _store.lua)
 local count = #ARGV / 6
-local first = new_seqs(count) -- seq and epoch fail here by themselves, before anything is written
+-- the sequence numbers are taken (INCRBY) once everything is checked: until then nothing is written
+local first = tonumber(read('GET', P .. 'seq')) or 0
+local known_epoch = read('GET', P .. 'epoch')
 for k = 1, count do
   local i = (k - 1) * 6 + 1
   if tonumber(ARGV[i + 1]) > 0 then expect_keys('scheduled') else expect_lane(ARGV[i + 2], ARGV[i]) end
-  if ARGV[i + 3] ~= '' then expect_unique_hold(ARGV[i + 3], hex(first + k)) end
+  if ARGV[i + 3] ~= '' then expect(P .. 'uo:' .. bucket_of(hex(first + k)), 'hash') end
 end
 for seq = first + 1, first + count, STATE_BUCKET do expect_buckets({hex(seq)}) end
 expect_buckets({hex(first + count)})
-local out = {epoch(), first}
-local now = nil -- the server's clock, read only when needed
+
+-- the unique values: looked up (which checks their hashes) before anything is written; a task
+-- whose value is held gets the holder's id (a pair k, seq in out), another takes the value
+local now, holders, holds, taking = nil, {}, {}, {}
+for k = 1, count do
+  local i = (k - 1) * 6 + 1
+  local unique = ARGV[i + 3]
+  if unique ~= '' then
+    now = now or clock()
+    holders[k] = taking[unique] or unique_holder(unique, now)
+    if not holders[k] then
+      taking[unique] = hex(first + k)
+      holds[#holds + 1] = {unique, ARGV[i + 4], hex(first + k)}
+    end
+  end
+end
+new_seqs(count) -- the seqs read above; a seq key holding no count fails here, before any write
+local out = {known_epoch or epoch(), first}
+hold_unique(holds)
 
 -- task k's envelope (a keyed task's body starts with "@<key>|"), or nil when its unique value is
 -- held: then its id is the holder's
 local function new_envelope(k)
   local i = (k - 1) * 6 + 1
-  local key, unique, body = ARGV[i + 2], ARGV[i + 3], ARGV[i + 5]
-  local seq = hex(first + k)
-  if unique ~= '' then
-    now = now or clock()
-    local holder = unique_holder(unique, now)
-    if holder then
-      out[#out + 1] = k
-      out[#out + 1] = holder
-      return nil
-    end
-    hold_unique(unique, ARGV[i + 4], seq)
+  if holders[k] then
+    out[#out + 1] = k
+    out[#out + 1] = holders[k]
+    return nil
   end
+  local key, body = ARGV[i + 2], ARGV[i + 5]
   if key ~= '' then body = '@' .. key .. '|' .. body end
-  return envelope_of(seq, 0, 0, body)
+  return envelope_of(hex(first + k), 0, 0, body)
 end
 
 -- one task (one-by-one enqueue, the common case): no tables to build

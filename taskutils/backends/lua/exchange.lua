@@ -18,10 +18,14 @@ refuse_when_full() -- Redis over maxmemory refuses the whole call (see _store.lu
 local now, queue_epoch = clock(), epoch()
 local out = {settle(7, now, tonumber(ARGV[5])), queue_epoch, 0, '-1'}
 local want = tonumber(ARGV[2])
+local nothing_startable = false
 if want > 0 then
-  local claimed = claim(ARGV[1], want, tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[6], now)
+  local claimed
+  claimed, nothing_startable = claim(ARGV[1], want, tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[6], now)
   out[3], out[4] = claimed[1], claimed[2]
   for i = 3, #claimed do out[#out + 1] = claimed[i] end
 end
-pcall(wake_for_ready, now) -- for the slots it freed and the work it made ready but did not take
+-- for the slots it freed and the work it made ready but did not take (none if the claim left no
+-- lane in the turns)
+if not nothing_startable then pcall(wake_for_ready, now) end
 return out

@@ -14,7 +14,7 @@ local store, field = P .. 'limits', lane
 if lane == '' then store, field = P .. 'config', 'default_limit' end
 local had = redis.call('HEXISTS', store, field)
 if limit == '' then redis.call('HDEL', store, field) else redis.call('HSET', store, field, limit) end
-limit_cache[lane], default_limit = nil, nil -- read before the change (by expect_lane)
+limit_cache[lane], default_limit, settings, has_own_limits = nil, nil, nil, nil -- read before the change (by expect_lane)
 if lane ~= '' and redis.call('EXISTS', lane_prios(lane)) == 1 then
   redis.call('ZREM', P .. 'turns', lane)
   redis.call('ZREM', P .. 'later', lane)
