@@ -35,20 +35,24 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
     yield redis_server.url
 
 
-@pytest.fixture(params=["memory", "fakeredis", "redis"])
+@pytest.fixture(params=["memory", "fakeredis", "redis", "redis-evalsha"])
 def connect(request: pytest.FixtureRequest) -> Iterator[Callable[[], Backend]]:
     """Opens backends on one store: each call is a new client of the same data (embedded: the same object).
 
-    The same behaviour suite runs on every backend."""
+    The same behaviour suite runs on every backend, and on a real server both ways the scripts
+    run: as Redis Functions and by EVALSHA (Redis before 7)."""
     if request.param == "memory":
         shared = MemoryBackend()
         factory: Callable[[], Backend] = lambda: shared  # noqa: E731
     elif request.param == "fakeredis":
         server = fakeredis.FakeServer()
         factory = lambda: RedisBackend(fakeredis.FakeRedis(server=server))  # noqa: E731
-    else:
+    elif request.param == "redis":
         url = request.getfixturevalue("redis_url")
         factory = lambda: RedisBackend.from_url(url)  # noqa: E731
+    else:
+        url = request.getfixturevalue("redis_url")
+        factory = lambda: RedisBackend(redis.Redis.from_url(url), functions=False)  # noqa: E731
     made: list[Backend] = []
 
     def open_backend() -> Backend:

@@ -52,7 +52,11 @@ def make_certificate(folder: str) -> tuple[str, str]:
 class RedisServer:
     """One redis-server a test owns: it can be stopped, killed and started again on the same port and data."""
 
-    def __init__(self, *extra_args: str, password: str | None = None, tls: bool = False, persist: str | None = None):
+    def __init__(
+        self, *extra_args: str, password: str | None = None, tls: bool = False, persist: str | None = None,
+        binary: str | None = None,
+    ):
+        self.binary = binary or redis_server_binary()
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="taskutils-redis-")
         self.password = password
@@ -81,7 +85,7 @@ class RedisServer:
 
     def start(self) -> "RedisServer":
         command = [
-            redis_server_binary(), "--bind", "127.0.0.1", "--save", "", "--dir", self.dir,
+            self.binary, "--bind", "127.0.0.1", "--save", "", "--dir", self.dir,
             "--logfile", os.path.join(self.dir, "redis.log"), *self.args,
         ]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

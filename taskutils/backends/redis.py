@@ -71,11 +71,14 @@ class RedisBackend(RedisInspection, RedisSchedules, Backend):
     """Every operation is one script call or one pipeline; inspection and administration are
     in redis_inspection.py, schedules, key limits and cancellation in redis_schedules.py."""
 
-    def __init__(self, client: redis.Redis, retry: Any = None):
+    def __init__(self, client: redis.Redis, retry: Any = None, functions: bool | None = None):
+        """`functions`: run the scripts as Redis Functions (Redis 7+), or by EVALSHA; None: as
+        Functions if the server takes the library (redis_scripts.py)."""
         self.client = client
         self._retry = retry or outage_retry(10.0)
         self._hot = ThreadConnections(client, self._retry)
         self._scripts = Scripts()
+        self._functions = functions
 
     @classmethod
     def from_url(cls, url: str, broker_timeout: float = 10.0) -> "RedisBackend":
@@ -91,18 +94,55 @@ class RedisBackend(RedisInspection, RedisSchedules, Backend):
     # -- scripts ---------------------------------------------------------------------------------
 
     def _run(self, name: str, key: str, args: Sequence[Any], hot: bool = True) -> Any:
-        """EVALSHA of a script, loading it once if the server does not have it (a restart).
-        Hot-path scripts go out on the calling thread's own connection (connections.py)."""
+        """FCALL of a script's function, or EVALSHA of the script, loading either once if the
+        server does not have it (a restart, a flush). Hot-path scripts go out on the calling
+        thread's own connection (connections.py)."""
         execute = self._hot.execute if hot else self.client.execute_command
 
         def run() -> Any:
             try:
-                return execute("EVALSHA", self._scripts.sha(name), 1, key, *args)
-            except redis.exceptions.NoScriptError:
-                self.client.script_load(self._scripts.source(name))
-                return execute("EVALSHA", self._scripts.sha(name), 1, key, *args)
+                return execute(*self._command(name, key, args))
+            except redis.exceptions.ResponseError as exc:
+                if not self._load_missing(exc, name):
+                    raise
+                return execute(*self._command(name, key, args))
 
         return mapped(run)
+
+    def _command(self, name: str, key: str, args: Sequence[Any]) -> tuple[Any, ...]:
+        if self._functions is None:
+            try:
+                self._functions = self._load_library()
+            except redis.exceptions.ResponseError:  # a full server refuses the load: EVALSHA this time
+                return ("EVALSHA", self._scripts.sha(name), 1, key, *args)
+        if self._functions:
+            return ("FCALL", self._scripts.function(name), 1, key, *args)
+        return ("EVALSHA", self._scripts.sha(name), 1, key, *args)
+
+    def _load_library(self) -> bool:
+        """Load the Functions library; False if this server has no Functions (Redis before 7)
+        or does not let this user load them: the scripts then run by EVALSHA."""
+        try:
+            self.client.function_load(self._scripts.library())
+        except redis.exceptions.ResponseError as exc:
+            text = str(exc).lower()
+            if "already exists" in text:
+                return True
+            if "unknown command" in text or "noperm" in text or "no permissions" in text:
+                return False
+            raise
+        return True
+
+    def _load_missing(self, exc: redis.exceptions.ResponseError, name: str) -> bool:
+        """Load what a refused call missed (the server restarted empty or was flushed); False if
+        the refusal was something else."""
+        if isinstance(exc, redis.exceptions.NoScriptError):
+            self.client.script_load(self._scripts.source(name))
+            return True
+        if "function not found" in str(exc).lower():
+            self._functions = None  # loaded again by the next _command
+            return True
+        return False
 
     # -- the hot path ----------------------------------------------------------------------------
 
@@ -136,7 +176,7 @@ class RedisBackend(RedisInspection, RedisSchedules, Backend):
             return exchange_reply(request, self._run("exchange", prefix(request.queue), args, hot=False))
 
         try:
-            read = self._hot.send("EVALSHA", self._scripts.sha("exchange"), 1, prefix(request.queue), *args)
+            read = self._hot.send(*self._command("exchange", prefix(request.queue), args))
         except LostReply:  # the command may have reached the server all the same
             resent = unknown_outcomes(again())
             return lambda: resent
@@ -146,9 +186,9 @@ class RedisBackend(RedisInspection, RedisSchedules, Backend):
                 return exchange_reply(request, read())
             except LostReply:
                 return unknown_outcomes(again())
-            except redis.exceptions.NoScriptError:  # it did not run: the second attempt is the only one
-                return again()
             except redis.exceptions.ResponseError as exc:
+                if isinstance(exc, redis.exceptions.NoScriptError) or "function not found" in str(exc).lower():
+                    return again()  # it did not run: the second attempt is the only one
                 raise BrokerError(f"Redis refused the operation: {exc}") from None
 
         return result

@@ -37,22 +37,48 @@ SCRIPTS = {
 }
 
 
+READ_ONLY = ("counts", "status")  # scripts that write nothing: Redis runs them even when full
+
+
 class Scripts:
-    """Each script's source (its helpers, then its own file) and SHA1, for EVALSHA."""
+    """The scripts, two ways. For EVALSHA: each script's source (its helpers, then its own file)
+    and SHA1. For Redis 7 Functions: one library holding every helper once and each script as a
+    function, so that a call no longer makes its helpers anew (about 25 us per call on this
+    project's machine, measured). The library's name and its functions' names carry a digest of
+    its text, so versions of taskutils that share a server each call their own."""
 
     def __init__(self) -> None:
         folder = resources.files(__package__) / "lua"
+        helpers = list(dict.fromkeys(part for parts in SCRIPTS.values() for part in parts))
+        text = {part: (folder / f"{part}.lua").read_text() for part in (*helpers, *SCRIPTS)}
+        start = "begin_call(call_keys, call_args)"
         self._sources = {
-            name: "\n".join((folder / f"{part}.lua").read_text() for part in (*helpers, name))
-            for name, helpers in SCRIPTS.items()
+            name: "\n".join(["local call_keys, call_args = KEYS, ARGV", *(text[part] for part in parts), start, text[name]])
+            for name, parts in SCRIPTS.items()
         }
         self._shas = {name: hashlib.sha1(source.encode()).hexdigest() for name, source in self._sources.items()}
+        functions = [
+            "redis.register_function{function_name = 'tu_VERSION_" + name + "', callback = function(call_keys, call_args)\n"
+            + start + "\n" + text[name] + "\nend, flags = {" + ("'no-writes'" if name in READ_ONLY else "") + "}}"
+            for name in SCRIPTS
+        ]
+        body = "\n".join([*(text[part] for part in helpers), *functions])
+        self._version = hashlib.sha1(body.encode()).hexdigest()[:12]
+        self._library = f"#!lua name=taskutils_{self._version}\n" + body.replace("tu_VERSION_", f"tu_{self._version}_")
 
     def source(self, name: str) -> str:
         return self._sources[name]
 
     def sha(self, name: str) -> str:
         return self._shas[name]
+
+    def library(self) -> str:
+        """The Redis Functions library (FUNCTION LOAD)."""
+        return self._library
+
+    def function(self, name: str) -> str:
+        """The name of a script's function in the library (FCALL)."""
+        return f"tu_{self._version}_{name}"
 
 
 def exchange_args(request: Exchange) -> list[Any]:

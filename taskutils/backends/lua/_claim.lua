@@ -33,6 +33,7 @@ end
 -- the first score of one of the queue's time-ordered ZSETs (scheduled, rec, leases, later), or
 -- nil: read once a call, and again after due_by found it due (then what is due changes it)
 local firsts = {}
+on_call(function() firsts = {} end)
 local function first_score(suffix)
   if firsts[suffix] == nil then firsts[suffix] = tonumber(read('ZRANGE', P .. suffix, 0, 0, 'WITHSCORES')[2]) or false end
   return firsts[suffix] or nil

@@ -65,6 +65,7 @@ end
 local limit_cache = {}
 local default_limit = nil
 local has_own_limits = nil
+on_call(function() limit_cache, default_limit, has_own_limits = {}, nil, nil end)
 -- whether any key has a limit of its own (the limits HASH exists), once a call
 local function any_own_limits()
   if has_own_limits == nil then has_own_limits = redis.call('EXISTS', P .. 'limits') == 1 end

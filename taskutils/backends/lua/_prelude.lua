@@ -10,7 +10,19 @@
 --   envelope   <seq> "|" <failures> "|" <crashes> "|" <msgpack body>
 --   level      a priority as a decimal integer, or "max" for recurrent runs (before every priority)
 --   lease      the inflight HASH value of a claimed task: <token> "|" <level> "|" <envelope>
-local P = KEYS[1]
+--
+-- The same helpers serve scripts run by EVALSHA and the Redis Functions of one library (Redis 7+,
+-- redis_scripts.py), where they are made once and serve every call: each call starts with
+-- begin_call, which sets P and ARGV and resets whatever a helper keeps for one call (on_call).
+local P, ARGV = nil, nil
+local call_resets = {}
+local function on_call(reset)
+  call_resets[#call_resets + 1] = reset
+end
+local function begin_call(keys, args)
+  P, ARGV = keys[1], args
+  for _, reset in ipairs(call_resets) do reset() end
+end
 
 -- task states and outcomes live in small hashes of STATE_BUCKET tasks each (see _store.lua)
 local STATE_BUCKET = 64

@@ -14,6 +14,7 @@
 -- a key before the first write checks it as well (see read): most keys are read anyway, so most
 -- checks cost no call of their own.
 local checked_keys = {} -- key -> its type when expect read it, or true when a read checked it
+on_call(function() checked_keys = {} end)
 local function expect(key, wanted)
   if checked_keys[key] then return checked_keys[key] end
   local kind = redis.call('TYPE', key)['ok']
@@ -53,6 +54,7 @@ end
 -- the queue's settings that claims and limits read (config HASH): {max_concurrency, default_limit},
 -- read once a call
 local settings = nil
+on_call(function() settings = nil end)
 local function queue_settings()
   if not settings then settings = read('HMGET', P .. 'config', 'max_concurrency', 'default_limit') end
   return settings

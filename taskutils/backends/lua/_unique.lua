@@ -70,6 +70,7 @@ end
 -- the values that tasks `seqs`, which end in this call, hold: read now, before the call writes
 -- (which checks their keys), for release_unique
 local releases = {}
+on_call(function() releases = {} end)
 local function expect_unique_release(seqs)
   for _, release in ipairs(held_values(seqs)) do
     release[6] = read('HGET', unique_place(release[4])) -- the value's holder now
