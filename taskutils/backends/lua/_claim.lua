@@ -190,6 +190,7 @@ end
 -- before it is tried again: the other lanes go on. The error is raised if nothing could be taken.
 local function take_ready(limit, deadline, nonce, out, now)
   local emptied = false
+  places = {} -- lanes move from here on without place_lane
   promote_later(now)
   if redis.call('EXISTS', P .. 'prios') == 1 then place_lane('', now) end -- unkeyed work stored before lanes
   local count, taken, broken = 0, {}, nil
@@ -237,7 +238,11 @@ end
 -- token1, envelope1, ...} and whether it left no lane in the turns (then nothing ready can start)
 local function claim(consumer, want, lease, idle_for, nonce, now)
   local asked = want
-  expect_keys('cancel_q', 'cancel_s')
+  if redis.call('EXISTS', P .. 'cancel_q', P .. 'cancel_s') == 0 then -- the common case, in one call
+    checked_keys[P .. 'cancel_q'], checked_keys[P .. 'cancel_s'] = 'none', 'none'
+  else
+    expect_keys('cancel_q', 'cancel_s')
+  end
   local settings_now = queue_settings() -- read before the steps write: checks config
   promote_due_delayed(now)
   if due_by('rec', now) then fire_due_recurrent(now) end

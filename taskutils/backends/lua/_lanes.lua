@@ -66,6 +66,19 @@ local limit_cache = {}
 local default_limit = nil
 local has_own_limits = nil
 on_call(function() limit_cache, default_limit, has_own_limits = {}, nil, nil end)
+
+-- where a keyed lane is: 'turns', 'later' or false (in neither), read once (the reads check both
+-- keys before anything is written) and kept by place_lane, the one thing that moves lanes until a
+-- claim takes its turns: take_ready forgets them all
+local places = {}
+on_call(function() places = {} end)
+local function lane_place(lane)
+  if places[lane] == nil then
+    local in_turns, in_later = read('ZSCORE', P .. 'turns', lane), read('ZSCORE', P .. 'later', lane)
+    places[lane] = (in_turns and 'turns') or (in_later and 'later') or false
+  end
+  return places[lane]
+end
 -- whether any key has a limit of its own (the limits HASH exists), once a call
 local function any_own_limits()
   if has_own_limits == nil then has_own_limits = redis.call('EXISTS', P .. 'limits') == 1 end
@@ -98,7 +111,7 @@ end
 -- the keys a task of keyed `lane` may write when it ends (lane_released), checked (see expect)
 local function expect_lane_end(lane)
   local limit = limit_of(lane)
-  expect_keys('turns', 'later')
+  lane_place(lane)
   expect(P .. 'ks:' .. lane, 'hash')
   if limit and limit.burst > 1 then expect(P .. 'kl:' .. lane, 'list') end -- only a burst keeps a start log
 end
@@ -107,9 +120,10 @@ end
 local function expect_lane(lane, level)
   expect(lane_prios(lane), 'zset')
   expect(lane_list(lane, level), 'list')
-  expect_keys('turns')
-  if lane ~= '' then
-    expect_keys('later')
+  if lane == '' then
+    expect_keys('turns')
+  else
+    lane_place(lane)
     expect_kqueued()
     expect_lane_end(lane)
   end
@@ -195,16 +209,18 @@ local function place_lane(lane, now)
     if not redis.call('ZSCORE', P .. 'turns', lane) then add_turn(lane) end
     return true
   end
-  if redis.call('ZSCORE', P .. 'turns', lane) or redis.call('ZSCORE', P .. 'later', lane) then return false end
+  if lane_place(lane) then return false end
   now = now or clock()
   local at = next_start(lane, limit_of(lane))
   if at == nil then return false end -- at its concurrency limit
   if at > now then
     local first = tonumber(redis.call('ZRANGE', P .. 'later', 0, 0, 'WITHSCORES')[2])
     redis.call('ZADD', P .. 'later', at, lane)
+    places[lane] = 'later'
     return first == nil or at < first
   end
   add_turn(lane)
+  places[lane] = 'turns'
   return true
 end
 
@@ -231,10 +247,12 @@ local function holds_slot(token)
   return string.sub(token, -1) == SLOT_MARK
 end
 
--- a task of a keyed lane stopped running: its slot is free
+-- a task of a keyed lane stopped running: its slot is free (a lane in the turns or waiting in
+-- `later` is where it belongs already)
 local function lane_released(lane, now)
   local ks = P .. 'ks:' .. lane
   if redis.call('HINCRBY', ks, 'run', -1) < 0 then redis.call('HSET', ks, 'run', 0) end -- released twice (by hand)
+  if lane_place(lane) then return end
   if redis.call('EXISTS', lane_prios(lane)) == 1 then
     place_lane(lane, now)
   else

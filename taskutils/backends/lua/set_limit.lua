@@ -18,6 +18,7 @@ limit_cache[lane], default_limit, settings, has_own_limits = nil, nil, nil, nil 
 if lane ~= '' and redis.call('EXISTS', lane_prios(lane)) == 1 then
   redis.call('ZREM', P .. 'turns', lane)
   redis.call('ZREM', P .. 'later', lane)
+  places[lane] = false
   if place_lane(lane, nil) then pcall(wake, 1, nil) end
 end
 return had
