@@ -104,6 +104,9 @@ def test_a_full_server_that_lacks_the_library_still_answers_reads():
         reader = RedisBackend.from_url(server.url)
         assert reader.status("q", task_id)[0] == "queued"
         assert reader.counts("q").queued == 1
+        loads = client.info("commandstats")["cmdstat_function|load"]["calls"]
+        assert reader.counts("q").queued == 1
+        assert client.info("commandstats")["cmdstat_function|load"]["calls"] == loads  # not sent again at each call
         writer.close()
         reader.close()
     finally:
@@ -119,7 +122,8 @@ def test_a_server_before_redis_7_runs_the_scripts_by_evalsha():
     try:
         backend = RedisBackend.from_url(server.url)
         round_trip(backend)
-        assert backend._functions is False
+        stats = redis.Redis.from_url(server.url).info("commandstats")
+        assert stats["cmdstat_evalsha"]["calls"] >= 3 and "cmdstat_fcall" not in stats
         backend.close()
     finally:
         server.kill()

@@ -49,6 +49,7 @@ called as redis_scripts.py says).
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, Mapping, Sequence
 
 import redis
@@ -63,6 +64,7 @@ from .redis_inspection import RedisInspection
 from .redis_schedules import RedisSchedules
 from .redis_scripts import Scripts, exchange_args, exchange_reply, prefix, unique_digest, unknown_outcomes
 
+LIBRARY_RETRY = 30.0  # seconds before a library load the server refused (it was full) is tried again
 WAIT_READ_MARGIN = 2.0  # a blocking wait's reply is awaited this much past its timeout: a vanished
 # server (a host gone without closing the connection) is noticed within seconds
 
@@ -79,6 +81,7 @@ class RedisBackend(RedisInspection, RedisSchedules, Backend):
         self._hot = ThreadConnections(client, self._retry)
         self._scripts = Scripts()
         self._functions = functions
+        self._load_after = 0.0  # a refused library load is tried again only after this (monotonic)
 
     @classmethod
     def from_url(cls, url: str, broker_timeout: float = 10.0) -> "RedisBackend":
@@ -110,11 +113,11 @@ class RedisBackend(RedisInspection, RedisSchedules, Backend):
         return mapped(run)
 
     def _command(self, name: str, key: str, args: Sequence[Any]) -> tuple[Any, ...]:
-        if self._functions is None:
+        if self._functions is None and time.monotonic() >= self._load_after:
             try:
                 self._functions = self._load_library()
-            except redis.exceptions.ResponseError:  # a full server refuses the load: EVALSHA this time
-                return ("EVALSHA", self._scripts.sha(name), 1, key, *args)
+            except redis.exceptions.ResponseError:  # a full server refuses the load: EVALSHA meanwhile
+                self._load_after = time.monotonic() + LIBRARY_RETRY
         if self._functions:
             return ("FCALL", self._scripts.function(name), 1, key, *args)
         return ("EVALSHA", self._scripts.sha(name), 1, key, *args)

@@ -61,10 +61,9 @@ local function queue_settings()
 end
 
 -- the types of the keys every call of a script may write
-local KEY_TYPES = {inflight = 'hash', leases = 'zset', prios = 'zset', scheduled = 'zset', rec = 'zset',
-  config = 'hash', idle = 'zset', wake = 'list', failed = 'hash', failed_info = 'hash', seq = 'string',
-  epoch = 'string', turns = 'zset', later = 'zset', limits = 'hash', kqueued = 'string', cancel_q = 'set',
-  cancel_s = 'set', cancel_run = 'set', cron_low = 'set'}
+local KEY_TYPES = {leases = 'zset', scheduled = 'zset', rec = 'zset', config = 'hash', failed = 'hash',
+  failed_info = 'hash', turns = 'zset', later = 'zset', limits = 'hash', cancel_q = 'set', cancel_s = 'set',
+  cancel_run = 'set', cron_low = 'set'}
 local function expect_keys(...)
   for _, suffix in ipairs({...}) do expect(P .. suffix, KEY_TYPES[suffix]) end
 end
