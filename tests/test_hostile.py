@@ -298,7 +298,7 @@ def test_throttled_with_a_bad_retry_after_is_a_clear_failure(bad):
         Throttled(retry_after=bad)
 
 
-@pytest.mark.parametrize("broken, settles", [("cancel_run", False), ("uo:0", False), ("turns", False),
+@pytest.mark.parametrize("broken, settles", [("cancel_run", False), ("state:0", False), ("turns", False),
                                              ("later", False), ("cancel_q", True)])  # the task is keyed
 def test_a_new_key_of_the_wrong_type_fails_its_step_whole(redis_url, broken, settles):
     """Each key an exchange may write is checked before its step writes: a key the settling
@@ -316,4 +316,20 @@ def test_a_new_key_of_the_wrong_type_fails_its_step_whole(redis_url, broken, set
         backend.client.delete(P + broken)
         applied = backend.exchange(Exchange("default", "c", (Settlement(held, Ending.DONE),), 1)).applied
         assert applied == [not settles] and backend.counts("default").pending == 0
+        backend.close()
+
+
+def test_unique_holds_written_in_seconds_by_the_version_before_still_hold(redis_url):
+    """Holds after a task ended are kept in ms now; the version before wrote seconds. A hold in
+    seconds still holds until its time, and is taken over (and swept) once that time passed."""
+    from taskutils.backends.redis_scripts import unique_digest
+
+    for backend in raw_backends(redis_url):
+        epoch = backend.enqueue("default", [NewTask(body("tests.fleet_tasks:mark", ["k", "v"]))])[0].split("-")[0]
+        for value, until in (("kept", time.time() + 600), ("over", time.time() - 600)):
+            digest = unique_digest(value)
+            backend.client.hset(P + "up:" + digest[:4], digest[4:], f"ffff|{until!r}")
+        kept, over = (backend.enqueue("default", [NewTask(body("tests.fleet_tasks:mark", ["k", v]), unique=v)])[0]
+                      for v in ("kept", "over"))
+        assert kept == f"{epoch}-ffff" and over != f"{epoch}-ffff"
         backend.close()

@@ -78,6 +78,19 @@ def test_rate_spaces_starts_and_the_wait_is_told(backend):
     assert len(claim(backend, "q", "c1", 10)) == 1
 
 
+def test_keys_whose_time_came_take_turns_in_the_order_of_their_times(backend):
+    """Keys waiting for their rate are served in the order their times come, one turn each; a
+    claim that is full leaves the others first in line for the next one, before a key that just
+    had its turn."""
+    backend.limit_set("q", None, Limit(rate=5, per=1.0).encode())
+    ids = {key: backend.enqueue("q", [keyed(key) for _ in range(3)]) for key in "abc"}
+    assert [c.key for c in claim(backend, "q", "c1", 10)] == ["a", "b", "c"]  # one each, then 0.2 s apart
+    time.sleep(0.25)
+    assert [c.task_id for c in claim(backend, "q", "c1", 2)] == [ids["a"][1], ids["b"][1]]
+    time.sleep(0.25)  # a and b are due again, but c has waited longer
+    assert [c.key for c in claim(backend, "q", "c1", 10)] == ["c", "a", "b"]
+
+
 def test_burst_starts_that_many_at_once_then_keeps_the_window(backend):
     backend.limit_set("q", "a", Limit(rate=3, per=1.0, burst=3).encode())
     backend.enqueue("q", [keyed("a") for _ in range(6)])

@@ -13,6 +13,7 @@ import redis
 from taskutils import Task, TaskHandler
 from taskutils.backends.records import Ending, Exchange, NewTask, Settlement
 from taskutils.backends.redis import RedisBackend
+from taskutils.errors import BrokerError
 
 from . import fleet_tasks
 from .fleet import WorkerProcess
@@ -109,6 +110,36 @@ def test_a_full_server_that_lacks_the_library_still_answers_reads():
         assert client.info("commandstats")["cmdstat_function|load"]["calls"] == loads  # not sent again at each call
         writer.close()
         reader.close()
+    finally:
+        client.close()
+        server.kill()
+
+
+@pytest.mark.parametrize("functions", [True, False], ids=["functions", "evalsha"])
+def test_a_full_server_refuses_each_writing_script_whole(functions):
+    """A Function that may write is refused by Redis itself when it is over maxmemory, before it
+    runs; a script run by EVALSHA refuses itself with a first write that changes nothing
+    (refuse_when_full in lua/_store.lua). Either way an enqueue, a claim and a settlement change
+    nothing, and all of them go through once memory is back."""
+    server = RedisServer("--maxmemory-policy", "noeviction").start()
+    client = redis.Redis.from_url(server.url)
+    try:
+        backend = RedisBackend(redis.Redis.from_url(server.url), functions=functions)
+        (first,) = backend.enqueue("q", [NewTask(BODY, key="k", unique="u1")])
+        (held,) = backend.exchange(Exchange("q", "c", (), 1)).claims
+        backend.enqueue("q", [NewTask(BODY, key="k", unique="u2")])
+        before = {key: client.dump(key) for key in client.keys("*")}
+        client.config_set("maxmemory", 1)  # over the limit at once
+        for step in (lambda: backend.enqueue("q", [NewTask(BODY, key="k", unique="u3")]),
+                     lambda: backend.exchange(Exchange("q", "c", (Settlement(held, Ending.DONE),), 1))):
+            with pytest.raises(BrokerError, match="maxmemory"):
+                step()
+        assert {key: client.dump(key) for key in client.keys("*")} == before
+        client.config_set("maxmemory", 0)
+        reply = backend.exchange(Exchange("q", "c", (Settlement(held, Ending.DONE),), 1))
+        assert reply.applied == [True] and len(reply.claims) == 1
+        assert backend.status("q", first)[0] is None and backend.counts("q").running == 1
+        backend.close()
     finally:
         client.close()
         server.kill()

@@ -8,7 +8,9 @@ Keys of queue Q all start with "tu:{Q}:" (one hash tag, so one Cluster slot):
                             recurrent runs); a keyed task's envelope body starts "@<key>|"
     prios           ZSET    levels that have ready tasks, score = -priority
     scheduled       ZSET    "<level>|<envelope>" of delayed tasks, score = due time
-    state:<bucket>  HASH    seq % 64 -> s(cheduled) / q(ueued) / r(unning), for seq // 64 == bucket (hex)
+    state:<bucket>  HASH    seq % 64 -> s(cheduled) / q(ueued), for seq // 64 == bucket (hex); a task
+                            keeps its state while it runs (it is running while inflight holds it);
+                            field u<seq % 64> -> "<unique_for>|<digest>" of the unique value it holds
     outcome:<bucket> HASH   seq % 64 -> outcome record ("" for done with no value), expires result_ttl
                             after the bucket's last write
     leases          ZSET    seqs of running tasks, score = lease deadline in whole ms (the cap counts these)
@@ -17,7 +19,7 @@ Keys of queue Q all start with "tu:{Q}:" (one hash tag, so one Cluster slot):
     failed_info     HASH    seq -> failure record (msgpack: reason, traceback, attempts, ...)
     config          HASH    max_concurrency, default_limit (the limit of task keys without their own)
     turns           ZSET    lanes whose next task may start now, score = turn number (lua/_lanes.lua)
-    later           ZSET    lanes waiting for their key's rate or a throttle, score = time
+    later           ZSET    lanes waiting for their key's rate or a throttle, score = time in whole ms
     kp:<K>, kq:<K>:<level>  ZSET, LIST  the ready tasks of key K, as prios and ready:<level> are
                             for tasks without a key
     ks:<K>          HASH    key K's running count, GCRA time, throttled-until and adaptive rate
@@ -30,16 +32,15 @@ Keys of queue Q all start with "tu:{Q}:" (one hash tag, so one Cluster slot):
                             last (when it last started runs)
     rec_times:<name> ZSET   a cron schedule's next run times, computed ahead (recurrent.py)
     cron_low        SET     cron schedules short of times: workers compute more (lua/cron_refill.lua)
-    idle            ZSET    consumers waiting for work, score = until when
+    idle            ZSET    consumers waiting for work, score = until when (whole ms)
     wake            LIST    wake tokens for waiting consumers (lua/_queue.lua)
     wake:<consumer> LIST    "1" to end that consumer's wait at once (it stops, or has settlements to send)
     cancel_q, cancel_s  SET seqs of tasks cancelled while queued or scheduled, until a claim or the
                             schedule meets them in their list (lua/cancel.lua)
     cancel_run      SET     seqs of running tasks asked to stop (current_task().cancelled)
     up:<d4>         HASH    unique values held, by digest (the first 24 hex digits of their SHA-1):
-                            digest[5..] -> seq (its task pending) or "<seq>|<until>" (held after it
+                            digest[5..] -> seq (its task pending) or "<seq>|<until ms>" (held after it
                             ended), for digests starting d4 (lua/_unique.lua, lua/sweep_unique.lua)
-    uo:<bucket>     HASH    seq % 64 -> "<unique_for>|<digest>" of each pending task holding a value
 
 Outside the queues: "tu:workers" (ZSET consumer -> last heartbeat) and "tu:worker:<consumer>"
 (HASH host, pid, threads, queues, heartbeat; expires unless renewed). Formats and each

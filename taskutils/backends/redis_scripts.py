@@ -32,7 +32,7 @@ SCRIPTS = {
     "schedule_recurrent": ("_prelude", "_store", "_lanes", "_queue"),
     "set_limit": ("_prelude", "_store", "_lanes", "_queue"),
     "cron_refill": ("_prelude", "_store", "_lanes", "_queue"),
-    "sweep_unique": ("_prelude", "_store"),
+    "sweep_unique": ("_prelude", "_store", "_unique"),
     "register_worker": ("_prelude", "_store"),
 }
 
@@ -51,15 +51,15 @@ class Scripts:
         folder = resources.files(__package__) / "lua"
         helpers = list(dict.fromkeys(part for parts in SCRIPTS.values() for part in parts))
         text = {part: (folder / f"{part}.lua").read_text() for part in (*helpers, *SCRIPTS)}
-        start = "begin_call(call_keys, call_args)"
         self._sources = {
-            name: "\n".join(["local call_keys, call_args = KEYS, ARGV", *(text[part] for part in parts), start, text[name]])
+            name: "\n".join(["local call_keys, call_args = KEYS, ARGV", *(text[part] for part in parts),
+                             "begin_call(call_keys, call_args, false)", text[name]])
             for name, parts in SCRIPTS.items()
         }
         self._shas = {name: hashlib.sha1(source.encode()).hexdigest() for name, source in self._sources.items()}
         functions = [
             "redis.register_function{function_name = 'tu_VERSION_" + name + "', callback = function(call_keys, call_args)\n"
-            + start + "\n" + text[name] + "\nend, flags = {" + ("'no-writes'" if name in READ_ONLY else "") + "}}"
+            + "begin_call(call_keys, call_args, true)\n" + text[name] + "\nend, flags = {" + ("'no-writes'" if name in READ_ONLY else "") + "}}"
             for name in SCRIPTS
         ]
         body = "\n".join([*(text[part] for part in helpers), *functions])

@@ -30,26 +30,10 @@ local function drop_cancelled(items, marks, scheduled)
   return kept, gone
 end
 
--- the first score of one of the queue's time-ordered ZSETs (scheduled, rec, leases, later), or
--- nil: read once a call, and again after due_by found it due (then what is due changes it)
-local firsts = {}
-on_call(function() firsts = {} end)
-local function first_score(suffix)
-  if firsts[suffix] == nil then firsts[suffix] = tonumber(read('ZRANGE', P .. suffix, 0, 0, 'WITHSCORES')[2]) or false end
-  return firsts[suffix] or nil
-end
-
-local function due_by(suffix, score)
-  local first = first_score(suffix)
-  if not first or first > score then return false end
-  firsts[suffix] = nil
-  return true
-end
-
 -- delayed tasks that are due become ready (at most 1000 per call)
 local function promote_due_delayed(now)
   if not due_by('scheduled', now) then return end
-  local due = read('ZRANGEBYSCORE', P .. 'scheduled', '-inf', now, 'LIMIT', 0, 1000)
+  local due = read('ZRANGEBYSCORE', P .. 'scheduled', '-inf', now, 'LIMIT', '0', '1000')
   local ready = {}
   if #due > 0 and present('cancel_s') then due = drop_cancelled(due, 'cancel_s', true) end
   for k, member in ipairs(due) do
@@ -68,7 +52,7 @@ end
 -- in their order, with one more crash counted (at most 1000 per call)
 local function requeue_expired_leases(now)
   if not due_by('leases', tonumber(lease_score(now))) then return end
-  local expired = read('ZRANGEBYSCORE', P .. 'leases', '-inf', lease_score(now), 'LIMIT', 0, 1000)
+  local expired = read('ZRANGEBYSCORE', P .. 'leases', '-inf', lease_score(now), 'LIMIT', '0', '1000')
   if #expired == 0 then return end
   expect_keys('cancel_run')
   local leases = read('HMGET', P .. 'inflight', unpack(expired))
@@ -81,7 +65,10 @@ local function requeue_expired_leases(now)
       local lane = lane_of(back[k][2])
       expect_lane(lane, level)
       expect_buckets({seq_of(back[k][2])})
-      if holds_slot(token_of(leases[k])) and back[k][2] == envelope then lanes[#lanes + 1] = lane end
+      if holds_slot(token_of(leases[k])) and back[k][2] == envelope then
+        expect_lane_end(lane)
+        lanes[#lanes + 1] = lane
+      end
     end
   end
   end_leases(expired, lanes, now)
@@ -107,13 +94,13 @@ end
 local function take_from_lane(lane, limit, deadline, nonce, out, taken, counted)
   local batches, count, cancelled, left = {}, 0, {}, false
   local prios = lane_prios(lane)
-  for _, top in ipairs(read('ZRANGE', prios, 0, -1)) do
+  for _, top in ipairs(read('ZRANGE', prios, '0', '-1')) do
     if count >= limit then
       left = true
       break
     end
     local key, wanted = lane_list(lane, top), math.min(limit - count, 500)
-    local items = read('LRANGE', key, 0, wanted)
+    local items = read('LRANGE', key, '0', wanted)
     local emptied = #items <= wanted
     if not emptied then items[#items] = nil end
     local got, seqs = #items, {}
@@ -139,7 +126,6 @@ local function take_from_lane(lane, limit, deadline, nonce, out, taken, counted)
         end
         taken[seqs[k]] = true
       end
-      expect_buckets(seqs)
     end
     -- a list no enqueue made (an invalid level): its items count as priority 0
     batches[#batches + 1] = {key, top, valid_level(top) and top or '0', items, seqs, got, emptied}
@@ -148,8 +134,11 @@ local function take_from_lane(lane, limit, deadline, nonce, out, taken, counted)
   local entries = {}
   for _, batch in ipairs(batches) do
     local key, top, level, items, seqs, got, emptied = unpack(batch)
-    if got > 0 then redis.call('LTRIM', key, got, -1) end
-    if emptied then redis.call('ZREM', prios, top) end
+    if got > 0 then redis.call('LTRIM', key, got, '-1') end
+    if emptied then
+      redis.call('ZREM', prios, top)
+      listed_levels[prios .. '|' .. top] = false
+    end
     for k = 1, #items do
       local token = nonce .. '.' .. ((#out - 2) / 2 + 1) .. (counted and SLOT_MARK or '')
       entries[#entries + 1] = {seqs[k], token, level, items[k]}
@@ -159,18 +148,17 @@ local function take_from_lane(lane, limit, deadline, nonce, out, taken, counted)
   end
   make_leases(entries, deadline)
   if #cancelled > 0 then redis.call('SREM', P .. 'cancel_q', unpack(cancelled)) end
-  if lane ~= '' and #entries + #cancelled > 0 then redis.call('DECRBY', P .. 'kqueued', #entries + #cancelled) end
+  if lane ~= '' and #entries + #cancelled > 0 then count_keyed(-#entries - #cancelled) end
   return #entries, left
 end
 
 -- one turn of a lane: take what its limits allow (as many as wanted, up to `room`, when `alone`
 -- and it has no limit; else one), then put it back where it belongs; returns how many it took.
--- Its keys are checked by the reads before its first write.
-local function serve_lane(lane, alone, room, deadline, nonce, out, taken, now)
+-- Its keys are checked by the reads before its first write. `waited`: see after_turn.
+local function serve_lane(lane, alone, room, deadline, nonce, out, taken, now, waited)
   local limit, allowed, state = limit_of(lane), 1, nil
   if alone and not limit then allowed = room end
   if lane ~= '' then
-    expect_kqueued()
     state = lane_state(lane)
     local at = next_start(lane, limit, state)
     if at == nil or at > now then allowed = 0 end
@@ -181,35 +169,53 @@ local function serve_lane(lane, alone, room, deadline, nonce, out, taken, now)
     -- a key with a limit: its tasks hold its slots
     if lane ~= '' and limit and got > 0 then lane_started(lane, limit, got, now, state) end
   end
-  after_turn(lane, now, left, state)
+  after_turn(lane, now, left, state, waited)
   return got
 end
 
--- take up to `limit` ready tasks, lane by lane in turns (_lanes.lua). A lane whose keys are
--- broken (the wrong type) fails only its own turn, before writing anything, and waits a second
--- before it is tried again: the other lanes go on. The error is raised if nothing could be taken.
+-- take up to `limit` ready tasks, lane by lane in turns (_lanes.lua). Lanes of `later` whose
+-- time came go after the lanes in the turns: they join the back of the turns, or, when the turns
+-- are empty (keys that all wait for their rates, as in a crawl), have their turns straight from
+-- `later` in the order of their times, before any lane that a turn put back in the turns; one
+-- left when the claim is full joins the turns then. A lane whose keys are broken (the wrong type)
+-- fails only its own turn, before writing anything, and waits a second before it is tried again:
+-- the other lanes go on. The error is raised if nothing could be taken.
 local function take_ready(limit, deadline, nonce, out, now)
   local emptied = false
   places = {} -- lanes move from here on without place_lane
-  promote_later(now)
   if redis.call('EXISTS', P .. 'prios') == 1 then place_lane('', now) end -- unkeyed work stored before lanes
+  local due, next_due = due_lanes(now), 1
+  local heads = read('ZRANGE', P .. 'turns', '0', '1')
+  if heads[1] and due[1] then
+    promote(due, 1)
+    due = {}
+  end
   local count, taken, broken = 0, {}, nil
   while count < limit do
-    local heads = read('ZRANGE', P .. 'turns', 0, 1)
-    local lane = heads[1]
+    local lane, alone, waited = due[next_due], false, true
+    if lane then
+      next_due = next_due + 1
+      alone = due[next_due] == nil and heads[1] == nil
+    else
+      lane, alone, waited = heads[1], #heads == 1, false
+    end
     if not lane then
       emptied = true
       break
     end
-    local ok, got = pcall(serve_lane, lane, #heads == 1, limit - count, deadline, nonce, out, taken, now)
+    local ok, got = pcall(serve_lane, lane, alone, limit - count, deadline, nonce, out, taken, now, waited)
     if ok then
       count = count + got
     else
       broken = type(got) == 'table' and got.err or tostring(got) -- redis.call's errors come as text
-      redis.call('ZREM', P .. 'turns', lane)
-      redis.call('ZADD', P .. 'later', now + 1, lane)
+      if not waited then redis.call('ZREM', P .. 'turns', lane) end
+      local at = ms_text(now + 1)
+      redis.call('ZADD', P .. 'later', at, lane)
+      added_at('later', tonumber(at))
     end
+    if not due[next_due] and count < limit then heads = read('ZRANGE', P .. 'turns', '0', '1') end
   end
+  promote(due, next_due) -- the claim is full: lanes still due wait in the turns
   if broken and count == 0 then error({err = broken}) end
   return count, emptied
 end
@@ -219,10 +225,9 @@ end
 -- this claim made, if any (the first lease read before may have been later).
 local function seconds_to_next_due(now, leased_until)
   local next_due = leased_until
-  firsts.later = nil -- lanes went there during the claim
   for _, key in ipairs({'scheduled', 'rec', 'leases', 'later'}) do
     local first = first_score(key)
-    if first and key == 'leases' then first = first / 1000 end
+    if first and (key == 'leases' or key == 'later') then first = first / 1000 end
     if first == math.huge then first = nil end -- a cron schedule waiting for more times
     if first and (next_due == nil or first < next_due) then next_due = first end
   end
@@ -238,11 +243,7 @@ end
 -- token1, envelope1, ...} and whether it left no lane in the turns (then nothing ready can start)
 local function claim(consumer, want, lease, idle_for, nonce, now)
   local asked = want
-  if redis.call('EXISTS', P .. 'cancel_q', P .. 'cancel_s') == 0 then -- the common case, in one call
-    checked_keys[P .. 'cancel_q'], checked_keys[P .. 'cancel_s'] = 'none', 'none'
-  else
-    expect_keys('cancel_q', 'cancel_s')
-  end
+  if not (absent.cancel_q or note_absent('cancel_q', 'cancel_s')) then expect_keys('cancel_q', 'cancel_s') end
   local settings_now = queue_settings() -- read before the steps write: checks config
   promote_due_delayed(now)
   if due_by('rec', now) then fire_due_recurrent(now) end
@@ -256,10 +257,11 @@ local function claim(consumer, want, lease, idle_for, nonce, now)
   -- limits on keys count as a cap too: a claim should start when it is made, not wait in a
   -- worker's prefetch while its key's next start comes due
   if settings_now[2] or any_own_limits() then out[1] = 1 end
+  first_score('later') -- the read checks the key, and take_ready needs it
   expect_keys('turns', 'later') -- leases and inflight were checked by reads
   local taken, emptied = take_ready(want, now + lease, nonce, out, now)
   if taken < asked then -- best effort, as waking is
-    pcall(redis.call, 'ZADD', P .. 'idle', now + idle_for, consumer)
+    pcall(redis.call, 'ZADD', P .. 'idle', ms_text(now + idle_for), consumer)
     if taken == 0 then redis.call('DEL', P .. 'wake') end
     out[2] = seconds_to_next_due(now, taken > 0 and now + lease or nil)
   else

@@ -12,13 +12,14 @@
 --   kp:<K>, kq:<K>:<level>  the same, for the lane of key K
 --   turns     ZSET lane -> turn number: lanes whose next task may start now; the lowest is served
 --             next, and a lane served goes to the back (the highest number + 1)
---   later     ZSET lane -> time: lanes whose next task must wait for its key's rate or a throttle
+--   later     ZSET lane -> time (ms_text): lanes whose next task must wait for its key's rate or a throttle
 --             (a lane at its key's concurrency limit is in neither: one of its tasks ending puts
 --             it back), so that dispatch never looks at a lane that cannot start a task
 --   limits    HASH K -> limit "<concurrency>|<rate>|<per>|<burst>|<adaptive 1/0>" ("" = none);
 --             config field default_limit: the limit of every key without its own entry
 --   ks:<K>    HASH run (tasks of K running), tat (the GCRA theoretical arrival time), until
---             (throttled until then), rate (the adaptive rate now, if lowered); it expires once
+--             (throttled until then), rate (the adaptive rate now, if lowered): times exact, not
+--             in ms, as the rate's arithmetic needs them; it expires once
 --             the lane is empty, nothing of it runs, and its times have passed
 --   kl:<K>    LIST start times of K, newest first, for a limit with burst > 1 (floor(rate) kept)
 --   kqueued   STRING how many keyed tasks are ready (counts)
@@ -81,7 +82,7 @@ local function lane_place(lane)
 end
 -- whether any key has a limit of its own (the limits HASH exists), once a call
 local function any_own_limits()
-  if has_own_limits == nil then has_own_limits = redis.call('EXISTS', P .. 'limits') == 1 end
+  if has_own_limits == nil then has_own_limits = not absent.limits and redis.call('EXISTS', P .. 'limits') == 1 end
   return has_own_limits
 end
 
@@ -101,11 +102,12 @@ local function limit_of(lane)
   return limit_cache[lane]
 end
 
--- kqueued holds only a count: anything else there (written by hand) is dropped, once a call
-local function expect_kqueued()
-  if checked_keys[P .. 'kqueued'] then return end
-  local queued = read('GET', P .. 'kqueued')
-  if queued and not string.find(queued, '^%d+$') then redis.call('DEL', P .. 'kqueued') end
+-- `change` more keyed tasks are ready. kqueued holds only a count, which nothing but counts.lua
+-- reads: anything else found there (written by hand) is dropped, and counting starts again
+local function count_keyed(change)
+  if pcall(redis.call, 'INCRBY', P .. 'kqueued', change) then return end
+  redis.call('DEL', P .. 'kqueued')
+  redis.call('INCRBY', P .. 'kqueued', change)
 end
 
 -- the keys a task of keyed `lane` may write when it ends (lane_released), checked (see expect)
@@ -116,15 +118,23 @@ local function expect_lane_end(lane)
   if limit and limit.burst > 1 then expect(P .. 'kl:' .. lane, 'list') end -- only a burst keeps a start log
 end
 
--- the keys a task of `lane` at `level` may write when it is made ready, checked (see expect)
+-- levels known to be in their lane's prios in this call ("<prios key>|<level>" -> true), read by
+-- expect_lane: making a task ready there needs no ZADD (take_from_lane forgets a level it removes)
+local listed_levels = {}
+on_call(function() listed_levels = {} end)
+
+-- the keys a task of `lane` at `level` may write when it is made ready, checked (see expect); the
+-- read of its level in prios checks that key. A keyed lane in the turns or in `later` stays there
+-- (place_lane): only one in neither has its state and limit read to place it. A caller that also
+-- ends a task of the lane checks that with expect_lane_end.
 local function expect_lane(lane, level)
-  expect(lane_prios(lane), 'zset')
+  local prios = lane_prios(lane)
+  local listed = prios .. '|' .. level
+  if listed_levels[listed] == nil then listed_levels[listed] = read('ZSCORE', prios, level) ~= false end
   expect(lane_list(lane, level), 'list')
   if lane == '' then
     expect_keys('turns')
-  else
-    lane_place(lane)
-    expect_kqueued()
+  elseif not lane_place(lane) then
     expect_lane_end(lane)
   end
 end
@@ -170,7 +180,7 @@ local function lane_started(lane, limit, count, now, state)
     local kl, times = P .. 'kl:' .. lane, {}
     for k = 1, count do times[k] = string.format('%.17g', now) end
     call_in_chunks('LPUSH', kl, times)
-    redis.call('LTRIM', kl, 0, math.floor(limit.rate) - 1)
+    redis.call('LTRIM', kl, '0', math.floor(limit.rate) - 1)
     redis.call('PERSIST', kl)
   end
 end
@@ -183,7 +193,7 @@ local function lane_idle(lane, now, state)
   local ks, kl = P .. 'ks:' .. lane, P .. 'kl:' .. lane
   local until_time = math.max(state.tat, state.until_time)
   local limit = limit_of(lane)
-  local newest = limit and limit.burst > 1 and tonumber(read('LINDEX', kl, 0))
+  local newest = limit and limit.burst > 1 and tonumber(read('LINDEX', kl, '0'))
   if newest then until_time = math.max(until_time, newest + limit.per) end
   if state.rate then until_time = math.max(until_time, now + 600) end -- a lowered rate is remembered a while
   local ms = math.ceil((until_time - now) * 1000)
@@ -196,7 +206,7 @@ local function lane_idle(lane, now, state)
 end
 
 local function add_turn(lane)
-  local last = tonumber(redis.call('ZRANGE', P .. 'turns', -1, -1, 'WITHSCORES')[2]) or 0
+  local last = tonumber(redis.call('ZRANGE', P .. 'turns', '-1', '-1', 'WITHSCORES')[2]) or 0
   redis.call('ZADD', P .. 'turns', last + 1, lane)
 end
 
@@ -214,10 +224,11 @@ local function place_lane(lane, now)
   local at = next_start(lane, limit_of(lane))
   if at == nil then return false end -- at its concurrency limit
   if at > now then
-    local first = tonumber(redis.call('ZRANGE', P .. 'later', 0, 0, 'WITHSCORES')[2])
-    redis.call('ZADD', P .. 'later', at, lane)
+    local first, score = first_score('later'), ms_text(at) -- the caller checked later
+    redis.call('ZADD', P .. 'later', score, lane)
+    added_at('later', tonumber(score))
     places[lane] = 'later'
-    return first == nil or at < first
+    return first == nil or tonumber(score) < first
   end
   add_turn(lane)
   places[lane] = 'turns'
@@ -226,17 +237,27 @@ end
 
 -- a lane after its turn: to the back of the turns, or where its limits put it, or out if it has
 -- no ready task left (`left` false). `state`: a keyed lane's state after the turn (lane_state).
--- A lane in the turns is never in `later` too, so it needs no lookup there.
-local function after_turn(lane, now, left, state)
-  redis.call('ZREM', P .. 'turns', lane)
-  if not left then
-    if lane ~= '' then lane_idle(lane, now, state) end
+-- `waited`: the lane had its turn straight from `later` (take_ready), where it still is; else it
+-- had it from the turns (a lane in the turns is never in `later` too).
+local function after_turn(lane, now, left, state, waited)
+  local at = nil
+  if left then
+    at = now
+    if lane ~= '' then at = next_start(lane, limit_of(lane), state) end
+  end
+  if at and at > now then -- waits (again): a new time in `later` replaces the one it had there
+    if not waited then redis.call('ZREM', P .. 'turns', lane) end
+    local score = ms_text(at)
+    redis.call('ZADD', P .. 'later', score, lane)
+    added_at('later', tonumber(score))
     return
   end
-  local at = now
-  if lane ~= '' then at = next_start(lane, limit_of(lane), state) end
-  if at == nil then return end -- at its concurrency limit: one of its tasks ending puts it back
-  if at > now then redis.call('ZADD', P .. 'later', at, lane) else add_turn(lane) end
+  redis.call('ZREM', P .. (waited and 'later' or 'turns'), lane)
+  if not left then
+    if lane ~= '' then lane_idle(lane, now, state) end
+  elseif at then
+    add_turn(lane)
+  end -- else at its concurrency limit: one of its tasks ending puts it back
 end
 
 -- A keyed task started while its key had a limit holds one of the key's slots (ks:<K> run) for
@@ -251,7 +272,7 @@ end
 -- `later` is where it belongs already)
 local function lane_released(lane, now)
   local ks = P .. 'ks:' .. lane
-  if redis.call('HINCRBY', ks, 'run', -1) < 0 then redis.call('HSET', ks, 'run', 0) end -- released twice (by hand)
+  if redis.call('HINCRBY', ks, 'run', '-1') < 0 then redis.call('HSET', ks, 'run', '0') end -- released twice (by hand)
   if lane_place(lane) then return end
   if redis.call('EXISTS', lane_prios(lane)) == 1 then
     place_lane(lane, now)
@@ -260,18 +281,24 @@ local function lane_released(lane, now)
   end
 end
 
--- lanes whose time came join the turns (unless there already), in the order of their times (at
--- most 1000 per call)
-local function promote_later(now)
-  local due = read('ZRANGEBYSCORE', P .. 'later', '-inf', now, 'LIMIT', 0, 1000)
-  if #due == 0 then return end
-  call_in_chunks('ZREM', P .. 'later', due)
-  local last = tonumber(read('ZRANGE', P .. 'turns', -1, -1, 'WITHSCORES')[2]) or 0
-  for first = 1, #due, 500 do
+-- the lanes of `later` whose time came, in the order of their times (at most 1000 per call)
+local function due_lanes(now)
+  local through = due_ms(now)
+  if not due_by('later', tonumber(through)) then return {} end
+  return read('ZRANGEBYSCORE', P .. 'later', '-inf', through, 'LIMIT', '0', '1000')
+end
+
+-- lanes due[from..] leave `later` and join the back of the turns (unless there already), in order
+local function promote(due, from)
+  if from > #due then return end
+  local moving = {unpack(due, from)}
+  call_in_chunks('ZREM', P .. 'later', moving)
+  local last = tonumber(read('ZRANGE', P .. 'turns', '-1', '-1', 'WITHSCORES')[2]) or 0
+  for first = 1, #moving, 500 do
     local scored = {}
-    for k = first, math.min(first + 499, #due) do
+    for k = first, math.min(first + 499, #moving) do
       scored[#scored + 1] = last + k
-      scored[#scored + 1] = due[k]
+      scored[#scored + 1] = moving[k]
     end
     redis.call('ZADD', P .. 'turns', 'NX', unpack(scored))
   end

@@ -10,17 +10,15 @@
 -- lease claimed tasks until `deadline`: entries are {seq, token, level, envelope}; one call per key
 local function make_leases(entries, deadline)
   if #entries == 0 then return end
-  local scores, values, seqs, score = {}, {}, {}, lease_score(deadline)
-  for k, entry in ipairs(entries) do
+  local scores, values, score = {}, {}, lease_score(deadline)
+  for _, entry in ipairs(entries) do
     scores[#scores + 1] = score
     scores[#scores + 1] = entry[1]
     values[#values + 1] = entry[1]
     values[#values + 1] = entry[2] .. '|' .. entry[3] .. '|' .. entry[4]
-    seqs[k] = entry[1]
   end
   call_in_chunks('ZADD', P .. 'leases', scores)
   call_in_chunks('HSET', P .. 'inflight', values)
-  set_states(seqs, 'r')
 end
 
 -- end the leases of seqs (their state is set by whatever comes next: ready, scheduled, finished),

@@ -14,13 +14,15 @@
 -- The same helpers serve scripts run by EVALSHA and the Redis Functions of one library (Redis 7+,
 -- redis_scripts.py), where they are made once and serve every call: each call starts with
 -- begin_call, which sets P and ARGV and resets whatever a helper keeps for one call (on_call).
-local P, ARGV = nil, nil
+-- `as_function`: whether this call is a Function's (Redis then refuses it whole when over
+-- maxmemory, before it runs: see refuse_when_full in _store.lua)
+local P, ARGV, as_function = nil, nil, false
 local call_resets = {}
 local function on_call(reset)
   call_resets[#call_resets + 1] = reset
 end
-local function begin_call(keys, args)
-  P, ARGV = keys[1], args
+local function begin_call(keys, args, function_call)
+  P, ARGV, as_function = keys[1], args, function_call
   for _, reset in ipairs(call_resets) do reset() end
 end
 
@@ -31,6 +33,20 @@ local STATE_BUCKET = 64
 -- set (adding and removing members costs about a third of what fractions cost)
 local function lease_score(seconds)
   return string.format('%d', math.floor(seconds * 1000))
+end
+
+-- Times the scripts keep for themselves (the scores of `later` and `idle`, a unique value's hold)
+-- are whole milliseconds in text, rounded up: a time waited for is never
+-- reached early. Redis 7.0 writes each Lua number it is given with "%.17g" and reads a fraction
+-- back with a slow strtod: with fractions of a second, those conversions cost more than most
+-- commands of these scripts.
+local function ms_text(seconds)
+  return string.format('%d', math.ceil(seconds * 1000))
+end
+
+-- a time up to which everything is due, in the form of ms_text
+local function due_ms(now)
+  return string.format('%d', math.floor(now * 1000))
 end
 
 -- the bucket (hex) and field of a task's state and outcome

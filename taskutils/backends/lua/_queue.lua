@@ -17,8 +17,11 @@
 -- looks for work by itself.
 
 local function mark_level(lane, level)
+  local prios = lane_prios(lane)
+  if listed_levels[prios .. '|' .. level] then return end -- there already (expect_lane read it)
   local rank = level_rank(level)
-  redis.call('ZADD', lane_prios(lane), rank == -math.huge and '-inf' or rank, level)
+  redis.call('ZADD', prios, rank == -math.huge and '-inf' or rank, level)
+  listed_levels[prios .. '|' .. level] = true
 end
 
 -- make a task ready at the back of its lane's level (at the front, to run next); the caller has
@@ -29,7 +32,7 @@ local function push_ready(level, envelope, front, now)
   redis.call(front and 'LPUSH' or 'RPUSH', lane_list(lane, level), envelope)
   mark_level(lane, level)
   set_state(seq_of(envelope), 'q')
-  if lane ~= '' then redis.call('INCR', P .. 'kqueued') end
+  if lane ~= '' then count_keyed(1) end
   return place_lane(lane, now)
 end
 
@@ -40,7 +43,7 @@ local function push_ready_many(lane, level, envelopes, now)
   local seqs = {}
   for k, envelope in ipairs(envelopes) do seqs[k] = seq_of(envelope) end
   set_states(seqs, 'q')
-  if lane ~= '' then redis.call('INCRBY', P .. 'kqueued', #envelopes) end
+  if lane ~= '' then count_keyed(#envelopes) end
   return place_lane(lane, now)
 end
 
@@ -48,7 +51,7 @@ end
 -- `now` may be nil (the clock is read only if somebody waits)
 local function wake(n, now)
   if n <= 0 or redis.call('EXISTS', P .. 'idle') == 0 then return end -- nobody waits: the common case
-  redis.call('ZREMRANGEBYSCORE', P .. 'idle', '-inf', now or clock())
+  redis.call('ZREMRANGEBYSCORE', P .. 'idle', '-inf', due_ms(now or clock()))
   local waiting = redis.call('ZCARD', P .. 'idle')
   local wanted = math.min(n, waiting)
   if waiting > wanted then wanted = wanted + 1 end
@@ -59,10 +62,11 @@ end
 
 -- delay a task; if it is now the first due, wake a consumer so that it waits for the right time
 local function schedule(level, envelope, due, now)
-  local first = redis.call('ZRANGE', P .. 'scheduled', 0, 0, 'WITHSCORES')[2]
+  local first = first_score('scheduled') -- the caller checked the key
   redis.call('ZADD', P .. 'scheduled', due, level .. '|' .. envelope)
+  added_at('scheduled', due)
   set_state(seq_of(envelope), 's')
-  if not first or due < tonumber(first) then pcall(wake, 1, now) end -- best effort: see enqueue.lua
+  if not first or due < first then pcall(wake, 1, now) end -- best effort: see enqueue.lua
 end
 
 -- free slots of the queue's cap, or nil when it has none
@@ -77,7 +81,7 @@ end
 local function wake_for_ready(now)
   if redis.call('EXISTS', P .. 'idle') == 0 then return end
   local startable = redis.call('ZCARD', P .. 'turns')
-  local top = redis.call('ZRANGE', P .. 'prios', 0, 0)[1]
+  local top = redis.call('ZRANGE', P .. 'prios', '0', '0')[1]
   if top then startable = startable - 1 + redis.call('LLEN', P .. 'ready:' .. top) end
   if startable <= 0 then return end
   local free = free_slots()

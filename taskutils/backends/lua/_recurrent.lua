@@ -28,7 +28,7 @@ end
 -- the schedule waits in cron_low for a worker to compute more)
 local function cron_due(name, at, stop, now)
   local times_key = P .. 'rec_times:' .. name
-  local due = redis.call('ZRANGEBYSCORE', times_key, '-inf', stop or now, 'LIMIT', 0, 100000)
+  local due = redis.call('ZRANGEBYSCORE', times_key, '-inf', stop or now, 'LIMIT', '0', '100000')
   local count, last = 0, at
   for _, time in ipairs(due) do
     if tonumber(time) <= now then
@@ -36,7 +36,7 @@ local function cron_due(name, at, stop, now)
     end
   end
   redis.call('ZREMRANGEBYSCORE', times_key, '-inf', now)
-  local upcoming = tonumber(redis.call('ZRANGE', times_key, 0, 0, 'WITHSCORES')[2]) or math.huge
+  local upcoming = tonumber(redis.call('ZRANGE', times_key, '0', '0', 'WITHSCORES')[2]) or math.huge
   if redis.call('ZCARD', times_key) < CRON_LOW then redis.call('SADD', P .. 'cron_low', name) end
   return count, last, upcoming
 end
@@ -44,7 +44,8 @@ end
 -- each due recurrent schedule queues its runs at the top priority, as its misfire rule says
 -- (at most 100 schedules per call)
 local function fire_due_recurrent(now)
-  local fired = redis.call('ZRANGEBYSCORE', P .. 'rec', '-inf', now, 'WITHSCORES', 'LIMIT', 0, 100)
+  local fired = redis.call('ZRANGEBYSCORE', P .. 'rec', '-inf', now, 'WITHSCORES', 'LIMIT', '0', '100')
+  if #fired > 0 then expect(P .. 'seq', 'string') end -- the runs take seqs between writes
   for i = 1, #fired, 2 do
     local name, at = fired[i], tonumber(fired[i + 1])
     local key = P .. 'rec:' .. name

@@ -54,8 +54,8 @@ local function holding(from, seqs, leases, ttl)
           expect_buckets({seq_of(entry[5])})
         end
       end
+      if finished then expect_unique_release({seq}) end -- its read checks the state bucket
       expect_buckets({seq}, ttl > 0 and (ARGV[i] == 'd' or ARGV[i] == 'f'))
-      if finished then expect_unique_release({seq}) end
       settling[#settling + 1] = entry
     end
   end
@@ -78,7 +78,10 @@ local function settle(from, now, ttl)
   for i = from, #ARGV, 5 do seqs[#seqs + 1] = ARGV[i + 1] end
   if #seqs == 0 then return '' end
   local settling = holding(from, seqs, read('HMGET', P .. 'inflight', unpack(seqs)), ttl)
-  if #settling > 0 then expect_keys('leases', 'cancel_run') end
+  if #settling > 0 then
+    first_score('leases') -- the read checks the key (and the claim after this needs it)
+    expect_keys('cancel_run')
+  end
   local applied, ended, lanes, finished, kept, outcomes = {}, {}, {}, {}, {}, {}
   for k = 1, #seqs do applied[k] = '0' end
   for _, entry in ipairs(settling) do

@@ -28,7 +28,7 @@ end
 
 -- the type of key each reading command expects
 local READ_TYPES = {GET = 'string', HGET = 'hash', HMGET = 'hash', ZRANGE = 'zset', ZRANGEBYSCORE = 'zset',
-  ZSCORE = 'zset', LRANGE = 'list', LLEN = 'list', LINDEX = 'list', SETRANGE = 'string'}
+  ZSCORE = 'zset', LRANGE = 'list', LLEN = 'list', LINDEX = 'list', SETRANGE = 'string', HEXISTS = 'hash'}
 
 -- redis.call(command, key, ...) of a command that reads `key`, which counts as its check (see
 -- expect): a key of the wrong type fails with expect's clear error
@@ -46,9 +46,10 @@ end
 -- first writes, and commands that only remove (ZREM, HDEL, DEL) count as writes yet are never
 -- refused: a script that began with one would write on past the operator's limit. So every script
 -- that writes calls this first: a write Redis refuses when full, and that changes nothing
--- (SETRANGE of an empty string neither creates nor alters a key).
+-- (SETRANGE of an empty string neither creates nor alters a key). A Function needs none: Redis 7
+-- refuses a Function that may write (no 'no-writes' flag) before it runs.
 local function refuse_when_full()
-  read('SETRANGE', P .. 'seq', 0, '')
+  if not as_function then read('SETRANGE', P .. 'seq', '0', '') end
 end
 
 -- the queue's settings that claims and limits read (config HASH): {max_concurrency, default_limit},
@@ -72,6 +73,48 @@ end
 -- type expect_keys read
 local function present(suffix)
   return expect(P .. suffix, KEY_TYPES[suffix]) ~= 'none'
+end
+
+-- queue keys that did not exist when this call began: keys that are usually missing (cancel marks,
+-- the schedules) are asked about in one EXISTS, and when none exists each counts as checked and
+-- needs no read (a step that creates one in this call clears its entry)
+local absent = {}
+on_call(function() absent = {} end)
+local function note_absent(...)
+  local suffixes, keys = {...}, {}
+  for k, suffix in ipairs(suffixes) do keys[k] = P .. suffix end
+  if redis.call('EXISTS', unpack(keys)) > 0 then return false end
+  for _, suffix in ipairs(suffixes) do
+    absent[suffix] = true
+    checked_keys[P .. suffix] = 'none'
+  end
+  return true
+end
+
+-- the first score of one of the queue's time-ordered ZSETs (scheduled, rec, leases, later), or
+-- nil: read once a call (the read checks the key), and again after due_by found it due. Members
+-- removed since the read can only make the true first later, which due_by tolerates (it reads
+-- again when the kept one is due); a step adding a member earlier than the kept first clears it.
+local firsts = {}
+on_call(function() firsts = {} end)
+local function first_score(suffix)
+  if absent[suffix] then return nil end
+  if firsts[suffix] == nil then firsts[suffix] = tonumber(read('ZRANGE', P .. suffix, '0', '0', 'WITHSCORES')[2]) or false end
+  return firsts[suffix] or nil
+end
+
+local function due_by(suffix, score)
+  local first = first_score(suffix)
+  if not first or first > score then return false end
+  firsts[suffix] = nil
+  return true
+end
+
+-- a member was added at `score` to one of those ZSETs: the first kept stays right
+local function added_at(suffix, score)
+  absent[suffix] = nil
+  local first = firsts[suffix]
+  if first == false or (first and score < first) then firsts[suffix] = score end
 end
 
 local function clock()
@@ -106,6 +149,7 @@ end
 
 -- `count` new sequence numbers; returns the number before the first
 local function new_seqs(count)
+  expect(P .. 'seq', 'string') -- callers call this before their step writes
   return redis.call('INCRBY', P .. 'seq', count) - count
 end
 
@@ -147,9 +191,24 @@ local function expect_buckets(seqs, outcomes)
   end
 end
 
--- set the state ("s", "q" or "r") of tasks: one HSET per bucket
+-- a field and value written beside a task's state the next time this call sets it, in the same
+-- HSET: {seq = {field, value}} (the record of a unique value the task takes, _unique.lua)
+local with_state = {}
+on_call(function() with_state = {} end)
+
+-- set the state ("s" or "q") of tasks: one HSET per bucket
 local function set_states(seqs, state)
   local groups, buckets = by_bucket(seqs, state)
+  if next(with_state) then
+    for _, seq in ipairs(seqs) do
+      local extra = with_state[seq]
+      if extra then
+        local fields = groups[bucket_of(seq)]
+        fields[#fields + 1], fields[#fields + 2] = extra[1], extra[2]
+        with_state[seq] = nil
+      end
+    end
+  end
   for _, bucket in ipairs(buckets) do
     call_in_chunks('HSET', P .. 'state:' .. bucket, groups[bucket])
   end
@@ -157,18 +216,31 @@ end
 
 local function set_state(seq, state)
   local bucket, field = bucket_of(seq)
-  redis.call('HSET', P .. 'state:' .. bucket, field, state)
-end
-
--- forget the state of finished tasks: one HDEL per bucket
-local function drop_states(seqs)
-  local groups, buckets = by_bucket(seqs)
-  for _, bucket in ipairs(buckets) do
-    call_in_chunks('HDEL', P .. 'state:' .. bucket, groups[bucket])
+  local extra = with_state[seq]
+  if extra then
+    redis.call('HSET', P .. 'state:' .. bucket, field, state, extra[1], extra[2])
+    with_state[seq] = nil
+  else
+    redis.call('HSET', P .. 'state:' .. bucket, field, state)
   end
 end
 
--- keep outcomes[k] of seqs[k] for at least ttl seconds: one HSET and one PEXPIRE per bucket
+-- forget the state of finished tasks, and the record of the unique value each held (field
+-- "u<field>", _unique.lua): one HDEL per bucket
+local function drop_states(seqs)
+  local groups, buckets = by_bucket(seqs)
+  for _, bucket in ipairs(buckets) do
+    local fields = groups[bucket]
+    for k = 1, #fields do fields[#fields + 1] = 'u' .. fields[k] end
+    call_in_chunks('HDEL', P .. 'state:' .. bucket, fields)
+  end
+end
+
+-- PEXPIRE's GT and NX (Redis 7): an expiry is lengthened in one call, without reading it first
+local EXPIRE_GT = (redis.REDIS_VERSION_NUM or 0) >= 0x070000
+
+-- keep outcomes[k] of seqs[k] for at least ttl seconds: one HSET and one PEXPIRE per bucket (a
+-- bucket's expiry is never shortened: workers may keep outcomes for different times)
 local function keep_outcomes(seqs, outcomes, ttl)
   if ttl <= 0 or #seqs == 0 then return end
   local groups, buckets = by_bucket(seqs, outcomes)
@@ -176,7 +248,11 @@ local function keep_outcomes(seqs, outcomes, ttl)
   for _, bucket in ipairs(buckets) do
     local key = P .. 'outcome:' .. bucket
     call_in_chunks('HSET', key, groups[bucket])
-    if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, ms) end -- never shortened
+    if EXPIRE_GT then -- GT leaves a key with no expiry (a new bucket) alone: NX sets that one
+      if redis.call('PEXPIRE', key, ms, 'GT') == 0 then redis.call('PEXPIRE', key, ms, 'NX') end
+    elseif redis.call('PTTL', key) < ms then
+      redis.call('PEXPIRE', key, ms)
+    end
   end
 end
 

@@ -3,7 +3,7 @@
 -- meets it and drops it there (finding it now would mean scanning its list). A running task only
 -- has P..'cancel_run' set for it, for the function to check (current_task().cancelled); its
 -- lease's end clears it.
--- KEYS[1] - the queue's prefix P. Touches P .. state:*, outcome:*, cancel_q, cancel_s, cancel_run,
+-- KEYS[1] - the queue's prefix P. Touches P .. state:*, inflight, outcome:*, cancel_q, cancel_s, cancel_run,
 --           and the unique values of the task (_unique.lua)
 -- ARGV[1] - the epoch of the task's id
 -- ARGV[2] - the task's seq
@@ -15,14 +15,14 @@ refuse_when_full() -- Redis over maxmemory refuses the whole call (see _store.lu
 if read('GET', P .. 'epoch') ~= ARGV[1] then return 0 end
 local seq = ARGV[2]
 local bucket, field = bucket_of(seq)
+expect_unique_release({seq}) -- its read checks the state bucket
 expect_buckets({seq}, true)
 expect_keys('cancel_q', 'cancel_s', 'cancel_run')
-expect_unique_release({seq})
-local state = redis.call('HGET', P .. 'state:' .. bucket, field)
-if state == 'r' then
+if read('HEXISTS', P .. 'inflight', seq) == 1 then -- running (its state bucket keeps what it was before)
   redis.call('SADD', P .. 'cancel_run', seq)
   return 0
 end
+local state = redis.call('HGET', P .. 'state:' .. bucket, field)
 if state ~= 'q' and state ~= 's' then return 0 end
 redis.call('SADD', P .. (state == 'q' and 'cancel_q' or 'cancel_s'), seq)
 drop_states({seq})

@@ -3,7 +3,7 @@
 --           cancel_q, cancel_s (reads only)
 -- returns   {scheduled, queued, running, failed}
 local queued = math.max(tonumber(redis.call('GET', P .. 'kqueued')) or 0, 0) -- keyed tasks (_lanes.lua)
-for _, level in ipairs(redis.call('ZRANGE', P .. 'prios', 0, -1)) do
+for _, level in ipairs(redis.call('ZRANGE', P .. 'prios', '0', '-1')) do
   queued = queued + redis.call('LLEN', P .. 'ready:' .. level)
 end
 -- tasks cancelled while they waited are still in their list or the schedule (cancel.lua); a

@@ -18,7 +18,7 @@ if redis.call('EXISTS', key) == 0 or (redis.call('HGET', key, 'through') or '') 
 end
 store_cron_times(name, 3)
 redis.call('SREM', P .. 'cron_low', name)
-local first = redis.call('ZRANGE', times_key, 0, 0, 'WITHSCORES')[2]
+local first = redis.call('ZRANGE', times_key, '0', '0', 'WITHSCORES')[2]
 if first then
   redis.call('ZADD', P .. 'rec', first, name)
   pcall(wake, 1, nil)

@@ -4,7 +4,7 @@
 -- pushed with one call per key for the whole call, so a bulk enqueue costs a few calls, not a few
 -- per task.
 -- KEYS[1] - the queue's prefix P. Touches P .. epoch, seq, the lanes' keys, scheduled, state:*,
---           up:*, uo:* (_unique.lua), idle, wake (see _store.lua, _lanes.lua, _queue.lua)
+--           up:* (_unique.lua), idle, wake (see _store.lua, _lanes.lua, _queue.lua)
 -- ARGV    - groups of 6: level, delay seconds, key ("" for none), the digest of the unique value
 --           ("" for none: see _unique.lua), unique_for seconds, msgpack body
 -- Every key written is checked before the first write (_store.lua): a key of the wrong type fails
@@ -17,17 +17,11 @@ local count = #ARGV / 6
 -- the sequence numbers are taken (INCRBY) once everything is checked: until then nothing is written
 local first = tonumber(read('GET', P .. 'seq')) or 0
 local known_epoch = read('GET', P .. 'epoch')
-for k = 1, count do
-  local i = (k - 1) * 6 + 1
-  if tonumber(ARGV[i + 1]) > 0 then expect_keys('scheduled') else expect_lane(ARGV[i + 2], ARGV[i]) end
-  if ARGV[i + 3] ~= '' then expect(P .. 'uo:' .. bucket_of(hex(first + k)), 'hash') end
-end
-for seq = first + 1, first + count, STATE_BUCKET do expect_buckets({hex(seq)}) end
-expect_buckets({hex(first + count)})
 
--- the unique values: looked up (which checks their hashes) before anything is written; a task
--- whose value is held gets the holder's id (a pair k, seq in out), another takes the value
-local now, holders, holds, taking = nil, {}, {}, {}
+-- the unique values are looked up first (the reads check their hashes): a task whose value is
+-- held gets the holder's id (a pair k, seq in out) and is not looked at again; another takes the
+-- value, and the keys it will write are checked
+local now, holders, holds, taking, fresh = nil, {}, {}, {}, 0
 for k = 1, count do
   local i = (k - 1) * 6 + 1
   local unique = ARGV[i + 3]
@@ -39,8 +33,16 @@ for k = 1, count do
       holds[#holds + 1] = {unique, ARGV[i + 4], hex(first + k)}
     end
   end
+  if not holders[k] then
+    fresh = fresh + 1
+    if tonumber(ARGV[i + 1]) > 0 then expect_keys('scheduled') else expect_lane(ARGV[i + 2], ARGV[i]) end
+  end
 end
-new_seqs(count) -- the seqs read above; a seq key holding no count fails here, before any write
+if fresh > 0 then -- else every task's value is held (a crawler's links seen before): nothing is written
+  for seq = first + 1, first + count, STATE_BUCKET do expect_buckets({hex(seq)}) end
+  expect_buckets({hex(first + count)})
+  new_seqs(count) -- the seqs read above; a seq key holding no count fails here, before any write
+end
 local out = {known_epoch or epoch(), first}
 hold_unique(holds)
 

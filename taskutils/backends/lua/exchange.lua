@@ -15,6 +15,7 @@
 -- returns   {applied: "1"/"0" per settlement as one string, the queue's epoch, capped 1/0,
 --            seconds to the next due time or "-1" (when nothing was claimed), token1, envelope1, ...}
 refuse_when_full() -- Redis over maxmemory refuses the whole call (see _store.lua)
+note_absent('cancel_q', 'cancel_s', 'cancel_run', 'scheduled', 'rec', 'limits') -- often none of them exists
 local now, queue_epoch = clock(), epoch()
 local out = {settle(7, now, tonumber(ARGV[5])), queue_epoch, 0, '-1'}
 local want = tonumber(ARGV[2])

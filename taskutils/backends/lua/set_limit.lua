@@ -9,7 +9,10 @@
 refuse_when_full() -- Redis over maxmemory refuses the whole call (see _store.lua)
 expect_keys('limits', 'config', 'turns', 'later')
 local lane, limit = ARGV[1], ARGV[2]
-if lane ~= '' then expect_lane(lane, '0') end
+if lane ~= '' then
+  expect_lane(lane, '0')
+  expect_lane_end(lane) -- the lane is placed again below, from its state
+end
 local store, field = P .. 'limits', lane
 if lane == '' then store, field = P .. 'config', 'default_limit' end
 local had = redis.call('HEXISTS', store, field)

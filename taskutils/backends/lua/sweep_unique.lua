@@ -16,7 +16,7 @@ for _ = 1, tonumber(ARGV[1]) do
     local gone = {}
     for i = 1, #fields, 2 do
       local bar = string.find(fields[i + 1], '|', 1, true)
-      if bar and (tonumber(string.sub(fields[i + 1], bar + 1)) or 0) <= now then gone[#gone + 1] = fields[i] end
+      if bar and hold_end(fields[i + 1], bar) <= now then gone[#gone + 1] = fields[i] end
     end
     if #gone > 0 then
       call_in_chunks('HDEL', key, gone)
