@@ -1,7 +1,7 @@
 """taskutils: run Python functions as tasks, in one process or across a fleet over Redis."""
 
 from .errors import (
-    BackendUnavailable, BrokerError, InvalidTask, NoCurrentTask, PayloadError, TaskCancelled, TaskFailed, TaskNotFound,
+    BackendUnavailable, BrokerError, InvalidRedisURL, InvalidTask, NoCurrentTask, PayloadError, TaskCancelled, TaskFailed, TaskNotFound,
     TaskutilsError, Throttled,
 )
 from .context import TaskContext, current_task
@@ -14,6 +14,7 @@ from .task import Task
 __all__ = [
     "BackendUnavailable",
     "BrokerError",
+    "InvalidRedisURL",
     "InvalidTask",
     "Limit",
     "LockLost",

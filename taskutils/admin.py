@@ -79,6 +79,7 @@ class FleetStatus:
     workers: list[dict[str, str]]
     now: float
     schedules: dict[str, dict[str, RecurrentRecord]] = field(default_factory=dict)
+    paused: frozenset[str] = frozenset()  # queues paused across the fleet
 
 
 def fleet_status(backend: Backend, queues: Sequence[str] | None = None) -> FleetStatus:
@@ -89,4 +90,5 @@ def fleet_status(backend: Backend, queues: Sequence[str] | None = None) -> Fleet
     for name in names:
         records = {schedule: backend.recurrent_get(name, schedule) for schedule in backend.recurrent_names(name)}
         schedules[name] = {schedule: record for schedule, record in records.items() if record is not None}
-    return FleetStatus({name: backend.counts(name) for name in names}, backend.workers(), backend.now(), schedules)
+    paused = frozenset(name for name in names if backend.paused(name))
+    return FleetStatus({name: backend.counts(name) for name in names}, backend.workers(), backend.now(), schedules, paused)

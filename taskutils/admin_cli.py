@@ -22,18 +22,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     cancelling = commands.add_parser("cancel", help="cancel scheduled or queued tasks; tell running ones to stop")
     cancelling.add_argument("ids", nargs="+", help="task ids")
     cancelling.add_argument("--queue", default="default")
-    failed = commands.add_parser("failed", help="the failed store of a queue")
+    for action, text in (("pause", "every worker stops starting tasks of a queue; running ones finish"),
+                         ("resume", "workers take tasks of a paused queue again")):
+        command = commands.add_parser(action, help=text)
+        command.add_argument("queues", nargs="+", metavar="QUEUE")
+    failed = commands.add_parser("failed", help="the failed stores of the queues")
     failed.add_argument("action", choices=["list", "requeue", "purge"])
     failed.add_argument("ids", nargs="*", help="task ids (requeue and purge need ids or --all)")
-    failed.add_argument("--queue", default="default")
-    failed.add_argument("--all", action="store_true", help="requeue or purge every failed task of the queue")
+    failed.add_argument("--queue", action="append", help="only this queue (repeatable); default: every queue")
+    failed.add_argument("--all", action="store_true", help="requeue or purge every failed task of the queues")
     failed.add_argument("--traceback", action="store_true", help="list: print each full traceback")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    settings = Settings.build(redis_url=args.redis_url)
+    try:
+        settings = Settings.build(redis_url=args.redis_url)
+    except ValueError as exc:  # InvalidRedisURL, or a bad TASKUTILS_* variable
+        print(f"taskutils: {exc}", file=sys.stderr)
+        return 2
     backend = RedisBackend.from_url(settings.redis_url or DEFAULT_REDIS_URL, settings.broker_timeout)
     try:
         if args.command == "status":
@@ -41,6 +49,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "cancel":
             return run_cancel(backend, args.queue, args.ids, settings.result_ttl)
+        if args.command in ("pause", "resume"):
+            for queue in args.queues:
+                changed = backend.set_paused(queue, args.command == "pause")
+                print(f"{queue}: {args.command + 'd' if changed else 'already ' + args.command + 'd'}")
+            return 0
         return run_failed(backend, args)
     except (BackendUnavailable, BrokerError) as exc:
         print(f"taskutils: {exc}", file=sys.stderr)
@@ -53,7 +66,8 @@ def print_status(backend: RedisBackend, queues: list[str] | None) -> None:
     status = fleet_status(backend, queues)
     print(f"{'queue':<24} {'scheduled':>9} {'queued':>9} {'running':>9} {'failed':>9}")
     for name, counts in status.queues.items():
-        print(f"{name:<24} {counts.scheduled:>9} {counts.queued:>9} {counts.running:>9} {counts.failed:>9}")
+        paused = "  paused" if name in status.paused else ""
+        print(f"{name:<24} {counts.scheduled:>9} {counts.queued:>9} {counts.running:>9} {counts.failed:>9}{paused}")
     for queue, schedules in status.schedules.items():
         for name, record in schedules.items():
             every = f"cron '{record.cron}' {record.timezone}" if record.cron else f"every {record.interval:g}s"
@@ -92,21 +106,43 @@ def run_cancel(backend: RedisBackend, queue: str, ids: list[str], result_ttl: fl
 
 
 def run_failed(backend: RedisBackend, args: argparse.Namespace) -> int:
-    if args.action == "list":
-        for task in failed_tasks(backend, args.queue):
-            when = datetime.fromtimestamp(task.failed_at).isoformat(timespec="seconds") if task.failed_at else "?"
-            print(f"{task.id}  {task.ref or '?'}  {when}  attempts={task.failures} crashes={task.crashes}  {task.reason}")
-            if args.traceback:
-                print("    " + task.error.rstrip().replace("\n", "\n    "))
-        return 0
-    if not args.ids and not args.all:
+    """Exit 0 when every queue named exists and every id given was in a failed store; else 1."""
+    if args.action != "list" and not args.ids and not args.all:
         print(f"taskutils failed {args.action}: give task ids, or --all", file=sys.stderr)
         return 2
-    ids = None if args.all else args.ids
-    if args.action == "requeue":
-        print(f"requeued {len(requeue_failed(backend, args.queue, ids))} task(s)")
-    else:
-        print(f"purged {purge_failed(backend, args.queue, ids)} task(s)")
+    known = backend.queues()
+    unknown = [name for name in args.queue or [] if name not in known]
+    if unknown:
+        print(f"taskutils failed {args.action}: no queue named {', '.join(map(repr, unknown))} "
+              f"(queues: {', '.join(known) or 'none'})", file=sys.stderr)
+        return 1
+    queues = args.queue or known
+    if args.action == "list":
+        for queue in queues:
+            for task in failed_tasks(backend, queue):
+                when = datetime.fromtimestamp(task.failed_at).isoformat(timespec="seconds") if task.failed_at else "?"
+                print(f"{task.id}  {queue}  {task.ref or '?'}  {when}  attempts={task.failures} "
+                      f"crashes={task.crashes}  {task.reason}")
+                if args.traceback:
+                    print("    " + task.error.rstrip().replace("\n", "\n    "))
+        return 0
+    missing = set(args.ids)
+    for queue in queues:
+        stored = backend.failed(queue)
+        ids = None if args.all else [task_id for task_id in args.ids if task_id in stored]
+        if ids == []:
+            continue
+        if args.action == "requeue":
+            done = len(requeue_failed(backend, queue, ids))
+        else:
+            done = purge_failed(backend, queue, ids)
+        missing -= set(ids or ())
+        if done or ids:
+            print(f"{queue}: {args.action}d {done} task(s)")
+    if missing and not args.all:
+        print(f"taskutils failed {args.action}: not in the failed store of {', '.join(map(repr, queues)) or 'any queue'}: "
+              f"{', '.join(sorted(missing))}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -12,8 +12,9 @@ import threading
 from typing import Sequence
 
 from .backends.redis import RedisBackend
+from .backends.redis_url import redacted
 from .config import DEFAULT_REDIS_URL, Settings
-from .errors import BackendUnavailable
+from .errors import BackendUnavailable, BrokerError
 from .task import module_allowed
 from .worker import Worker
 from .worker.supervisor import BAD_SETTINGS, Supervisor, orphaned
@@ -67,7 +68,7 @@ def run_worker(settings: Settings) -> int:
             log.exception("cannot import --import module %r", module)
             return BAD_SETTINGS
     url = settings.redis_url or DEFAULT_REDIS_URL
-    backend = RedisBackend.from_url(url, settings.broker_timeout)
+    backend = RedisBackend.from_url(url, settings.broker_timeout)  # the URL was checked with the settings
     allowed = settings.imports + settings.allow + ("__main__",)
     if allowed == ("__main__",):
         log.warning("no --import or --allow given: this worker may run no function at all")
@@ -96,12 +97,13 @@ def run_worker(settings: Settings) -> int:
             for queue in settings.queues:
                 backend.set_max_concurrency(queue, settings.max_concurrency)
         worker.start()
-    except BackendUnavailable as exc:
-        log.error("cannot start: %s", exc)
+    except (BackendUnavailable, BrokerError) as exc:  # BrokerError: e.g. a DB index the server does not have
+        log.error("cannot start on %s: %s", redacted(url), exc)
+        backend.close()
         return 1
     log.info(
         "worker %s started: redis %s, queues %s, %d threads, allowed modules %s, visibility timeout %.3gs",
-        worker.consumer, _redacted(url), ",".join(settings.queues), settings.threads, ",".join(allowed[:-1]) or "-",
+        worker.consumer, redacted(url), ",".join(settings.queues), settings.threads, ",".join(allowed[:-1]) or "-",
         settings.visibility_timeout,
     )
     while not stop.wait(1.0):
@@ -113,16 +115,6 @@ def run_worker(settings: Settings) -> int:
     log.info("worker %s stopped", worker.consumer)
     backend.close()
     return 0
-
-
-def _redacted(url: str) -> str:
-    """The URL without its password."""
-    scheme, sep, rest = url.partition("://")
-    if "@" not in rest:
-        return url
-    credentials, _, host = rest.rpartition("@")
-    user = credentials.partition(":")[0]
-    return f"{scheme}{sep}{user + ':***' if user else '***'}@{host}"
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
+from .backends.redis_url import checked_url
+
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
 
@@ -31,6 +33,8 @@ class Settings:
     processes: int = 1  # taskutils-worker only: worker processes under one supervisor
 
     def __post_init__(self) -> None:
+        if self.redis_url:
+            checked_url(self.redis_url)  # InvalidRedisURL, a ValueError
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0, got {self.threads}")
         if self.processes < 1:

@@ -7,6 +7,7 @@
      ├── TaskNotFound (also KeyError)       no record of that task id (never existed or expired)
      ├── TaskCancelled                      the task was cancelled before it ran
      ├── NoCurrentTask (also LookupError)   current_task() called outside a task
+     ├── InvalidRedisURL (also ValueError)  a Redis URL redis-py cannot connect by
      ├── BackendUnavailable                 the broker could not be reached
      ├── BrokerError                        the broker refused an operation (e.g. a key of the wrong type)
      └── Throttled                          raised by a task: its key (or it) waits, no attempt used
@@ -28,6 +29,10 @@ class InvalidTask(TaskutilsError, ValueError):
 
 class PayloadError(TaskutilsError, TypeError):
     """A task's arguments or result cannot be encoded with msgpack."""
+
+
+class InvalidRedisURL(TaskutilsError, ValueError):
+    """A Redis URL that redis-py cannot connect by (no scheme, another scheme, a bad port)."""
 
 
 class TaskFailed(TaskutilsError):

@@ -229,6 +229,16 @@ class TaskHandler:
         if self._worker:
             self._worker.resume()
 
+    def pause_queue(self) -> bool:
+        """Every worker of the fleet stops starting tasks of this handler's queue (within about a
+        second); running ones finish, claims not started go back, enqueues go on. True if it was
+        not paused already."""
+        return self.backend.set_paused(self.queue, True)
+
+    def resume_queue(self) -> bool:
+        """The fleet takes tasks of this handler's queue again; True if it was paused."""
+        return self.backend.set_paused(self.queue, False)
+
     def join(self, timeout: float | None = None, queues: Sequence[str] | None = None) -> bool:
         """Wait until the handler's queue (or each of `queues`) has nothing ready, delayed or
         running, fleet-wide; False on timeout. Several queues are looked at one after another,

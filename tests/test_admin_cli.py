@@ -8,11 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from taskutils import Task, TaskHandler
+import pytest
+
+from taskutils import InvalidRedisURL, Task, TaskHandler
 
 from . import fleet_tasks
 from .conftest import wait_for
-from .fleet import ROOT, WorkerProcess
+from .fleet import ROOT, WorkerProcess, worker_command
 
 
 def taskutils(redis_url: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -39,21 +41,55 @@ def test_status_shows_counts_and_live_workers(redis_url):
 
 
 def test_failed_list_requeue_purge(redis_url):
-    with TaskHandler(redis_url, max_num_threads=0) as producer:
-        first, second = producer.enqueue_tasks([Task("tests.fleet_tasks:nope"), Task("tests.fleet_tasks:gone")])
-        worker = WorkerProcess(redis_url)
+    with TaskHandler(redis_url, max_num_threads=0) as producer, \
+            TaskHandler(redis_url, max_num_threads=0, queue="other") as other:
+        first, _ = producer.enqueue_tasks([Task("tests.fleet_tasks:nope"), Task("tests.fleet_tasks:gone")])
+        third = other.enqueue_task(Task("tests.fleet_tasks:nope"))
+        worker = WorkerProcess(redis_url, "--import", "tests.fleet_tasks", "--queue", "default", "--queue", "other")
         try:
-            wait_for(lambda: len(producer.failed_tasks()) == 2, what="two failures")
+            wait_for(lambda: len(producer.failed_tasks()) == 2 and len(other.failed_tasks()) == 1, what="three failures")
         finally:
             worker.kill()
-        listed = taskutils(redis_url, "failed", "list", "--traceback")
+        listed = taskutils(redis_url, "failed", "list", "--traceback")  # every queue by default
         assert listed.returncode == 0
-        assert f"{first.id}  tests.fleet_tasks:nope" in listed.stdout and "has no function 'gone'" in listed.stdout
+        assert f"{first.id}  default  tests.fleet_tasks:nope" in listed.stdout and "has no function 'gone'" in listed.stdout
+        assert f"{third.id}  other  tests.fleet_tasks:nope" in listed.stdout
+        assert third.id not in taskutils(redis_url, "failed", "list", "--queue", "default").stdout
         assert taskutils(redis_url, "failed", "requeue").returncode == 2
-        assert taskutils(redis_url, "failed", "requeue", first.id).stdout.strip() == "requeued 1 task(s)"
+        assert taskutils(redis_url, "failed", "requeue", first.id).stdout.strip() == "default: requeued 1 task(s)"
         assert first.status() == "queued"
-        assert taskutils(redis_url, "failed", "purge", "--all").stdout.strip() == "purged 1 task(s)"
+        purged = taskutils(redis_url, "failed", "purge", "--all", "--queue", "default")
+        assert purged.stdout.strip() == "default: purged 1 task(s)" and len(other.failed_tasks()) == 1
         assert producer.failed_tasks() == []
+
+
+def test_failed_says_what_it_did_not_find(redis_url):
+    with TaskHandler(redis_url, max_num_threads=0) as producer:
+        producer.enqueue_task(Task(fleet_tasks.mark, ("known", "1")))
+        typo = taskutils(redis_url, "failed", "list", "--queue", "defualt")
+        assert typo.returncode == 1 and "no queue named 'defualt'" in typo.stderr and "default" in typo.stderr
+        missing = taskutils(redis_url, "failed", "requeue", "no-such-id")
+        assert missing.returncode == 1 and "no-such-id" in missing.stderr and "requeued" not in missing.stdout
+
+
+def test_a_malformed_redis_url_is_a_clear_error_everywhere(redis_url):
+    for url in ("127.0.0.1:6379", "http://user:hunter2@127.0.0.1:6379/0"):
+        for done in (taskutils(url, "status"), worker_run(url)):
+            assert done.returncode == 2, done
+            output = done.stdout + done.stderr
+            assert "is not a Redis URL" in output and "redis://[[user]:password@]host" in output
+            assert "Traceback" not in output and "hunter2" not in output
+    with pytest.raises(InvalidRedisURL, match="is not a Redis URL"):
+        TaskHandler("127.0.0.1:6379")
+    out_of_range = worker_run(redis_url.rsplit("/", 1)[0] + "/999")
+    assert out_of_range.returncode == 1 and "DB index is out of range" in out_of_range.stderr
+    assert "started" not in out_of_range.stderr and "Traceback" not in out_of_range.stderr
+
+
+def worker_run(redis_url: str) -> subprocess.CompletedProcess[str]:
+    """taskutils-worker on `redis_url`, to its end (it cannot start there)."""
+    return subprocess.run([worker_command(), "--redis-url", redis_url, "--import", "tests.fleet_tasks"],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT, check=False)
 
 
 def test_unreachable_redis_is_a_clear_error():

@@ -215,3 +215,17 @@ def test_the_queue_cap_still_caps_keyed_tasks_as_a_whole(backend):
     assert len(first) == 2 and claim(backend, "q", "c2", 10) == []
     reply = exchange(backend, 10, Settlement(first[0], Ending.DONE))
     assert len(reply.claims) == 1 and reply.capped
+
+
+def test_a_paused_queue_starts_nothing_keeps_taking_tasks_and_resumes(backend):
+    """Paused across the fleet: claims take nothing and say so, enqueues and settlements go on,
+    due work is still promoted; resumed, the claims take it all, in order."""
+    held = claim(backend, "q", "c1", 1) if backend.enqueue("q", [keyed(None)]) else []
+    assert backend.set_paused("q", True) and not backend.set_paused("q", True) and backend.paused("q")
+    ids = backend.enqueue("q", [keyed("a"), keyed(None)])
+    reply = exchange(backend, 10, Settlement(held[0], Ending.DONE))
+    assert reply.applied == [True] and reply.claims == [] and reply.paused
+    assert backend.counts("q") == Counts(0, 2, 0, 0)
+    assert backend.set_paused("q", False) and not backend.set_paused("q", False) and not backend.paused("q")
+    reply = exchange(backend, 10)
+    assert sorted(c.task_id for c in reply.claims) == sorted(ids) and not reply.paused

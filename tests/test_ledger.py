@@ -246,3 +246,15 @@ def test_a_throttle_goes_out_at_once_without_waiting_for_a_batch():
     ledger.finished(Settlement(first, Ending.THROTTLE, delay=1.0), 0.01)
     plan = ledger.plan()
     assert [s.ending for s in plan.settle] == [Ending.THROTTLE]
+
+
+def test_claims_of_a_queue_paused_across_the_fleet_go_back_unstarted_until_it_resumes():
+    first, second, third = claims(3)
+    ledger = ledger_holding([first, second])
+    ledger.asked(2)
+    ledger.replied("q", [], [], 2, [], 0.0, None, False, paused=True)  # a reply says: paused
+    assert ledger.take(first) is Start.HAND_BACK
+    assert [(s.claim, s.ending) for s in ledger.plan().settle] == [(first, Ending.HAND_BACK)]
+    ledger.asked(2)
+    ledger.replied("q", [], [], 2, [third], 0.0, None, False, paused=False)  # resumed
+    assert ledger.take(second) is Start.RUN and ledger.take(third) is Start.RUN

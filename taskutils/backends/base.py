@@ -94,6 +94,15 @@ class Inspection(ABC):
         """Store the fleet-wide cap of running tasks for `queue` (None removes it)."""
 
     @abstractmethod
+    def set_paused(self, queue: str, paused: bool) -> bool:
+        """Pause `queue` across the fleet (its claims take nothing; running tasks finish), or
+        resume it and wake its waiting consumers; True if that changed its state."""
+
+    @abstractmethod
+    def paused(self, queue: str) -> bool:
+        """Whether `queue` is paused across the fleet."""
+
+    @abstractmethod
     def register_worker(self, consumer: str, info: Mapping[str, str], ttl: float) -> None:
         """Record a live worker for `ttl` seconds, stamped with the backend's clock as "heartbeat"."""
 

@@ -78,6 +78,9 @@ class MemoryBackend(MemoryAdmin, Backend):
                 return ExchangeReply(applied, [], None, q.capped)
             self._promote(q, now)
             q.unique.expire(now)
+            if q.paused:  # nothing starts; resuming wakes the consumer (set_paused notifies)
+                self._seen.setdefault(request.consumer, self._generation)
+                return ExchangeReply(applied, [], None, q.capped, True)
             want = request.want
             if q.max_concurrency is not None:
                 want = min(want, q.max_concurrency - len(q.leases))

@@ -83,6 +83,17 @@ class MemoryAdmin:
             self._queue(queue).max_concurrency = limit
             self._notify()
 
+    def set_paused(self, queue: str, paused: bool) -> bool:
+        with self._changed:
+            q = self._queue(queue)
+            changed, q.paused = q.paused != paused, paused
+            self._notify()
+            return changed
+
+    def paused(self, queue: str) -> bool:
+        with self._changed:
+            return self._queue(queue).paused
+
     def register_worker(self, consumer: str, info: Mapping[str, str], ttl: float) -> None:
         with self._changed:
             now = self.now()

@@ -45,6 +45,7 @@ class QueueState:
     failed: dict[str, tuple[float, Entry, bytes]] = field(default_factory=dict)
     recurrent: dict[str, RecurrentRecord] = field(default_factory=dict)
     max_concurrency: int | None = None
+    paused: bool = False  # across the fleet (set_paused): claims take nothing
     limits: dict[str, Limit] = field(default_factory=dict)
     default_limit: Limit | None = None
     unique: UniqueValues = field(default_factory=UniqueValues)

@@ -81,12 +81,14 @@ class ExchangeReply(NamedTuple):
     None (unknown: sent again after its reply was lost, the first attempt most likely applied
     it); the new claims; when they are fewer than asked for (the consumer now waits for new
     work), seconds until the queue's next due time (None if nothing is due); whether the queue
-    has a concurrency cap or key limits (then a worker holds no claim it cannot start at once)."""
+    has a concurrency cap or key limits (then a worker holds no claim it cannot start at once);
+    whether the queue is paused fleet-wide (known only when the exchange asked for claims)."""
 
     applied: list[bool | None]
     claims: list[Claim]
     next_due: float | None = None
     capped: bool = False
+    paused: bool = False
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,7 @@ from .records import Exchange, ExchangeReply, NewTask, split_id
 from .redis_client import RedisLock, mapped, outage_retry
 from .redis_inspection import RedisInspection
 from .redis_schedules import RedisSchedules
+from .redis_url import checked_url
 from .redis_scripts import Scripts, exchange_args, exchange_reply, prefix, unique_digest, unknown_outcomes
 
 LIBRARY_RETRY = 30.0  # seconds before a library load the server refused (it was full) is tried again
@@ -90,7 +91,7 @@ class RedisBackend(RedisInspection, RedisSchedules, Backend):
         `broker_timeout` seconds, then raises BackendUnavailable."""
         retry = outage_retry(broker_timeout)
         client = redis.Redis.from_url(
-            url, socket_timeout=min(5.0, broker_timeout), socket_connect_timeout=min(2.0, broker_timeout),
+            checked_url(url), socket_timeout=min(5.0, broker_timeout), socket_connect_timeout=min(2.0, broker_timeout),
             socket_keepalive=True, health_check_interval=30, retry=retry,
         )
         return cls(client, retry)

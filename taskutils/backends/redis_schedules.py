@@ -85,6 +85,14 @@ class RedisSchedules:
         seq = split_id(task_id)[1]
         return bool(seq) and bool(mapped(lambda: self.client.sismember(prefix(queue) + "cancel_run", seq)))
 
+    # -- pausing a queue across the fleet -------------------------------------------------------------
+
+    def set_paused(self, queue: str, paused: bool) -> bool:
+        return bool(self._run("pause", prefix(queue), ["1" if paused else "0"], hot=False))
+
+    def paused(self, queue: str) -> bool:
+        return mapped(lambda: self.client.hget(prefix(queue) + "config", "paused")) is not None
+
     # -- limits of task keys ----------------------------------------------------------------------
 
     def limit_set(self, queue: str, key: str | None, limit: str | None) -> bool:

@@ -31,6 +31,7 @@ SCRIPTS = {
     "requeue_failed": ("_prelude", "_store", "_lanes", "_queue"),
     "schedule_recurrent": ("_prelude", "_store", "_lanes", "_queue"),
     "set_limit": ("_prelude", "_store", "_lanes", "_queue"),
+    "pause": ("_prelude", "_store", "_lanes", "_queue"),
     "cron_refill": ("_prelude", "_store", "_lanes", "_queue"),
     "sweep_unique": ("_prelude", "_store", "_unique"),
     "register_worker": ("_prelude", "_store"),
@@ -100,7 +101,7 @@ def exchange_reply(request: Exchange, reply: list[Any]) -> ExchangeReply:
     if request.want <= 0:
         return ExchangeReply(applied, [])
     epoch, queue, claims = reply[1].decode(), request.queue, []
-    for i in range(4, len(reply), 2):
+    for i in range(5, len(reply), 2):
         seq, failures, crashes, body = reply[i + 1].split(b"|", 3)
         key = None
         if body[:1] == b"@" and b"|" in body:  # a keyed task (lua/_lanes.lua)
@@ -110,7 +111,7 @@ def exchange_reply(request: Exchange, reply: list[Any]) -> ExchangeReply:
             Claim(queue, f"{epoch}-{seq.decode()}", reply[i].decode(), body, int(failures), int(crashes), key)
         )
     next_due = float(reply[3])
-    return ExchangeReply(applied, claims, None if next_due < 0 else next_due, reply[2] == 1)
+    return ExchangeReply(applied, claims, None if next_due < 0 else next_due, reply[2] == 1, reply[4] == 1)
 
 
 def unknown_outcomes(reply: ExchangeReply) -> ExchangeReply:

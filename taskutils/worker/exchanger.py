@@ -218,7 +218,7 @@ class Exchanger:
         self._refused.served(request.queue)
         replied = self._ledger.replied(
             request.queue, request.settlements, reply.applied, request.want, reply.claims, sent_at, reply.next_due,
-            reply.capped,
+            reply.capped, reply.paused,
         )
         for settlement, applied in replied.refused:
             if applied is None:

@@ -43,6 +43,7 @@ class ClaimLedger:
         self._starved = False  # the last ask got nothing: wait for new work before asking again
         self._next_due: float | None = None  # from that reply: seconds until the queue's next due time
         self._paused = False
+        self._paused_queues: set[str] = set()  # paused across the fleet, from their last replies
         self._stopping = False
         self._rest_due = False  # paused or stopping, and the broker not told yet
 
@@ -92,10 +93,11 @@ class ClaimLedger:
 
     def replied(
         self, queue: str, settled: Sequence[Settlement], applied: Sequence[bool | None], want: int,
-        claims: Sequence[Claim], sent_at: float, next_due: float | None, capped: bool,
+        claims: Sequence[Claim], sent_at: float, next_due: float | None, capped: bool, paused: bool = False,
     ) -> Replied:
         """Record an exchange's reply. Claims that arrive once the worker pauses or stops go
-        back unstarted; the others are for the runners."""
+        back unstarted; the others are for the runners. A queue the reply says is paused across
+        the fleet starts none of the claims this worker holds: each goes back as a runner takes it."""
         with self._lock:
             for settlement in settled:
                 self._held.pop(key_of(settlement.claim), None)
@@ -107,6 +109,11 @@ class ClaimLedger:
                     self._hand_back(claim)
                 claims = []
             self._waiting += len(claims)
+            if want > 0:  # the reply says whether the queue is paused
+                if paused:
+                    self._paused_queues.add(queue)
+                else:
+                    self._paused_queues.discard(queue)
             if want > 0:  # fewer than asked: the queue had no more to give, wait for new work
                 self._starved, self._next_due = len(claims) < want, next_due
                 self._capped[queue] = capped
@@ -189,7 +196,7 @@ class ClaimLedger:
             held = self._held.get(key_of(claim))
             if held is None:
                 return Start.DROP
-            if self._stopping:
+            if self._stopping or claim.queue in self._paused_queues:
                 self._hand_back(claim)
                 return Start.HAND_BACK
             if now - held.confirmed_at > self.lease * STALE_SHARE:

@@ -140,7 +140,7 @@ local function take_from_lane(lane, limit, deadline, nonce, out, taken, counted)
       listed_levels[prios .. '|' .. top] = false
     end
     for k = 1, #items do
-      local token = nonce .. '.' .. ((#out - 2) / 2 + 1) .. (counted and SLOT_MARK or '')
+      local token = nonce .. '.' .. ((#out - 3) / 2 + 1) .. (counted and SLOT_MARK or '')
       entries[#entries + 1] = {seqs[k], token, level, items[k]}
       out[#out + 1] = token
       out[#out + 1] = items[k]
@@ -239,8 +239,11 @@ end
 -- A consumer that got fewer than it asked for took all it could: it is entered in `idle` until
 -- now + idle_for (it waits for new work next), and told the next due time; when it got nothing,
 -- the wake tokens left over are dropped too: it just found that nothing ready could start.
+-- A queue paused fleet-wide (pause.lua) has its due work promoted and its expired leases put back,
+-- and nothing taken: the consumer waits until resuming wakes it.
 -- Returns {capped 1/0 (a concurrency cap or key limits), seconds to the next due time or "-1",
--- token1, envelope1, ...} and whether it left no lane in the turns (then nothing ready can start)
+-- paused 1/0, token1, envelope1, ...} and whether it left no lane in the turns (then nothing
+-- ready can start, or nothing may)
 local function claim(consumer, want, lease, idle_for, nonce, now)
   local asked = want
   if not (absent.cancel_q or note_absent('cancel_q', 'cancel_s')) then expect_keys('cancel_q', 'cancel_s') end
@@ -248,7 +251,13 @@ local function claim(consumer, want, lease, idle_for, nonce, now)
   promote_due_delayed(now)
   if due_by('rec', now) then fire_due_recurrent(now) end
   requeue_expired_leases(now)
-  local out = {0, '-1'}
+  local out = {0, '-1', 0}
+  if settings_now[3] then
+    out[3] = 1
+    pcall(redis.call, 'ZADD', P .. 'idle', ms_text(now + idle_for), consumer)
+    redis.call('DEL', P .. 'wake')
+    return out, true
+  end
   local free = free_slots()
   if free then
     out[1] = 1

@@ -79,7 +79,7 @@ end
 -- wake waiting consumers for the ready work the cap lets start (after settling or claiming): a
 -- task of each lane in turn, and every task of the unkeyed lane's top level
 local function wake_for_ready(now)
-  if redis.call('EXISTS', P .. 'idle') == 0 then return end
+  if redis.call('EXISTS', P .. 'idle') == 0 or queue_settings()[3] then return end -- nobody waits, or nothing may start
   local startable = redis.call('ZCARD', P .. 'turns')
   local top = redis.call('ZRANGE', P .. 'prios', '0', '0')[1]
   if top then startable = startable - 1 + redis.call('LLEN', P .. 'ready:' .. top) end

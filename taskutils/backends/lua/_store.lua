@@ -52,12 +52,12 @@ local function refuse_when_full()
   if not as_function then read('SETRANGE', P .. 'seq', '0', '') end
 end
 
--- the queue's settings that claims and limits read (config HASH): {max_concurrency, default_limit},
--- read once a call
+-- the queue's settings that claims and limits read (config HASH): {max_concurrency, default_limit,
+-- paused (pause.lua)}, read once a call
 local settings = nil
 on_call(function() settings = nil end)
 local function queue_settings()
-  if not settings then settings = read('HMGET', P .. 'config', 'max_concurrency', 'default_limit') end
+  if not settings then settings = read('HMGET', P .. 'config', 'max_concurrency', 'default_limit', 'paused') end
   return settings
 end
 

@@ -13,18 +13,19 @@
 -- type fails the call with a WRONGTYPE error, and what earlier steps did is whole. Waking others
 -- is best effort (_queue.lua).
 -- returns   {applied: "1"/"0" per settlement as one string, the queue's epoch, capped 1/0,
---            seconds to the next due time or "-1" (when nothing was claimed), token1, envelope1, ...}
+--            seconds to the next due time or "-1" (when nothing was claimed), paused 1/0 (pause.lua),
+--            token1, envelope1, ...}
 refuse_when_full() -- Redis over maxmemory refuses the whole call (see _store.lua)
 note_absent('cancel_q', 'cancel_s', 'cancel_run', 'scheduled', 'rec', 'limits') -- often none of them exists
 local now, queue_epoch = clock(), epoch()
-local out = {settle(7, now, tonumber(ARGV[5])), queue_epoch, 0, '-1'}
+local out = {settle(7, now, tonumber(ARGV[5])), queue_epoch, 0, '-1', 0}
 local want = tonumber(ARGV[2])
 local nothing_startable = false
 if want > 0 then
   local claimed
   claimed, nothing_startable = claim(ARGV[1], want, tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[6], now)
-  out[3], out[4] = claimed[1], claimed[2]
-  for i = 3, #claimed do out[#out + 1] = claimed[i] end
+  out[3], out[4], out[5] = claimed[1], claimed[2], claimed[3]
+  for i = 4, #claimed do out[#out + 1] = claimed[i] end
 end
 -- for the slots it freed and the work it made ready but did not take (none if the claim left no
 -- lane in the turns)
