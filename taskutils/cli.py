@@ -11,6 +11,7 @@ import sys
 import threading
 from typing import Sequence
 
+from . import logs
 from .backends.redis import RedisBackend
 from .backends.redis_url import redacted
 from .config import DEFAULT_REDIS_URL, Settings
@@ -42,6 +43,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-crashes", type=int, help="crash redeliveries after which a task is quarantined (TASKUTILS_MAX_CRASHES, default 3)")
     parser.add_argument("--max-payload", type=int, help="largest task payload in bytes (TASKUTILS_MAX_PAYLOAD, default 524288)")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (TASKUTILS_LOG_LEVEL, default INFO)")
+    parser.add_argument("--log-format", choices=("text", "json"), help="text lines, or one JSON object per line (TASKUTILS_LOG_FORMAT, default text)")
     return parser.parse_args(argv)
 
 
@@ -52,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"taskutils-worker: {exc}", file=sys.stderr)
         return BAD_SETTINGS
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_level, settings.log_format)
     if settings.processes > 1:
         return Supervisor(arguments, settings.processes).run()
     return run_worker(settings)

@@ -30,6 +30,7 @@ class Settings:
     max_crashes: int = 3
     max_payload: int = 512 * 1024
     log_level: str = "INFO"
+    log_format: str = "text"  # taskutils-worker only: "text" or "json" (logs.py)
     processes: int = 1  # taskutils-worker only: worker processes under one supervisor
 
     def __post_init__(self) -> None:
@@ -46,6 +47,8 @@ class Settings:
         for name in ("visibility_timeout", "sleep_seconds", "broker_timeout", "max_crashes", "max_payload"):
             if not 0 < getattr(self, name) < math.inf:
                 raise ValueError(f"{name} must be > 0 and finite, got {getattr(self, name)}")
+        if self.log_format not in ("text", "json"):
+            raise ValueError(f"log_format must be text or json, got {self.log_format!r}")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ValueError(f"log_level must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {self.log_level!r}")
         for name in ("grace_period", "result_ttl"):

@@ -8,7 +8,7 @@ import msgpack
 import pytest
 
 from taskutils import InvalidTask, PayloadError, Recurrent, Task
-from taskutils.cli import _redacted
+from taskutils.backends.redis_url import redacted
 from taskutils.config import Settings
 from taskutils.recurrent import epoch, next_run
 from taskutils.task import MAX_DELAY, TaskBody, module_allowed, resolve
@@ -135,7 +135,7 @@ def test_settings_precedence_and_errors():
         Settings.build({}, visibility_timeout=float("inf"))
 
 
-def test_passwords_are_redacted():
-    assert _redacted("redis://user:secret@host:6379/0") == "redis://user:***@host:6379/0"
-    assert _redacted("rediss://:secret@host") == "rediss://***@host"
-    assert _redacted("redis://host") == "redis://host"
+def test_passwords_areredacted():
+    assert redacted("redis://user:secret@host:6379/0") == "redis://user:***@host:6379/0"
+    assert redacted("rediss://:secret@host") == "rediss://***@host"
+    assert redacted("redis://host") == "redis://host"

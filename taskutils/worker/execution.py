@@ -15,12 +15,15 @@ from typing import Any, Callable
 from ..backends.records import Claim, Ending, Settlement
 from ..config import Settings
 from ..errors import Throttled
+from ..logs import task_fields
 from ..task import TaskBody, pack, pack_checked, resolve
 
 log = logging.getLogger("taskutils.worker")
 SCALARS = frozenset({str, int, float, bool, bytes})  # always unpack as they were packed
 THROTTLE_LOG_SECONDS = 60.0
 COUNT_LIMIT = 10**15  # failure and crash counts are kept below this (Lua keeps whole numbers up to it)
+OUTCOMES = {Ending.DONE: "done", Ending.RETRY: "retried", Ending.FAILED: "failed", Ending.THROTTLE: "throttled",
+            Ending.HAND_BACK: "handed_back"}
 
 
 class Rejected(Exception):
@@ -67,6 +70,17 @@ class TaskExecutor:
             body, func = self._prepare(claim)
         except Rejected as exc:
             return self._fail(claim, str(exc), ref=exc.ref)
+        if not log.isEnabledFor(logging.DEBUG):
+            return self._call(claim, body, func)
+        log.debug("task %s (%s) started", claim.task_id, body.ref, extra=task_fields(claim, body.ref))
+        began = time.monotonic()
+        settlement = self._call(claim, body, func)
+        seconds, outcome = time.monotonic() - began, OUTCOMES[settlement.ending]
+        log.debug("task %s (%s) ended: %s in %.3fs", claim.task_id, body.ref, outcome, seconds,
+                  extra=task_fields(claim, body.ref, seconds, outcome))
+        return settlement
+
+    def _call(self, claim: Claim, body: TaskBody, func: Callable[..., Any]) -> Settlement:
         try:
             value = func(*body.args, **body.kwargs)
         except Throttled as exc:
@@ -131,7 +145,7 @@ class TaskExecutor:
         if now - self._throttle_logged.get(subject, -THROTTLE_LOG_SECONDS) >= THROTTLE_LOG_SECONDS:
             self._throttle_logged[subject] = now
             log.warning("task %s (%s) throttled: %s waits %.3gs (logged once a minute per key)",
-                        claim.task_id, body.ref, subject, retry_after)
+                        claim.task_id, body.ref, subject, retry_after, extra=task_fields(claim, body.ref, outcome="throttled"))
         return Settlement(claim, Ending.THROTTLE, delay=retry_after)
 
     def _failed_attempt(self, claim: Claim, body: TaskBody, error: str) -> Settlement:
@@ -143,13 +157,14 @@ class TaskExecutor:
         except (OverflowError, ValueError) as exc:
             return self._fail(claim, f"{error}\nits retry delay cannot be computed ({exc}): failed for good", ref=body.ref)
         log.warning(
-            "task %s (%s) failed, retry %d of %d in %.3gs:\n%s",
-            claim.task_id, body.ref, failures, body.repeats_on_failure, delay, error,
+            "task %s (%s) failed, retry %d of %d in %.3gs:\n%s", claim.task_id, body.ref, failures,
+            body.repeats_on_failure, delay, error, extra=task_fields(claim, body.ref, outcome="retried", error=error),
         )
         return Settlement(claim, Ending.RETRY, delay=delay)
 
     def _fail(self, claim: Claim, error: str, ref: str | None) -> Settlement:
-        log.error("task %s (%s) failed for good after %d attempt(s):\n%s", claim.task_id, ref, claim.failures + 1, error)
+        log.error("task %s (%s) failed for good after %d attempt(s):\n%s", claim.task_id, ref, claim.failures + 1, error,
+                  extra=task_fields(claim, ref, outcome="failed", error=error))
         record = pack(
             {
                 "id": claim.task_id,
