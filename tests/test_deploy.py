@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import re
+import socket
 import subprocess
 import sys
 
@@ -20,17 +22,19 @@ def test_embedded_example_runs_without_a_server():
     assert sorted(re.sub(r"hello world from task \d+", " ", done.stdout).split()) == ["a", "b"]
 
 
-def test_fleet_example_runs_on_redis(redis_url):
-    worker = WorkerProcess(redis_url, "--import", "examples.fleet_tasks")
+def test_fleet_example_runs_on_redis_and_tells_workers_on_one_host_apart(redis_url):
+    workers = [WorkerProcess(redis_url, "--import", "examples.fleet_tasks", "--threads", "1") for _ in range(2)]
     try:
         env = dict(os.environ, TASKUTILS_REDIS_URL=redis_url, PYTHONPATH=str(ROOT))
         done = subprocess.run(
             [sys.executable, "-m", "examples.fleet_producer"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
         )
         assert done.returncode == 0, done.stderr
-        assert "tasks run per worker:" in done.stdout and "100}" in done.stdout
+        counts = ast.literal_eval(done.stdout.split("tasks run per worker:", 1)[1].strip())
+        assert sum(counts.values()) == 100 and set(counts) <= {f"{socket.gethostname()} pid {w.pid}" for w in workers}
     finally:
-        worker.kill()
+        for worker in workers:
+            worker.kill()
 
 
 def test_compose_file_scales_workers_and_publishes_nothing():
