@@ -21,6 +21,11 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 TASK_FIELDS = ("task_id", "queue", "function", "attempt", "duration", "outcome")
 
 
+def task_name(claim: Claim) -> str:
+    """How log lines name a task: its id and its queue (ids repeat across queues)."""
+    return f"{claim.task_id} on {claim.queue!r}"
+
+
 def task_fields(
     claim: Claim, function: str | None, duration: float | None = None, outcome: str | None = None,
     error: str | None = None,

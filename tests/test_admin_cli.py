@@ -24,6 +24,8 @@ def taskutils(redis_url: str, *args: str, env: dict[str, str] | None = None) -> 
 
 
 def test_status_shows_counts_and_live_workers(redis_url):
+    """A worker's running tasks are counted when status is read, not at its last heartbeat (the
+    task starts right after the worker registered)."""
     worker = WorkerProcess(redis_url, "--import", "tests.fleet_tasks", "--threads", "3", "--queue", "busy")
     try:
         with TaskHandler(redis_url, max_num_threads=0, queue="busy") as producer:
@@ -34,7 +36,7 @@ def test_status_shows_counts_and_live_workers(redis_url):
         assert done.returncode == 0, done.stderr
         (row,) = [line.split() for line in done.stdout.splitlines() if line.startswith("busy ")]
         assert row == ["busy", "2", "0", "1", "0"]
-        assert f"pid {worker.pid}: 3 threads, queues busy" in done.stdout
+        assert f"pid {worker.pid}: 3 threads, queues busy, 1 running" in done.stdout
         assert "1 live worker(s)" in done.stdout
     finally:
         worker.kill()

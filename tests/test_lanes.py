@@ -229,3 +229,12 @@ def test_a_paused_queue_starts_nothing_keeps_taking_tasks_and_resumes(backend):
     assert backend.set_paused("q", False) and not backend.set_paused("q", False) and not backend.paused("q")
     reply = exchange(backend, 10)
     assert sorted(c.task_id for c in reply.claims) == sorted(ids) and not reply.paused
+
+
+def test_status_counts_each_workers_running_tasks_when_read(backend):
+    """The registration's own count is as old as its heartbeat: the backend counts the leases."""
+    backend.register_worker("w1", {"host": "h", "running": "0"}, 30.0)
+    backend.register_worker("w2", {"host": "h", "running": "5"}, 30.0)
+    backend.enqueue("q", [keyed(None), keyed("a"), keyed(None)])
+    assert len(claim(backend, "q", "w1", 2)) == 2
+    assert {w["consumer"]: w["running"] for w in backend.workers()} == {"w1": "2", "w2": "0"}

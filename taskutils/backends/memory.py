@@ -84,7 +84,7 @@ class MemoryBackend(MemoryAdmin, Backend):
             want = request.want
             if q.max_concurrency is not None:
                 want = min(want, q.max_concurrency - len(q.leases))
-            claims = self._take(q, request.queue, want, now)
+            claims = self._take(q, request.queue, want, now, request.consumer)
             for claim in claims:
                 q.leases[claim.task_id].deadline = now + request.lease
             if len(claims) < request.want:  # it took all it could: it waits for a change next
@@ -94,12 +94,12 @@ class MemoryBackend(MemoryAdmin, Backend):
             next_due = self._next_due(q, now) if len(claims) < request.want else None
             return ExchangeReply(applied, claims, next_due, q.capped)
 
-    def _take(self, q: QueueState, queue: str, limit: int, now: float) -> list[Claim]:
+    def _take(self, q: QueueState, queue: str, limit: int, now: float, consumer: str) -> list[Claim]:
         """Lease up to `limit` ready tasks, lane by lane in turns (memory_lanes.py)."""
         claims: list[Claim] = []
         for level, entry, holds_slot in q.lanes.take(limit, now):
             token = str(next(self._counter))
-            q.leases[entry.task_id] = Lease(now, token, level, entry, holds_slot)
+            q.leases[entry.task_id] = Lease(now, token, level, entry, holds_slot, consumer)
             q.state[entry.task_id] = RUNNING
             claims.append(Claim(queue, entry.task_id, token, entry.body, entry.failures, entry.crashes, entry.key))
         return claims

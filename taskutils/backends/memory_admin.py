@@ -4,6 +4,7 @@ holds its hot path), on the same state and lock."""
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from typing import Callable, Mapping, Sequence
 
 from ..limits import Limit
@@ -106,8 +107,9 @@ class MemoryAdmin:
     def workers(self) -> list[dict[str, str]]:
         with self._changed:
             now = self.now()
+            running = Counter(lease.consumer for q in self._queues.values() for lease in q.leases.values())
             return [
-                dict(info, consumer=consumer)
+                dict(info, consumer=consumer, running=str(running[consumer]))
                 for consumer, (expires, info) in sorted(self._workers.items())
                 if expires > now
             ]

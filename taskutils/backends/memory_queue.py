@@ -31,6 +31,7 @@ class Lease:
     level: float
     entry: Entry
     holds_slot: bool = False  # one of its key's slots (the key had a limit when it started)
+    consumer: str = ""  # the worker that claimed it
 
 
 @dataclass

@@ -14,7 +14,8 @@ Keys of queue Q all start with "tu:{Q}:" (one hash tag, so one Cluster slot):
     outcome:<bucket> HASH   seq % 64 -> outcome record ("" for done with no value), expires result_ttl
                             after the bucket's last write
     leases          ZSET    seqs of running tasks, score = lease deadline in whole ms (the cap counts these)
-    inflight        HASH    seq -> "<token>|<level>|<envelope>" of each running task
+    inflight        HASH    seq -> "<token>|<level>|<envelope>" of each running task; a token starts with
+                            8 characters naming its worker (redis_scripts.consumer_tag)
     failed          HASH    seq -> "<level>|<envelope>" of a task failed for good, kept until purged
     failed_info     HASH    seq -> failure record (msgpack: reason, traceback, attempts, ...)
     config          HASH    max_concurrency, default_limit (the limit of task keys without their own)

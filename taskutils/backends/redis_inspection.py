@@ -3,6 +3,7 @@ queues, caps, and the fleet's worker registry (key layout: redis.py)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any, Callable, Mapping, Sequence
 
 import redis
@@ -11,7 +12,7 @@ from ..errors import BrokerError
 from .base import Inspection
 from .records import QUEUED, RUNNING, SCHEDULED, Counts, split_id
 from .redis_client import mapped
-from .redis_scripts import FLEET, prefix
+from .redis_scripts import FLEET, consumer_tag, prefix
 
 STATES = {b"s": SCHEDULED, b"q": QUEUED, b"r": RUNNING}
 
@@ -96,7 +97,22 @@ class RedisInspection(Inspection):
                 gone.append(consumer)
         if gone:
             mapped(lambda: self.client.zrem(FLEET + "workers", *gone))
+        running = self._running_by_tag()
+        for worker in found:  # counted now, from the leases (the registration's count is as old as its heartbeat)
+            worker["running"] = str(running[consumer_tag(worker["consumer"])])
         return found
+
+    def _running_by_tag(self) -> Counter[str]:
+        """Running tasks of every queue, by the tag their lease tokens start with."""
+        queues = self.queues()
+        pipe = self.client.pipeline(transaction=False)
+        for queue in queues:
+            pipe.hvals(prefix(queue) + "inflight")
+        counts: Counter[str] = Counter()
+        for leases in mapped(lambda: pipe.execute(raise_on_error=False)) if queues else []:
+            if not isinstance(leases, Exception):  # a damaged inflight key: exchanges report it
+                counts.update(lease[:8].decode(errors="replace") for lease in leases)
+        return counts
 
     def warnings(self) -> list[str]:
         try:

@@ -82,11 +82,16 @@ class Scripts:
         return f"tu_{self._version}_{name}"
 
 
+def consumer_tag(consumer: str) -> str:
+    """The first 8 characters of the lease tokens a consumer gets: who holds a running task."""
+    return hashlib.sha1(consumer.encode()).hexdigest()[:8]
+
+
 def exchange_args(request: Exchange) -> list[Any]:
-    """ARGV of exchange.lua."""
+    """ARGV of exchange.lua; its lease tokens start with the consumer's tag (consumer_tag)."""
     args: list[Any] = [
         request.consumer, request.want, repr(request.lease), repr(request.idle_for), repr(request.result_ttl),
-        os.urandom(4).hex(),
+        consumer_tag(request.consumer) + os.urandom(3).hex(),
     ]
     for settled in request.settlements:
         claim = settled.claim

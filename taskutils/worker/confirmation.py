@@ -42,5 +42,5 @@ def confirm_stale(
             ledger.confirm_later([c for later in queues[number:] for c in by_queue[later]])
             raise
         for task_id in lost:
-            log.info("task %s: its lease moved on while this worker stalled; not started here", task_id)
+            log.info("task %s on %r: its lease moved on while this worker stalled; not started here", task_id, name)
         hand_out(ledger.confirmed(claims, lost, sent_at))

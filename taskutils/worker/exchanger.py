@@ -21,6 +21,7 @@ from ..backends.base import Broker
 from ..backends.records import Claim, Exchange, ExchangeReply, Settlement
 from ..config import Settings
 from ..errors import BackendUnavailable, BrokerError
+from ..logs import task_name
 from .clock import Clock
 from .doorbell import Doorbell
 from .ledger import ClaimLedger
@@ -223,11 +224,11 @@ class Exchanger:
         for settlement, applied in replied.refused:
             if applied is None:
                 log.info("task %s: its outcome was sent again after the reply was lost, and refused: most likely "
-                         "the first attempt settled it", settlement.claim.task_id)
+                         "the first attempt settled it", task_name(settlement.claim))
             else:
                 log.warning("task %s: its lease had moved on (handed back at shutdown, or this worker stalled past "
                             "the visibility timeout); its outcome here is dropped and the task's current owner "
-                            "decides", settlement.claim.task_id)
+                            "decides", task_name(settlement.claim))
         if replied.claims:
             self._hand_out(replied.claims)
 

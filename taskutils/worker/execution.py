@@ -15,7 +15,7 @@ from typing import Any, Callable
 from ..backends.records import Claim, Ending, Settlement
 from ..config import Settings
 from ..errors import Throttled
-from ..logs import task_fields
+from ..logs import task_fields, task_name
 from ..task import TaskBody, pack, pack_checked, resolve
 
 log = logging.getLogger("taskutils.worker")
@@ -61,7 +61,7 @@ class TaskExecutor:
         try:
             return self._run(claim)
         except BaseException as exc:  # a bug deciding the outcome: fail the task with the reason, never leave it held
-            log.exception("task %s: could not decide its outcome", claim.task_id)
+            log.exception("task %s: could not decide its outcome", task_name(claim))
             reason = f"taskutils could not decide the outcome: {type(exc).__name__}: {exc}"
             return Settlement(claim, Ending.FAILED, outcome_failed(reason), pack({"id": claim.task_id, "error": reason}))
 
@@ -72,11 +72,11 @@ class TaskExecutor:
             return self._fail(claim, str(exc), ref=exc.ref)
         if not log.isEnabledFor(logging.DEBUG):
             return self._call(claim, body, func)
-        log.debug("task %s (%s) started", claim.task_id, body.ref, extra=task_fields(claim, body.ref))
+        log.debug("task %s (%s) started", task_name(claim), body.ref, extra=task_fields(claim, body.ref))
         began = time.monotonic()
         settlement = self._call(claim, body, func)
         seconds, outcome = time.monotonic() - began, OUTCOMES[settlement.ending]
-        log.debug("task %s (%s) ended: %s in %.3fs", claim.task_id, body.ref, outcome, seconds,
+        log.debug("task %s (%s) ended: %s in %.3fs", task_name(claim), body.ref, outcome, seconds,
                   extra=task_fields(claim, body.ref, seconds, outcome))
         return settlement
 
@@ -145,7 +145,7 @@ class TaskExecutor:
         if now - self._throttle_logged.get(subject, -THROTTLE_LOG_SECONDS) >= THROTTLE_LOG_SECONDS:
             self._throttle_logged[subject] = now
             log.warning("task %s (%s) throttled: %s waits %.3gs (logged once a minute per key)",
-                        claim.task_id, body.ref, subject, retry_after, extra=task_fields(claim, body.ref, outcome="throttled"))
+                        task_name(claim), body.ref, subject, retry_after, extra=task_fields(claim, body.ref, outcome="throttled"))
         return Settlement(claim, Ending.THROTTLE, delay=retry_after)
 
     def _failed_attempt(self, claim: Claim, body: TaskBody, error: str) -> Settlement:
@@ -157,13 +157,13 @@ class TaskExecutor:
         except (OverflowError, ValueError) as exc:
             return self._fail(claim, f"{error}\nits retry delay cannot be computed ({exc}): failed for good", ref=body.ref)
         log.warning(
-            "task %s (%s) failed, retry %d of %d in %.3gs:\n%s", claim.task_id, body.ref, failures,
+            "task %s (%s) failed, retry %d of %d in %.3gs:\n%s", task_name(claim), body.ref, failures,
             body.repeats_on_failure, delay, error, extra=task_fields(claim, body.ref, outcome="retried", error=error),
         )
         return Settlement(claim, Ending.RETRY, delay=delay)
 
     def _fail(self, claim: Claim, error: str, ref: str | None) -> Settlement:
-        log.error("task %s (%s) failed for good after %d attempt(s):\n%s", claim.task_id, ref, claim.failures + 1, error,
+        log.error("task %s (%s) failed for good after %d attempt(s):\n%s", task_name(claim), ref, claim.failures + 1, error,
                   extra=task_fields(claim, ref, outcome="failed", error=error))
         record = pack(
             {

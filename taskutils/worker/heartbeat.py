@@ -16,6 +16,7 @@ from typing import Callable, Mapping
 
 from ..backends.base import Backend
 from ..errors import BackendUnavailable, BrokerError
+from ..logs import task_name
 from .clock import Clock
 from .ledger import ClaimLedger
 
@@ -65,7 +66,7 @@ class Heartbeat:
             for claim in self._ledger.renewed(queue, leases, lost, sent_at):
                 log.warning(
                     "task %s: lease lost while it ran here (this worker stalled past the visibility timeout of "
-                    "%.3gs); another worker may be running it too", claim.task_id, self._lease,
+                    "%.3gs); another worker may be running it too", task_name(claim), self._lease,
                 )
         self.register()
         for queue in self._queues:

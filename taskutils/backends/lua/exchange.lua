@@ -7,7 +7,8 @@
 -- ARGV[3] - lease seconds (the visibility timeout)
 -- ARGV[4] - seconds the consumer waits for new work if it gets none
 -- ARGV[5] - seconds to keep outcomes (0: none are kept)
--- ARGV[6] - a random nonce from the consumer: the leases of this call get tokens "<nonce>.<k>"
+-- ARGV[6] - a nonce from the consumer (8 characters that name it, then random ones): the leases of
+--           this call get tokens "<nonce>.<k>"
 -- ARGV[7..] - the settlements, groups of 5 (see _settle.lua)
 -- Each step checks the keys it writes before its first write (_store.lua): a key of the wrong
 -- type fails the call with a WRONGTYPE error, and what earlier steps did is whole. Waking others
