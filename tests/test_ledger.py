@@ -258,3 +258,35 @@ def test_claims_of_a_queue_paused_across_the_fleet_go_back_unstarted_until_it_re
     ledger.asked(2)
     ledger.replied("q", [], [], 2, [third], 0.0, None, False, paused=False)  # resumed
     assert ledger.take(second) is Start.RUN and ledger.take(third) is Start.RUN
+
+
+def test_a_settlement_waits_for_the_next_due_time_when_nothing_is_due_before_it():
+    """Keys waiting for their rates: claims sent before the queue's next due time come back
+    empty, so a settlement waits for it (at most GATHER_SECONDS) and shares its round trip."""
+    clock = Clock()
+    (first,) = claims(1)
+    ledger = ledger_holding([first], threads=4, clock=clock)  # got 1 of 4: starved
+    ledger.asked(3)
+    ledger.replied("q", [], [], 3, [], clock.now(), GATHER_SECONDS / 2, False)  # next due in half a gather
+    run(ledger, first)
+    plan = ledger.plan()
+    assert not plan.send and plan.wait == GATHER_SECONDS / 2
+    clock.time += GATHER_SECONDS / 2
+    plan = ledger.plan()
+    assert plan.send and [s.claim for s in plan.settle] == [first] and plan.want == 4
+
+
+def test_a_settlement_goes_at_once_when_the_runners_run_out_and_work_may_be_ready():
+    clock = Clock()
+    (first,) = claims(1)
+    ledger = ledger_holding([first], threads=4, clock=clock)  # starved, nothing due: new work wakes it
+    run(ledger, first)
+    assert ledger.plan().send
+    clock.time = 0.0
+    later = ledger_holding([first], threads=4, clock=clock)
+    later.asked(3)
+    later.replied("q", [], [], 3, [], 0.0, 10 * GATHER_SECONDS, False)  # due long after a gather
+    run(later, first)
+    assert not later.plan().send
+    clock.time += GATHER_SECONDS
+    assert later.plan().send

@@ -41,7 +41,7 @@ class ClaimLedger:
         self._seconds_per_task = 1.0  # running average: decides the prefetch
         self._capped: dict[str, bool] = {}  # per queue, from its last reply (a queue not heard from counts as capped)
         self._starved = False  # the last ask got nothing: wait for new work before asking again
-        self._next_due: float | None = None  # from that reply: seconds until the queue's next due time
+        self._due_at: float | None = None  # from that reply: when (clock time) the queue's next due time comes
         self._paused = False
         self._paused_queues: set[str] = set()  # paused across the fleet, from their last replies
         self._stopping = False
@@ -53,14 +53,18 @@ class ClaimLedger:
         """Send when a batch of settlements is ready (one per thread, or the oldest waited
         GATHER_SECONDS, or the runners are about to run out of claims, or one is a throttle: its
         key must stop starting tasks at once), or when there is room and the runners are about
-        to run out; block on the broker when starved; else wait."""
+        to run out; block on the broker when starved; else wait. Runners about to run out do not
+        hurry a settlement while the queues told of nothing due before a later time (keys waiting
+        for their rates): a claim sent earlier would come back empty, so the settlement waits
+        for company up to GATHER_SECONDS, or for that time, and rides with the claim made then."""
         now = self.clock.now()
         with self._lock:
+            due_later = self._starved and self._due_at is not None and self._due_at > now
             low = self._waiting <= self.threads // 2
             want = self._room()
             gathered = now - self._unsent_since if self._unsent else 0.0
             batch_ready = bool(self._unsent) and (
-                len(self._unsent) >= self.threads or gathered >= GATHER_SECONDS or low
+                len(self._unsent) >= self.threads or gathered >= GATHER_SECONDS or (low and not due_later)
                 or self._stopping or self._paused or any(s.ending is Ending.THROTTLE for s in self._unsent)
             )
             if batch_ready or (want > 0 and low and not self._starved):
@@ -71,9 +75,10 @@ class ClaimLedger:
                         held.settling = True
                 return Plan(settle, want)
             if self._unsent:
-                return Plan([], 0, GATHER_SECONDS - gathered)
+                wait = GATHER_SECONDS - gathered
+                return Plan([], 0, min(wait, self._due_at - now) if due_later else wait)
             if want > 0 and self._starved:  # the queues had nothing more to give: wait for new work
-                due = self.sleep_seconds if self._next_due is None else min(self._next_due, self.sleep_seconds)
+                due = self.sleep_seconds if self._due_at is None else min(max(self._due_at - now, 0.0), self.sleep_seconds)
                 return Plan([], 0, due, block=True)
             return Plan([], 0, self.sleep_seconds)  # for the runners
 
@@ -115,7 +120,8 @@ class ClaimLedger:
                 else:
                     self._paused_queues.discard(queue)
             if want > 0:  # fewer than asked: the queue had no more to give, wait for new work
-                self._starved, self._next_due = len(claims) < want, next_due
+                self._starved = len(claims) < want
+                self._due_at = None if next_due is None else self.clock.now() + next_due
                 self._capped[queue] = capped
         refused = [(settlement, done) for settlement, done in zip(settled, applied) if not done]
         return Replied(refused, list(claims))
