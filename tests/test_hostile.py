@@ -333,3 +333,21 @@ def test_unique_holds_written_in_seconds_by_the_version_before_still_hold(redis_
                       for v in ("kept", "over"))
         assert kept == f"{epoch}-ffff" and over != f"{epoch}-ffff"
         backend.close()
+
+
+def test_status_reads_a_queue_whose_config_key_is_broken(redis_url):
+    """`status` shows every queue even if one's config key (its cap, default limit and pause)
+    holds the wrong type; pausing that queue says which key is wrong."""
+    from .test_admin_cli import taskutils
+
+    client = redis.Redis.from_url(redis_url)
+    client.flushall()
+    with TaskHandler(redis_url, max_num_threads=0, queue="broken") as producer:
+        producer.enqueue_task(Task(fleet_tasks.mark, ("k", "v")))
+    client.delete(prefix("broken") + "config")
+    client.set(prefix("broken") + "config", "garbage")
+    status = taskutils(redis_url, "status")
+    assert status.returncode == 0 and any(line.split()[:3] == ["broken", "0", "1"] for line in status.stdout.splitlines())
+    paused = taskutils(redis_url, "pause", "broken")
+    assert paused.returncode == 1 and "tu:{broken}:config holds a string" in paused.stderr
+    client.close()

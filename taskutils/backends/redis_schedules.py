@@ -91,7 +91,11 @@ class RedisSchedules:
         return bool(self._run("pause", prefix(queue), ["1" if paused else "0"], hot=False))
 
     def paused(self, queue: str) -> bool:
-        return mapped(lambda: self.client.hget(prefix(queue) + "config", "paused")) is not None
+        """False also when the queue's config key holds the wrong type: its exchanges report that."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hget(prefix(queue) + "config", "paused")
+        (paused,) = mapped(lambda: pipe.execute(raise_on_error=False))
+        return paused is not None and not isinstance(paused, Exception)
 
     # -- limits of task keys ----------------------------------------------------------------------
 
