@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+
+import pytest
 
 from taskutils import Task
 
@@ -46,12 +49,16 @@ def test_every_process_takes_work_and_a_killed_one_is_replaced(producer, workers
 
 
 def test_sigterm_drains_every_process_and_exits_zero(producer, workers, client):
-    (supervisor,) = workers("--processes", "2", "--threads", "1", "--grace-period", "30")
+    (supervisor,) = workers("--processes", "2", "--threads", "1", "--grace-period", "30", "--log-level", "DEBUG")
     wait_for(lambda: running(supervisor, children(supervisor)) and len(children(supervisor)) == 2, what="two workers")
     refs = producer.enqueue_tasks([Task(fleet_tasks.slow, ("drain", 1.0)) for _ in range(2)])
     wait_for(lambda: client.llen("drain:starts") == 2, what="both tasks to start")
     supervisor.signal(signal.SIGTERM)
-    assert supervisor.wait(30) == 0
+    try:
+        code = supervisor.wait(30)
+    except subprocess.TimeoutExpired:  # seen once in CI, not reproduced since: keep what the processes said
+        pytest.fail(f"the supervisor did not exit within 30 s of SIGTERM; its log and its children's:\n{supervisor.log}")
+    assert code == 0
     assert [ref.status() for ref in refs] == ["done", "done"]
     assert client.llen("drain:ends") == 2
     assert supervisor.log.count("exited with code 0") == 2
