@@ -238,3 +238,16 @@ def test_status_counts_each_workers_running_tasks_when_read(backend):
     backend.enqueue("q", [keyed(None), keyed("a"), keyed(None)])
     assert len(claim(backend, "q", "w1", 2)) == 2
     assert {w["consumer"]: w["running"] for w in backend.workers()} == {"w1": "2", "w2": "0"}
+
+
+def test_a_worker_whose_registration_expired_is_gone_from_the_list_at_once(backend):
+    """A dead worker stops renewing its registration: the first read after it expires forgets
+    it (and, on Redis, drops it from the index of workers)."""
+    backend.register_worker("alive", {"host": "h"}, 30.0)
+    backend.register_worker("dead", {"host": "h"}, 0.3)
+    assert {w["consumer"] for w in backend.workers()} == {"alive", "dead"}
+    time.sleep(0.4)
+    assert [w["consumer"] for w in backend.workers()] == ["alive"]
+    client = getattr(backend, "client", None)
+    if client is not None:  # Redis: the index no longer names it either
+        assert client.zrange("tu:workers", 0, -1) == [b"alive"]
