@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 import redis
 
+from ..errors import BrokerError
 from ..recurrent import more_cron_times
 from .records import RecurrentRecord, split_id
 from .redis_client import mapped
@@ -92,10 +93,10 @@ class RedisSchedules:
 
     def paused(self, queue: str) -> bool:
         """False also when the queue's config key holds the wrong type: its exchanges report that."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hget(prefix(queue) + "config", "paused")
-        (paused,) = mapped(lambda: pipe.execute(raise_on_error=False))
-        return paused is not None and not isinstance(paused, Exception)
+        try:
+            return mapped(lambda: self.client.hget(prefix(queue) + "config", "paused")) is not None
+        except BrokerError:
+            return False
 
     # -- limits of task keys ----------------------------------------------------------------------
 

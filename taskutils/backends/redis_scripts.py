@@ -3,6 +3,7 @@ and the argument and reply formats of the exchange."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from importlib import resources
@@ -82,6 +83,7 @@ class Scripts:
         return f"tu_{self._version}_{name}"
 
 
+@functools.lru_cache(maxsize=64)  # once per consumer, not at every exchange
 def consumer_tag(consumer: str) -> str:
     """The first 8 characters of the lease tokens a consumer gets: who holds a running task."""
     return hashlib.sha1(consumer.encode()).hexdigest()[:8]

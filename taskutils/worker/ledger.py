@@ -114,12 +114,8 @@ class ClaimLedger:
                     self._hand_back(claim)
                 claims = []
             self._waiting += len(claims)
-            if want > 0:  # the reply says whether the queue is paused
-                if paused:
-                    self._paused_queues.add(queue)
-                else:
-                    self._paused_queues.discard(queue)
-            if want > 0:  # fewer than asked: the queue had no more to give, wait for new work
+            if want > 0:  # whether the queue is paused; fewer than asked: it had no more to give, wait for new work
+                (self._paused_queues.add if paused else self._paused_queues.discard)(queue)
                 self._starved = len(claims) < want
                 self._due_at = None if next_due is None else self.clock.now() + next_due
                 self._capped[queue] = capped
