@@ -1,4 +1,5 @@
-"""The `taskutils` command: fleet status and the failed store, for operators."""
+"""The `taskutils` command: fleet status, pause, cancel and the failed store, for operators (the
+task commands are in tasks_cli.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from typing import Sequence
 
 from .admin import cancel, failed_tasks, fleet_status, purge_failed, requeue_failed
 from .backends.redis import RedisBackend
+from . import tasks_cli
+from .browse import find_task
 from .config import DEFAULT_REDIS_URL, Settings
 from .errors import BackendUnavailable, BrokerError
 
@@ -21,7 +24,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     status.add_argument("--queue", action="append", help="only this queue (repeatable); default: every queue")
     cancelling = commands.add_parser("cancel", help="cancel scheduled or queued tasks; tell running ones to stop")
     cancelling.add_argument("ids", nargs="+", help="task ids")
-    cancelling.add_argument("--queue", default="default")
+    cancelling.add_argument("--queue", help="the tasks' queue; default: the queue that knows each id")
     for action, text in (("pause", "every worker stops starting tasks of a queue; running ones finish"),
                          ("resume", "workers take tasks of a paused queue again")):
         command = commands.add_parser(action, help=text)
@@ -32,6 +35,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     failed.add_argument("--queue", action="append", help="only this queue (repeatable); default: every queue")
     failed.add_argument("--all", action="store_true", help="requeue or purge every failed task of the queues")
     failed.add_argument("--traceback", action="store_true", help="list: print each full traceback")
+    tasks_cli.add_commands(commands)
     return parser.parse_args(argv)
 
 
@@ -54,7 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 changed = backend.set_paused(queue, args.command == "pause")
                 print(f"{queue}: {args.command + 'd' if changed else 'already ' + args.command + 'd'}")
             return 0
-        return run_failed(backend, args)
+        if args.command == "failed":
+            return run_failed(backend, args)
+        return tasks_cli.run(backend, args)
     except (BackendUnavailable, BrokerError) as exc:
         print(f"taskutils: {exc}", file=sys.stderr)
         return 1
@@ -91,10 +97,12 @@ def when(moment: float | None) -> str:
     return datetime.fromtimestamp(moment, timezone.utc).isoformat(timespec="seconds")
 
 
-def run_cancel(backend: RedisBackend, queue: str, ids: list[str], result_ttl: float) -> int:
+def run_cancel(backend: RedisBackend, queue: str | None, ids: list[str], result_ttl: float) -> int:
     """Exit 0 if every task was cancelled or, running, told to stop; 1 if any was neither."""
     code = 0
     for task_id in ids:
+        found = find_task(backend, task_id, [queue] if queue else None)
+        queue = found.queue if found is not None else queue or "default"
         if cancel(backend, queue, task_id, result_ttl):
             print(f"{task_id}: cancelled")
         elif backend.status(queue, task_id)[0] == "running":

@@ -11,14 +11,17 @@ import sys
 import threading
 from typing import Sequence
 
-from . import logs
+from . import logs, metrics
+from .http_endpoints import serve
 from .backends.redis import RedisBackend
 from .backends.redis_url import redacted
 from .config import DEFAULT_REDIS_URL, Settings
 from .errors import BackendUnavailable, BrokerError
 from .task import module_allowed
 from .worker import Worker
-from .worker.supervisor import BAD_SETTINGS, Supervisor, orphaned
+from .worker.observer import Observer
+from .worker.probes import worker_routes
+from .worker.supervisor import BAD_SETTINGS, SUPERVISOR_ENV, Supervisor, orphaned
 
 log = logging.getLogger("taskutils.worker")
 
@@ -43,6 +46,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-crashes", type=int, help="crash redeliveries after which a task is quarantined (TASKUTILS_MAX_CRASHES, default 3)")
     parser.add_argument("--max-payload", type=int, help="largest task payload in bytes (TASKUTILS_MAX_PAYLOAD, default 524288)")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (TASKUTILS_LOG_LEVEL, default INFO)")
+    parser.add_argument("--http", metavar="[HOST:]PORT", help="serve /metrics, /livez and /readyz here; a bare port binds 127.0.0.1 (TASKUTILS_HTTP; default off)")
     parser.add_argument("--log-format", choices=("text", "json"), help="text lines, or one JSON object per line (TASKUTILS_LOG_FORMAT, default text)")
     return parser.parse_args(argv)
 
@@ -55,8 +59,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"taskutils-worker: {exc}", file=sys.stderr)
         return BAD_SETTINGS
     logs.configure(settings.log_level, settings.log_format)
+    if settings.http and not metrics.available():
+        log.warning("--http: /metrics needs prometheus_client (pip install 'taskutils[metrics]'); it answers 501")
     if settings.processes > 1:
-        return Supervisor(arguments, settings.processes).run()
+        return Supervisor(arguments, settings.processes, settings).run()
     return run_worker(settings)
 
 
@@ -74,7 +80,18 @@ def run_worker(settings: Settings) -> int:
     allowed = settings.imports + settings.allow + ("__main__",)
     if allowed == ("__main__",):
         log.warning("no --import or --allow given: this worker may run no function at all")
-    worker = Worker(backend, settings, lambda module: module_allowed(module, allowed))
+    counting = settings.http and metrics.available()
+    observer = Observer(metrics.WorkerMetrics() if counting else None)
+    if observer.metrics is not None:
+        observer.metrics.threads.set(settings.threads)
+    worker = Worker(backend, settings, lambda module: module_allowed(module, allowed), observer=observer)
+    if settings.http and not os.environ.get(SUPERVISOR_ENV):  # under a supervisor, it serves for all
+        try:
+            serve(settings.http, worker_routes(worker))
+        except OSError as exc:
+            log.error("--http %s: cannot listen there: %s", settings.http, exc)
+            backend.close()
+            return 1
     stop = threading.Event()
 
     def hand_back_and_exit() -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
 from .backends.redis_url import checked_url
+from .http_endpoints import parse_address
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
@@ -32,12 +33,15 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "text"  # taskutils-worker only: "text" or "json" (logs.py)
     processes: int = 1  # taskutils-worker only: worker processes under one supervisor
+    http: str | None = None  # taskutils-worker only: serve /metrics, /livez, /readyz on this address
 
     def __post_init__(self) -> None:
         if self.redis_url:
             checked_url(self.redis_url)  # InvalidRedisURL, a ValueError
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0, got {self.threads}")
+        if self.http:
+            parse_address(self.http)  # ValueError naming the address
         if self.processes < 1:
             raise ValueError(f"processes must be >= 1, got {self.processes}")
         if not self.queues or not all(self.queues):

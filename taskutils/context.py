@@ -25,6 +25,7 @@ class TaskContext:
     ):
         self.id, self.queue, self.key, self.attempt = task_id, queue, key, attempt
         self._backend, self._producer = backend, producer
+        self.cancel_seen = False  # the task asked `cancelled` and was told True
 
     def __repr__(self) -> str:
         return f"TaskContext({self.id!r}, queue={self.queue!r}, key={self.key!r}, attempt={self.attempt})"
@@ -32,7 +33,9 @@ class TaskContext:
     @property
     def cancelled(self) -> bool:
         """True once ref.cancel() was called for this task while it runs (one broker call)."""
-        return self._backend.cancel_requested(self.queue, self.id)
+        if self._backend.cancel_requested(self.queue, self.id):
+            self.cancel_seen = True
+        return self.cancel_seen
 
     @property
     def handler(self) -> TaskHandler:
@@ -50,6 +53,12 @@ def current_task() -> TaskContext:
     if context is None:
         raise NoCurrentTask("current_task() is only available inside a task run by a worker or a handler's threads")
     return context
+
+
+def cancel_seen() -> bool:
+    """Whether the task running on this thread was told it is cancelled (the metrics' outcome)."""
+    context = _current.get()
+    return context is not None and context.cancel_seen
 
 
 def running(context: TaskContext) -> contextvars.Token[TaskContext | None]:

@@ -194,7 +194,7 @@ class TaskHandler:
         """A task checked and encoded for the backend; its module may now run on this handler's threads."""
         if not isinstance(task, Task):
             raise InvalidTask(f"enqueue_task needs a Task, got {task!r}")
-        body = task.encode()
+        body = task.encode(time.time())
         if len(body) > self.settings.max_payload:
             raise PayloadError(
                 f"task {index} ({task.ref}) encodes to {len(body)} bytes, over max_payload="

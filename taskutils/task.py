@@ -144,14 +144,16 @@ class Task:
         if self.unique_for and self.unique is None:
             raise InvalidTask("unique_for needs a unique value: Task(..., unique=..., unique_for=seconds)")
 
-    def encode(self) -> bytes:
+    def encode(self, enqueued_at: float | None = None) -> bytes:
         """The msgpack body a worker decodes; PayloadError names the argument msgpack cannot carry.
 
-        The body is [ref, args, kwargs, repeats_on_failure, retry_delay, retry_backoff], without
-        the trailing fields that hold their defaults (0, 0, 1), and with whole seconds as ints:
-        every queued byte costs Redis memory."""
+        The body is [ref, args, kwargs, repeats_on_failure, retry_delay, retry_backoff,
+        enqueued_at], without the trailing fields that hold their defaults (0, 0, 1, None), and
+        with whole seconds as ints: every queued byte costs Redis memory. `enqueued_at` (epoch
+        seconds, the producer's clock) gives the metrics their queue wait; a recurrent schedule's
+        body has none."""
         spec = [self.ref, list(self.args), self.kwargs, self.repeats_on_failure, _compact(self.retry_delay),
-                _compact(self.retry_backoff)]
+                _compact(self.retry_backoff), enqueued_at]
         while len(spec) > 3 and spec[-1] == BODY_DEFAULTS[len(spec) - 1]:
             spec.pop()
         try:
@@ -178,6 +180,7 @@ class TaskBody(NamedTuple):
     repeats_on_failure: int
     retry_delay: float
     retry_backoff: float
+    enqueued_at: float | None = None
 
     @classmethod
     def decode(cls, body: bytes) -> "TaskBody":
@@ -186,14 +189,16 @@ class TaskBody(NamedTuple):
             spec = unpack(body)
         except Exception as exc:
             raise ValueError(f"task payload is not valid msgpack: {exc}") from None
-        if not (isinstance(spec, list) and 3 <= len(spec) <= 6):
-            raise ValueError("task payload is not a list of 3 to 6 fields")
-        ref, args, kwargs, repeats, delay, backoff = spec + BODY_DEFAULTS[len(spec):]
+        if not (isinstance(spec, list) and 3 <= len(spec) <= 7):
+            raise ValueError("task payload is not a list of 3 to 7 fields")
+        ref, args, kwargs, repeats, delay, backoff, enqueued = spec + BODY_DEFAULTS[len(spec):]
         if not (isinstance(ref, str) and isinstance(args, list) and isinstance(kwargs, dict)):
             raise ValueError("task payload has a wrong type for its function, args or kwargs")
         if not (isinstance(repeats, int) and isinstance(delay, (int, float)) and isinstance(backoff, (int, float))):
             raise ValueError("task payload has a wrong type for its retry policy")
-        return cls(ref, args, kwargs, repeats, float(delay), float(backoff))
+        if not (enqueued is None or (isinstance(enqueued, (int, float)) and math.isfinite(enqueued))):
+            enqueued = None  # only the metrics read it: a damaged one is not worth failing the task
+        return cls(ref, args, kwargs, repeats, float(delay), float(backoff), enqueued)
 
     def retry_delay_after(self, failures: int) -> float:
         """Seconds to wait before the retry that follows the given number of failures; ValueError
@@ -204,7 +209,7 @@ class TaskBody(NamedTuple):
         return delay
 
 
-BODY_DEFAULTS: list[Any] = [None, None, None, 0, 0, 1]
+BODY_DEFAULTS: list[Any] = [None, None, None, 0, 0, 1, None]
 
 
 def _compact(seconds: float) -> float | int:

@@ -111,3 +111,17 @@ def spawn(key, count, queue=None):
 
     for n in range(count):
         current_task().handler.enqueue_task(Task(record, (key, n), queue=queue))
+
+
+hooks: dict = {}  # key -> a function of the test's own, for call_hook
+
+
+def call_hook(key):
+    """Call the test's function registered as `key` (it may look at the worker while a task runs)."""
+    return hooks[key]()
+
+
+def throttle_for(seconds):
+    from taskutils import Throttled
+
+    raise Throttled(retry_after=seconds)

@@ -84,7 +84,7 @@ def test_body_round_trip_and_bad_bodies():
     body = TaskBody.decode(Task(jobs.add, (1, 2), repeats_on_failure=2, retry_delay=0.5).encode())
     assert (body.ref, body.args, body.kwargs, body.repeats_on_failure, body.retry_delay) == ("tests.jobs:add", [1, 2], {}, 2, 0.5)
     assert Task(jobs.add, (1, 2)).encode() == msgpack.packb(["tests.jobs:add", [1, 2], {}])
-    for garbage in (b"", b"\xc1", b"\x93\x01\x02\x03", msgpack.packb(["m:f", [], {}, 0, 0, 1, 7])):
+    for garbage in (b"", b"\xc1", b"\x93\x01\x02\x03", msgpack.packb(["m:f", [], {}, 0, 0, 1, 7, 8])):
         with pytest.raises(ValueError):
             TaskBody.decode(garbage)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Callable, Mapping, Protocol, Sequence
 
-from .records import Counts, Exchange, ExchangeReply, NewTask, RecurrentRecord
+from .records import Counts, Exchange, ExchangeReply, NewTask, RecurrentRecord, StoredTask
 
 
 class Broker(ABC):
@@ -114,6 +114,29 @@ class Inspection(ABC):
     def workers(self) -> list[dict[str, str]]:
         """The live workers' records, each with its "consumer" and "heartbeat" (backend time)."""
 
+    @abstractmethod
+    def tasks(self, queue: str, state: str, limit: int) -> list[StoredTask]:
+        """Up to `limit` tasks in `state` (scheduled by due time, queued in about the order they
+        start, running, failed); tasks cancelled while they waited are left out."""
+
+    @abstractmethod
+    def task(self, queue: str, task_id: str) -> StoredTask | None:
+        """One scheduled, queued, running or failed task; None if it is none of those."""
+
+    @abstractmethod
+    def key_backlog(self, queue: str, limit: int) -> list[tuple[str, int]]:
+        """The `limit` task keys with the most ready tasks, with their counts, most first."""
+
+    @abstractmethod
+    def purge(self, queue: str) -> int:
+        """Drop every scheduled and queued task of `queue` for good (no outcome kept; unique
+        values let go as by cancel); running and failed tasks stay. Returns how many went."""
+
+    @abstractmethod
+    def history(self, queue: str, since_minute: int) -> dict[int, tuple[int, int, int]]:
+        """Tasks done, failed and retried per minute (epoch seconds // 60) from `since_minute`,
+        as the workers reported them with their exchanges (Exchange.tally); kept a day."""
+
     def warnings(self) -> list[str]:
         """Problems with the broker's set-up that risk losing tasks (checked at start-up)."""
         return []
@@ -195,6 +218,10 @@ class Backend(Broker, Inspection, Schedules, KeyLimits):
     @abstractmethod
     def lock(self, name: str, lease: float) -> SharedLock:
         """A lock shared by everything using this backend, held under a lease of `lease` seconds."""
+
+    def ping(self, timeout: float) -> bool:
+        """Whether the broker answers at once (within `timeout` seconds, asked once, no retries)."""
+        return True
 
     def close(self) -> None:
         """Release connections."""

@@ -13,6 +13,7 @@ from ..recurrent import fire
 from .base import Backend
 from .local_lock import LocalLock
 from .memory_admin import MemoryAdmin
+from .memory_browse import MemoryBrowse
 from .memory_queue import Entry, Lease, QueueState
 from .records import (
     RUNNING, Claim, Ending, Exchange, ExchangeReply, NewTask, Settlement,
@@ -21,7 +22,7 @@ from .records import (
 TOP = float("inf")  # the level recurrent runs are queued at, above every priority
 
 
-class MemoryBackend(MemoryAdmin, Backend):
+class MemoryBackend(MemoryAdmin, MemoryBrowse, Backend):
     """All state in dicts and heaps behind one condition variable."""
 
     in_process = True
@@ -74,6 +75,7 @@ class MemoryBackend(MemoryAdmin, Backend):
             ]
             if any(applied):
                 self._notify()
+            q.add_tally(request.tally, now)
             if request.want <= 0:
                 return ExchangeReply(applied, [], None, q.capped)
             self._promote(q, now)

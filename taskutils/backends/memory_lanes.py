@@ -208,6 +208,16 @@ class Lanes:
                         return True
         return False
 
+    def clear(self, now: float) -> list[Entry]:
+        """Take every ready task out of every lane (a purge); returns them."""
+        taken = [entry for lane in self.lanes.values() for entries in lane.ready.values() for entry in entries]
+        for name, lane in list(self.lanes.items()):
+            lane.ready.clear()
+            self.turns.pop(name, None)
+            self.later.pop(name, None)
+            self._idle(name, now)
+        return taken
+
     def next_time(self) -> float | None:
         """The first time a lane waits for."""
         return min(self.later.values()) if self.later else None

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
+from typing import Sequence
 
 from ..limits import Limit
 from .memory_lanes import Lanes
 from .memory_unique import UniqueValues
 from .records import QUEUED, SCHEDULED, RecurrentRecord
+
+HISTORY_MINUTES = 25 * 60  # per-minute counts are kept this long (as Redis keeps its hourly keys)
 
 
 @dataclass
@@ -51,6 +54,7 @@ class QueueState:
     default_limit: Limit | None = None
     unique: UniqueValues = field(default_factory=UniqueValues)
     cancel_run: set[str] = field(default_factory=set)  # running tasks asked to stop
+    history: dict[int, list[int]] = field(default_factory=dict)  # minute -> [done, failed, retried], a day
 
     def __post_init__(self) -> None:
         self.lanes = Lanes(self.limit_of)
@@ -70,6 +74,16 @@ class QueueState:
         """The lease of `task_id` if `token` still holds it."""
         held = self.leases.get(task_id)
         return held if held is not None and held.token == token else None
+
+    def add_tally(self, tally: Sequence[tuple[int, int, int, int]], now: float) -> None:
+        """Add a worker's per-minute counts (Exchange.tally); forget minutes over a day old."""
+        for minute, *counts in tally:
+            kept = self.history.setdefault(minute, [0, 0, 0])
+            for kind, count in enumerate(counts):
+                kept[kind] += count
+        oldest = int(now // 60) - HISTORY_MINUTES
+        for minute in [minute for minute in self.history if minute < oldest] if tally else ():
+            del self.history[minute]
 
     def put(self, level: float, entry: Entry, due: float | None, order: int, now: float, front: bool = False) -> None:
         """Make a task ready in its lane (at the back of its level, or the front), or schedule it for `due`."""

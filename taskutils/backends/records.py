@@ -10,6 +10,8 @@ import enum
 from dataclasses import dataclass
 from typing import NamedTuple, Sequence
 
+import msgpack
+
 # Task states as stored; a task with no state and no outcome is unknown.
 SCHEDULED, QUEUED, RUNNING, DONE, FAILED = "scheduled", "queued", "running", "done", "failed"
 CANCELLED = "cancelled"
@@ -65,7 +67,8 @@ class Exchange(NamedTuple):
     """One atomic step of a consumer on one queue: settle these claims, then claim up to `want`
     more under a lease of `lease` seconds. A consumer that asked and got nothing is registered
     as waiting for `idle_for` seconds, so that new work wakes it. Outcomes are kept
-    `result_ttl` seconds."""
+    `result_ttl` seconds. `tally` adds to the queue's per-minute history: (minute, done, failed,
+    retried) per minute, counted by the worker (worker/tally.py)."""
 
     queue: str
     consumer: str
@@ -74,6 +77,7 @@ class Exchange(NamedTuple):
     lease: float = 30.0
     idle_for: float = 0.0
     result_ttl: float = 0.0
+    tally: Sequence[tuple[int, int, int, int]] = ()
 
 
 class ExchangeReply(NamedTuple):
@@ -138,3 +142,39 @@ def split_id(task_id: str) -> tuple[str, str]:
 
 def _hex(text: str) -> bool:
     return len(text) <= 16 and all(char in "0123456789abcdef" for char in text)
+
+
+class StoredTask(NamedTuple):
+    """A task as inspection reads it from its queue: its state (scheduled, queued, running or
+    failed), encoded body, priority, key, counts; `due` for a scheduled task, `worker` (the
+    consumer holding its lease, when the backend knows it) for a running one, `error` (the
+    failure record's traceback) for a failed one."""
+
+    task_id: str
+    state: str
+    body: bytes
+    priority: int = 0
+    key: str | None = None
+    failures: int = 0
+    crashes: int = 0
+    due: float | None = None
+    worker: str | None = None
+    error: str | None = None
+
+
+def failure_fields(record: bytes) -> dict:
+    """A failure record's fields (msgpack map: error, failures, crashes, ...); {} if unreadable."""
+    try:
+        fields = msgpack.unpackb(record, raw=False) if record else None
+    except Exception:
+        return {}
+    return fields if isinstance(fields, dict) else {}
+
+
+def failed_task(task: StoredTask, record: bytes) -> StoredTask:
+    """A failed task with its traceback and counts from its failure record."""
+    fields = failure_fields(record)
+    error = fields.get("error")
+    counts = [fields.get(name) for name in ("failures", "crashes")]
+    failures, crashes = (count if isinstance(count, int) else default for count, default in zip(counts, (task.failures, task.crashes)))
+    return task._replace(error=error if isinstance(error, str) else None, failures=failures, crashes=crashes)

@@ -33,6 +33,8 @@ Keys of queue Q all start with "tu:{Q}:" (one hash tag, so one Cluster slot):
                             last (when it last started runs)
     rec_times:<name> ZSET   a cron schedule's next run times, computed ahead (recurrent.py)
     cron_low        SET     cron schedules short of times: workers compute more (lua/cron_refill.lua)
+    hist:<hour>     HASH    "<minute of the hour>d|f|r" -> tasks done, failed, retried that minute, as
+                            workers report them (Exchange.tally); expires a day after its last write
     idle            ZSET    consumers waiting for work, score = until when (whole ms)
     wake            LIST    wake tokens for waiting consumers (lua/_queue.lua)
     wake:<consumer> LIST    "1" to end that consumer's wait at once (it stops, or has settlements to send)
@@ -62,6 +64,7 @@ from .base import Backend
 from .connections import LostReply, ThreadConnections
 from .records import Exchange, ExchangeReply, NewTask, split_id
 from .redis_client import RedisLock, mapped, outage_retry
+from .redis_browse import RedisBrowse
 from .redis_inspection import RedisInspection
 from .redis_schedules import RedisSchedules
 from .redis_url import checked_url
@@ -72,7 +75,7 @@ WAIT_READ_MARGIN = 2.0  # a blocking wait's reply is awaited this much past its 
 # server (a host gone without closing the connection) is noticed within seconds
 
 
-class RedisBackend(RedisInspection, RedisSchedules, Backend):
+class RedisBackend(RedisInspection, RedisBrowse, RedisSchedules, Backend):
     """Every operation is one script call or one pipeline; inspection and administration are
     in redis_inspection.py, schedules, key limits and cancellation in redis_schedules.py."""
 
@@ -85,6 +88,7 @@ class RedisBackend(RedisInspection, RedisSchedules, Backend):
         self._scripts = Scripts()
         self._functions = functions
         self._load_after = 0.0  # a refused library load is tried again only after this (monotonic)
+        self._probe: redis.Redis | None = None  # for ping
 
     @classmethod
     def from_url(cls, url: str, broker_timeout: float = 10.0) -> "RedisBackend":
@@ -96,6 +100,17 @@ class RedisBackend(RedisInspection, RedisSchedules, Backend):
             socket_keepalive=True, health_check_interval=30, retry=retry,
         )
         return cls(client, retry)
+
+    def ping(self, timeout: float) -> bool:
+        pool = self.client.connection_pool
+        if self._probe is None:  # its own connection: a probe never waits behind the retries of others
+            options = dict(pool.connection_kwargs, socket_timeout=timeout, socket_connect_timeout=timeout, retry=None)
+            self._probe = redis.Redis(connection_pool=redis.ConnectionPool(
+                connection_class=pool.connection_class, max_connections=4, **options))
+        try:
+            return bool(self._probe.ping())
+        except (redis.exceptions.RedisError, OSError):
+            return False
 
     # -- scripts ---------------------------------------------------------------------------------
 
@@ -262,6 +277,8 @@ class RedisBackend(RedisInspection, RedisSchedules, Backend):
     def close(self) -> None:
         self._hot.close()
         self.client.close()
+        if self._probe is not None:
+            self._probe.close()
 
 
 __all__ = ["BackendUnavailable", "RedisBackend", "prefix"]

@@ -36,6 +36,7 @@ SCRIPTS = {
     "cron_refill": ("_prelude", "_store", "_lanes", "_queue"),
     "sweep_unique": ("_prelude", "_store", "_unique"),
     "register_worker": ("_prelude", "_store"),
+    "purge": ("_prelude", "_store", "_unique", "_lanes", "_queue"),
 }
 
 
@@ -93,13 +94,18 @@ def exchange_args(request: Exchange) -> list[Any]:
     """ARGV of exchange.lua; its lease tokens start with the consumer's tag (consumer_tag)."""
     args: list[Any] = [
         request.consumer, request.want, repr(request.lease), repr(request.idle_for), repr(request.result_ttl),
-        consumer_tag(request.consumer) + os.urandom(3).hex(),
+        consumer_tag(request.consumer) + os.urandom(3).hex(), tally_text(request.tally),
     ]
     for settled in request.settlements:
         claim = settled.claim
         data = repr(settled.delay) if settled.ending in DELAYED else settled.outcome
         args += [settled.ending.value, claim.task_id.rpartition("-")[2], claim.token, data, settled.record]
     return args
+
+
+def tally_text(tally: Sequence[tuple[int, int, int, int]]) -> str:
+    """Exchange.tally as exchange.lua reads it: "<minute> <done> <failed> <retried>" groups, ";" between."""
+    return ";".join(" ".join(map(str, counts)) for counts in tally)
 
 
 def exchange_reply(request: Exchange, reply: list[Any]) -> ExchangeReply:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Callable, Iterable, NamedTuple, TypeVar
 
 from ..backends.base import Broker
@@ -26,6 +27,7 @@ from .clock import Clock
 from .doorbell import Doorbell
 from .ledger import ClaimLedger
 from .confirmation import confirm_stale
+from .observer import Observer
 from .refusals import BROKEN_LOG_SECONDS, RefusedQueues
 
 T = TypeVar("T")
@@ -48,10 +50,12 @@ class Exchanger:
 
     def __init__(
         self, broker: Broker, ledger: ClaimLedger, settings: Settings, consumer: str,
-        hand_out: Callable[[Iterable[Claim]], None], clock: Clock | None = None,
+        hand_out: Callable[[Iterable[Claim]], None], clock: Clock | None = None, observer: Observer | None = None,
     ):
         self._broker, self._ledger, self._settings, self._consumer = broker, ledger, settings, consumer
         self._hand_out, self._clock = hand_out, clock or Clock()
+        self._observer = observer or Observer()
+        self.turned_at = time.monotonic()  # when its loop last began a turn (the worker's liveness)
         self._queues = settings.queues
         self._in_flight: InFlight | None = None
         self._refused = RefusedQueues(ledger, self._clock)
@@ -90,9 +94,11 @@ class Exchanger:
 
     def _loop(self) -> None:
         while not (self._finishing and self._in_flight is None and self._ledger.drained()):
+            self.turned_at = time.monotonic()
             try:
                 self.step()
             except BackendUnavailable as exc:  # the backend logged the outage once; retry quietly
+                self._observer.broker_error()
                 log.debug("exchange failed: %s", exc)
                 self._pause(OUTAGE_PAUSE)
             except Exception:
@@ -162,7 +168,7 @@ class Exchanger:
         settings = self._settings
         return Exchange(
             queue, self._consumer, settle, want, settings.visibility_timeout, settings.sleep_seconds + IDLE_MARGIN,
-            settings.result_ttl,
+            settings.result_ttl, self._observer.tally.take(queue),
         )
 
     def _sent(self, request: Exchange, send: Callable[[Exchange], T]) -> tuple[T | None, float]:
@@ -172,6 +178,7 @@ class Exchanger:
         try:
             return send(request), sent_at
         except BrokerError as exc:
+            self._observer.broker_error()
             self._refused.park(request, exc)
             return None, sent_at
         except BaseException:
@@ -208,6 +215,7 @@ class Exchanger:
         try:
             reply = sent.read()
         except BrokerError as exc:
+            self._observer.broker_error()
             self._refused.park(sent.request, exc)
             return
         except BaseException:

@@ -14,9 +14,11 @@ from typing import Any, Callable
 
 from ..backends.records import Claim, Ending, Settlement
 from ..config import Settings
+from ..context import cancel_seen
 from ..errors import Throttled
 from ..logs import task_fields, task_name
 from ..task import TaskBody, pack, pack_checked, resolve
+from .observer import Observer
 
 log = logging.getLogger("taskutils.worker")
 SCALARS = frozenset({str, int, float, bool, bytes})  # always unpack as they were packed
@@ -50,8 +52,11 @@ def outcome_failed(error: str) -> bytes:
 class TaskExecutor:
     """The rules for one claimed task."""
 
-    def __init__(self, settings: Settings, allowed: Callable[[str], bool], consumer: str):
+    def __init__(
+        self, settings: Settings, allowed: Callable[[str], bool], consumer: str, observer: Observer | None = None,
+    ):
         self.settings, self.allowed, self.consumer = settings, allowed, consumer
+        self.observer = observer or Observer()
         self._resolved: dict[str, tuple[Callable[..., Any], inspect.Signature | None]] = {}
         self._resolving = threading.Lock()
         self._throttle_logged: dict[str, float] = {}  # key or function -> when a throttle was last logged
@@ -69,15 +74,23 @@ class TaskExecutor:
         try:
             body, func = self._prepare(claim)
         except Rejected as exc:
-            return self._fail(claim, str(exc), ref=exc.ref)
-        if not log.isEnabledFor(logging.DEBUG):
-            return self._call(claim, body, func)
-        log.debug("task %s (%s) started", task_name(claim), body.ref, extra=task_fields(claim, body.ref))
+            settlement = self._fail(claim, str(exc), ref=exc.ref)
+            outcome = "quarantined" if claim.crashes >= self.settings.max_crashes else "failed"
+            self.observer.ended(claim, exc.ref or "", outcome, None)
+            return settlement
+        debug = log.isEnabledFor(logging.DEBUG)
+        if debug:
+            log.debug("task %s (%s) started", task_name(claim), body.ref, extra=task_fields(claim, body.ref))
+        self.observer.started(claim, body.enqueued_at)
         began = time.monotonic()
         settlement = self._call(claim, body, func)
         seconds, outcome = time.monotonic() - began, OUTCOMES[settlement.ending]
-        log.debug("task %s (%s) ended: %s in %.3fs", task_name(claim), body.ref, outcome, seconds,
-                  extra=task_fields(claim, body.ref, seconds, outcome))
+        if outcome == "done" and cancel_seen():
+            outcome = "cancelled"
+        self.observer.ended(claim, body.ref, outcome, seconds)
+        if debug:
+            log.debug("task %s (%s) ended: %s in %.3fs", task_name(claim), body.ref, outcome, seconds,
+                      extra=task_fields(claim, body.ref, seconds, outcome))
         return settlement
 
     def _call(self, claim: Claim, body: TaskBody, func: Callable[..., Any]) -> Settlement:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Callable, Mapping
 
 from ..backends.base import Backend
@@ -19,6 +20,7 @@ from ..errors import BackendUnavailable, BrokerError
 from ..logs import task_name
 from .clock import Clock
 from .ledger import ClaimLedger
+from .observer import Observer
 
 log = logging.getLogger("taskutils.worker")
 
@@ -29,9 +31,12 @@ class Heartbeat:
     def __init__(
         self, backend: Backend, ledger: ClaimLedger, consumer: str, lease: float,
         info: Callable[[], Mapping[str, str]], clock: Clock | None = None, queues: tuple[str, ...] = (),
+        observer: Observer | None = None,
     ):
         self._backend, self._ledger, self._consumer, self._lease = backend, ledger, consumer, lease
         self._info, self._clock, self._queues = info, clock or Clock(), queues
+        self._observer = observer or Observer()
+        self.registered_at: float | None = None  # monotonic time of the last registration that went through
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -49,6 +54,7 @@ class Heartbeat:
             try:
                 self.beat()
             except (BackendUnavailable, BrokerError) as exc:  # the backend has logged an outage once
+                self._observer.broker_error()
                 log.debug("heartbeat failed: %s", exc)
             except Exception:
                 log.exception("heartbeat error; going on")
@@ -64,6 +70,7 @@ class Heartbeat:
                 log.debug("could not renew the leases of queue %r: %s", queue, exc)
                 continue
             for claim in self._ledger.renewed(queue, leases, lost, sent_at):
+                self._observer.lease_lost()
                 log.warning(
                     "task %s: lease lost while it ran here (this worker stalled past the visibility timeout of "
                     "%.3gs); another worker may be running it too", task_name(claim), self._lease,
@@ -75,3 +82,7 @@ class Heartbeat:
 
     def register(self) -> None:
         self._backend.register_worker(self._consumer, self._info(), self._lease)
+        self.registered_at = time.monotonic()
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()

@@ -274,6 +274,10 @@ class ClaimLedger:
             self._stopping = True
             self._rest_due = True
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
     def rest_due(self) -> bool:
         """The worker paused or stopped since the exchanger last told the broker it waits for no work."""
         with self._lock:

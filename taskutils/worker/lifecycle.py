@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from typing import Callable
 
@@ -25,9 +26,13 @@ from .execution import TaskExecutor
 from .heartbeat import Heartbeat
 from .ledger import ClaimLedger
 from .producers import Producers
+from .observer import Observer
 from .runners import RunnerPool
 
 log = logging.getLogger("taskutils.worker")
+STALL_MARGIN = 10.0  # seconds past the longest turn an exchanger may take before it counts as stalled
+PING_TIMEOUT = 1.0  # seconds /readyz waits for the broker's answer
+REPORTED_STARTS = 200  # running tasks whose start time the registration carries, at most
 
 
 class Worker:
@@ -35,22 +40,24 @@ class Worker:
 
     def __init__(
         self, backend: Backend, settings: Settings, allowed: Callable[[str], bool],
-        clock: Clock | None = None,
+        clock: Clock | None = None, observer: Observer | None = None,
     ):
         self.backend, self.settings = backend, settings
+        self.observer = observer = observer or Observer()
         clock = clock or Clock()
         self.consumer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._ledger = ClaimLedger(
             settings.threads, settings.visibility_timeout, settings.sleep_seconds, settings.queues, clock
         )
-        self._exchanger = Exchanger(backend, self._ledger, settings, self.consumer, self._hand_out, clock)
-        executor = TaskExecutor(settings, allowed, self.consumer)
+        self._exchanger = Exchanger(backend, self._ledger, settings, self.consumer, self._hand_out, clock, observer)
+        executor = TaskExecutor(settings, allowed, self.consumer, observer)
         self._runners = RunnerPool(
             settings.threads, self._ledger, executor.run, self._exchanger.notify, backend, Producers(backend, settings),
-            clock,
+            clock, observer,
         )
         self._heartbeat = Heartbeat(
-            backend, self._ledger, self.consumer, settings.visibility_timeout, self._info, clock, settings.queues
+            backend, self._ledger, self.consumer, settings.visibility_timeout, self._info, clock, settings.queues,
+            observer,
         )
 
     def _hand_out(self, claims: list) -> None:
@@ -63,7 +70,33 @@ class Worker:
             "threads": str(self.settings.threads),
             "queues": ",".join(self.settings.queues),
             "running": str(self.running),
+            "started": ",".join(f"{task_id}@{at:.3f}" for task_id, at in list(self.observer.running_since().items())[:REPORTED_STARTS]),
         }
+
+    def stalled(self) -> str | None:
+        """Why this worker's own loops are not turning, or None: read from memory, no broker
+        call, so a broker outage does not make a worker look dead (the exchanger retries through
+        one for up to broker_timeout per call)."""
+        if not self._runners.alive() and self.settings.threads:
+            return "runner threads are gone"
+        if not self._heartbeat.alive():
+            return "the heartbeat thread is gone"
+        silent = time.monotonic() - self._exchanger.turned_at
+        if silent > 2 * (self.settings.sleep_seconds + self.settings.broker_timeout) + STALL_MARGIN:
+            return f"the exchanger has not turned for {silent:.0f}s"
+        return None
+
+    def unready(self) -> str | None:
+        """Why this worker should not count as serving, or None: stopping, the broker not
+        answering at once, or its registration not renewed for a lease's time."""
+        if self._ledger.stopping:
+            return "draining: stopping"
+        if not self.backend.ping(PING_TIMEOUT):
+            return f"the broker did not answer a PING within {PING_TIMEOUT:g}s"
+        registered = self._heartbeat.registered_at
+        if registered is None or time.monotonic() - registered > self.settings.visibility_timeout:
+            return "the heartbeat has not registered this worker within the visibility timeout"
+        return None
 
     @property
     def running(self) -> int:

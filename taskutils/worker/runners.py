@@ -18,6 +18,7 @@ from ..context import TaskContext, current_backend, running, running_token_reset
 from .clock import Clock
 from .ledger import ClaimLedger
 from .ledger_records import Start
+from .observer import Observer
 
 if TYPE_CHECKING:
     from ..handler import TaskHandler
@@ -31,9 +32,11 @@ class RunnerPool:
     def __init__(
         self, threads: int, ledger: ClaimLedger, run: Callable[[Claim], Settlement], notify: Callable[[], None],
         backend: Backend, producers: Callable[[str], TaskHandler], clock: Clock | None = None,
+        observer: Observer | None = None,
     ):
         self._threads, self._ledger, self._run, self._notify = threads, ledger, run, notify
         self._backend, self._producers, self._clock = backend, producers, clock or Clock()
+        self._observer = observer or Observer()
         self._inbox: queue.SimpleQueue[Claim | None] = queue.SimpleQueue()
         self._started: list[threading.Thread] = []
         self._guard = threading.Lock()
@@ -98,4 +101,6 @@ class RunnerPool:
             if self._ledger.finished(settlement, self._clock.now() - began):
                 self._notify()
         elif start is not Start.DROP:  # handed back or to confirm: the exchanger sends it
+            if start is Start.HAND_BACK:
+                self._observer.handed_back(claim)
             self._notify()

@@ -10,24 +10,35 @@ RESTART_MAX_DELAY (back to the first once a child stayed up STABLE_SECONDS). The
 exits non-zero only when it cannot keep them alive: a child exits with code 2 (its settings are
 wrong, and every restart would fail the same way), or one dies within STABLE_SECONDS of its
 start GIVE_UP_AFTER times in a row. A child whose supervisor is gone drains and exits by itself.
+With --http, the supervisor serves /metrics (every child's figures, through a private folder of
+prometheus_client's multiprocess files, made at start and removed at exit), /livez and /readyz;
+the children serve nothing.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from typing import Sequence
 
+from ..backends.redis import RedisBackend
+from ..config import DEFAULT_REDIS_URL, Settings
+from ..http_endpoints import serve
+from .probes import supervisor_routes
+
 log = logging.getLogger("taskutils.supervisor")
 RESTART_FIRST_DELAY, RESTART_MAX_DELAY = 1.0, 30.0
 STABLE_SECONDS = 10.0
 GIVE_UP_AFTER = 5
+LOOP_STALL_SECONDS = 10.0  # the supervisor's loop turns every 0.2 s: silent this long, it is stuck
 BAD_SETTINGS = 2  # a child's exit code for settings or imports that cannot work
 SUPERVISOR_ENV = "TASKUTILS_SUPERVISOR_PID"  # set in each child: the pid it checks is still its parent
 
@@ -47,16 +58,45 @@ class Child:
 class Supervisor:
     """Runs `count` children `command` and keeps them alive until told to stop."""
 
-    def __init__(self, arguments: Sequence[str], count: int):
+    def __init__(self, arguments: Sequence[str], count: int, settings: Settings | None = None):
         self._command = [sys.executable, "-m", "taskutils.cli", *arguments, "--processes", "1"]
         self._environment = dict(os.environ, TASKUTILS_PROCESSES="1", **{SUPERVISOR_ENV: str(os.getpid())})
         self._children = [Child(slot) for slot in range(count)]
         self._signals: list[int] = []
         self._forwarded = 0  # how many of them were passed on to the children
         self._signalled = threading.Event()
+        self._settings = settings or Settings()
+        self._metrics_folder: str | None = None  # the children's metrics (--http), removed at exit
+        self._turned_at = time.monotonic()
 
     def run(self) -> int:
         """Until stopped: returns 0 if every child drained and exited 0, else non-zero."""
+        if self._settings.http:
+            self._metrics_folder = tempfile.mkdtemp(prefix="taskutils-metrics-")
+            self._environment["PROMETHEUS_MULTIPROC_DIR"] = self._metrics_folder
+            backend = RedisBackend.from_url(self._settings.redis_url or DEFAULT_REDIS_URL, self._settings.broker_timeout)
+            try:
+                serve(self._settings.http, supervisor_routes(backend, self._metrics_folder, self._stalled, self._unready))
+            except OSError as exc:
+                log.error("--http %s: cannot listen there: %s", self._settings.http, exc)
+                return 1
+        try:
+            return self._supervise()
+        finally:
+            if self._metrics_folder:
+                shutil.rmtree(self._metrics_folder, ignore_errors=True)
+
+    def _stalled(self) -> str | None:
+        silent = time.monotonic() - self._turned_at
+        return f"the supervisor's loop has not turned for {silent:.0f}s" if silent > LOOP_STALL_SECONDS else None
+
+    def _unready(self) -> str | None:
+        if self._signals:
+            return "draining: stopping"
+        down = [child.slot for child in self._children if child.process is None or child.process.poll() is not None]
+        return f"worker process(es) {', '.join(map(str, down))} not running" if down else None
+
+    def _supervise(self) -> int:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         log.info("supervisor %d: starting %d worker processes", os.getpid(), len(self._children))
@@ -64,6 +104,7 @@ class Supervisor:
             self._start(child)
         final = 0
         while any(child.process is not None or child.restart_at is not None for child in self._children):
+            self._turned_at = time.monotonic()
             self._signalled.wait(0.2)
             self._signalled.clear()
             self._forward_signals()
@@ -93,6 +134,8 @@ class Supervisor:
         if code is None:
             return None
         pid, child.process = child.process.pid, None
+        if self._metrics_folder:  # its gauges stop counting; its counters stay in the sums
+            mark_process_dead(pid, self._metrics_folder)
         if self._signals:  # stopping: it drained (0) or was stopped at once
             log.info("worker process %d exited with code %d", pid, code)
             return code
@@ -133,6 +176,15 @@ class Supervisor:
 
 def _exit_text(code: int) -> str:
     return f"signal {signal.Signals(-code).name}" if code < 0 else f"code {code}"
+
+
+def mark_process_dead(pid: int, folder: str) -> None:
+    """Drop a dead child's live gauges from the metrics `folder` (prometheus_client multiprocess)."""
+    try:
+        from prometheus_client import multiprocess
+    except ImportError:
+        return
+    multiprocess.mark_process_dead(pid, folder)
 
 
 def orphaned() -> bool:

@@ -1,7 +1,7 @@
 -- One round trip of a worker on one queue: settle the claims it finished, then claim more.
 -- KEYS[1] - the queue's prefix P. Touches P .. inflight, leases, state:*, outcome:*, failed,
 --           failed_info, the lanes' keys, scheduled, rec, rec:*, config, idle, wake, epoch, seq
---           (see _settle.lua, _claim.lua, _lanes.lua, _queue.lua)
+--           hist:<hour> (see _settle.lua, _claim.lua, _lanes.lua, _queue.lua)
 -- ARGV[1] - consumer id
 -- ARGV[2] - most tasks to claim (0: settle only)
 -- ARGV[3] - lease seconds (the visibility timeout)
@@ -9,7 +9,8 @@
 -- ARGV[5] - seconds to keep outcomes (0: none are kept)
 -- ARGV[6] - a nonce from the consumer (8 characters that name it, then random ones): the leases of
 --           this call get tokens "<nonce>.<k>"
--- ARGV[7..] - the settlements, groups of 5 (see _settle.lua)
+-- ARGV[7] - the worker's per-minute counts for the history, or "" (add_tally in _settle.lua)
+-- ARGV[8..] - the settlements, groups of 5 (see _settle.lua)
 -- Each step checks the keys it writes before its first write (_store.lua): a key of the wrong
 -- type fails the call with a WRONGTYPE error, and what earlier steps did is whole. Waking others
 -- is best effort (_queue.lua).
@@ -19,7 +20,7 @@
 refuse_when_full() -- Redis over maxmemory refuses the whole call (see _store.lua)
 note_absent('cancel_q', 'cancel_s', 'cancel_run', 'scheduled', 'rec', 'limits') -- often none of them exists
 local now, queue_epoch = clock(), epoch()
-local out = {settle(7, now, tonumber(ARGV[5])), queue_epoch, 0, '-1', 0}
+local out = {settle(8, now, tonumber(ARGV[5])), queue_epoch, 0, '-1', 0}
 local want = tonumber(ARGV[2])
 local nothing_startable = false
 if want > 0 then
@@ -31,4 +32,5 @@ end
 -- for the slots it freed and the work it made ready but did not take (none if the claim left no
 -- lane in the turns)
 if not nothing_startable then pcall(wake_for_ready, now) end
+if ARGV[7] ~= '' then pcall(add_tally, ARGV[7]) end
 return out

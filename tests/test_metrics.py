@@ -1,0 +1,73 @@
+"""Prometheus metrics of a worker: what each task end counts (with a registry of the test's own)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+prometheus_client = pytest.importorskip("prometheus_client", reason="taskutils[metrics] is part of the test extra")
+
+from taskutils import Task
+from taskutils.backends.records import Claim
+from taskutils.config import Settings
+from taskutils.metrics import WorkerMetrics
+from taskutils.task import allow_all
+from taskutils.worker.execution import TaskExecutor
+from taskutils.worker.observer import Observer
+
+from . import jobs
+
+
+def claim(task: Task, failures: int = 0, crashes: int = 0, enqueued_at: float | None = None) -> Claim:
+    return Claim("q", "e-1", "t", task.encode(enqueued_at), failures, crashes)
+
+
+@pytest.fixture
+def counted():
+    registry = prometheus_client.CollectorRegistry()
+    observer = Observer(WorkerMetrics(registry))
+    executor = TaskExecutor(Settings(max_crashes=2), allow_all, "c", observer)
+
+    def value(name: str, **labels: str) -> float:
+        return registry.get_sample_value(name, labels) or 0.0
+
+    return executor, observer, value
+
+
+def test_each_outcome_is_counted_with_its_queue_and_function(counted):
+    executor, observer, value = counted
+    executor.run(claim(Task(jobs.add, (1, 2)), enqueued_at=time.time() - 2))
+    executor.run(claim(Task(jobs.fail_times, ("m-retry", 9), repeats_on_failure=3)))
+    executor.run(claim(Task(jobs.fail_times, ("m-fail", 9))))
+    executor.run(claim(Task(jobs.add, (1, 2)), crashes=2))
+    executor.run(claim(Task(jobs.throttle_for, (5,))))
+    observer.handed_back(claim(Task(jobs.add, (1, 2))))
+    for outcome, function in [("done", "tests.jobs:add"), ("retried", "tests.jobs:fail_times"),
+                              ("failed", "tests.jobs:fail_times"), ("quarantined", ""),
+                              ("throttled", "tests.jobs:throttle_for"), ("handed_back", "")]:
+        assert value("taskutils_tasks_total", queue="q", function=function, outcome=outcome) == 1, outcome
+    assert value("taskutils_task_duration_seconds_count", queue="q", function="tests.jobs:add") == 1
+    assert value("taskutils_queue_wait_seconds_count", queue="q") == 1  # only the task with an enqueue time
+    assert 1.5 < value("taskutils_queue_wait_seconds_sum", queue="q") < 60
+    assert value("taskutils_tasks_running", queue="q") == 0
+    assert observer.tally.take("q") == ((int(time.time() // 60), 1, 2, 1),)  # quarantined counts as failed
+
+
+def test_a_retry_has_no_queue_wait_and_a_running_task_is_counted_while_it_runs(counted):
+    executor, observer, value = counted
+    executor.run(claim(Task(jobs.add, (1, 2)), failures=1, enqueued_at=time.time()))
+    assert value("taskutils_queue_wait_seconds_count", queue="q") == 0
+
+    seen = []
+    jobs.hooks["m-look"] = lambda: seen.append((list(observer.running_since()), value("taskutils_tasks_running", queue="q")))
+    executor.run(Claim("q", "e-2", "t", Task(jobs.call_hook, ("m-look",)).encode(), 0, 0))
+    assert seen == [(["e-2"], 1.0)]
+    assert observer.running_since() == {} and value("taskutils_tasks_running", queue="q") == 0
+
+
+def test_without_metrics_only_the_history_is_counted():
+    observer = Observer()
+    executor = TaskExecutor(Settings(), allow_all, "c", observer)
+    executor.run(claim(Task(jobs.add, (1, 2))))
+    assert observer.metrics is None and observer.tally.take("q")[0][1:] == (1, 0, 0)
