@@ -129,3 +129,34 @@ def test_status_lists_schedules_with_their_next_and_last_run(redis_url):
     assert "schedule timed/nightly: cron '0 3 * * *' Europe/Paris, misfire skip, next 20" in done.stdout
     assert ", last never" in done.stdout
     assert "schedule timed/often: every 90s, misfire coalesce" in done.stdout
+
+
+def test_tasks_task_purge_and_cancel_from_the_command_line(redis_url, workers, client):
+    crawl = TaskHandler(redis_url, max_num_threads=0, queue="crawl")
+    slow = crawl.enqueue_task(Task(fleet_tasks.slow, ("cli-run", 30.0)))
+    workers("--queue", "crawl", "--threads", "1", "--visibility-timeout", "0.6")
+    wait_for(lambda: client.llen("cli-run:starts") == 1, what="the slow task to start")
+    queued = crawl.enqueue_tasks([Task(fleet_tasks.mark, ("cli", "<script>" * 40), key="site", priority=3)] * 3)
+    later = crawl.enqueue_task(Task(fleet_tasks.noop, delay=600))
+    listed = wait_for(lambda: (lambda out: out if " for " in out else None)(taskutils(redis_url, "tasks").stdout),
+                      what="the running task's start reported")
+    rows = {line.split()[0]: line for line in listed.splitlines()[1:]}
+    assert set(rows) == {slow.id, later.id, *(ref.id for ref in queued)}
+    assert "running" in rows[slow.id] and ", on " in rows[slow.id]
+    assert "site" in rows[queued[0].id] and rows[queued[0].id].rstrip().endswith("…")  # arguments cut short
+    only = taskutils(redis_url, "tasks", "--state", "scheduled").stdout.splitlines()[1:]
+    assert [line.split()[0] for line in only] == [later.id]
+    shown = taskutils(redis_url, "task", queued[0].id).stdout
+    assert "state      queued" in shown and "key        site" in shown and "crawl" in shown
+    missing = taskutils(redis_url, "task", "0-1")
+    assert missing.returncode == 1 and "no task '0-1'" in missing.stderr
+    assert taskutils(redis_url, "tasks", "--queue", "typo").returncode == 1
+    cancelled = taskutils(redis_url, "cancel", queued[2].id)  # no --queue: found on crawl
+    assert cancelled.returncode == 0 and "cancelled" in cancelled.stdout
+    unconfirmed = taskutils(redis_url, "purge", "crawl")  # no terminal to confirm on
+    assert unconfirmed.returncode == 2 and "--yes" in unconfirmed.stderr
+    purged = taskutils(redis_url, "purge", "crawl", "--yes")
+    assert purged.returncode == 0 and purged.stdout.strip() == "crawl: purged 3 task(s); 1 running and 0 failed stay"
+    assert crawl.backend.counts("crawl").pending == 1
+    assert taskutils(redis_url, "purge", "nothing-here", "--yes").returncode == 1
+    crawl.close()

@@ -351,3 +351,34 @@ def test_status_reads_a_queue_whose_config_key_is_broken(redis_url):
     paused = taskutils(redis_url, "pause", "broken")
     assert paused.returncode == 1 and "tu:{broken}:config holds a string" in paused.stderr
     client.close()
+
+
+def test_a_broken_history_key_loses_counts_never_the_exchange_that_carries_them(redis_url):
+    client = redis.Redis.from_url(redis_url)
+    backend = RedisBackend.from_url(redis_url)
+    (task_id,) = backend.enqueue("default", [NewTask(body("tests.fleet_tasks:noop"))])
+    minute = int(backend.now() // 60)
+    client.set(P + f"hist:{minute // 60}", "not a hash")
+    reply = backend.exchange(Exchange("default", "c", want=1, tally=((minute, 1, 0, 0),)))
+    assert [claim.task_id for claim in reply.claims] == [task_id]
+    done = backend.exchange(Exchange("default", "c", [Settlement(reply.claims[0], Ending.DONE)], result_ttl=60))
+    assert done.applied == [True] and backend.history("default", minute - 60) == {}
+    client.delete(P + f"hist:{minute // 60}")
+    backend.exchange(Exchange("default", "c", tally=((minute, 2, 0, 0), (minute, 0, 1, 0))))
+    assert backend.history("default", minute) == {minute: (2, 1, 0)}
+    client.hset(P + f"hist:{minute // 60}", mapping={"x": "y", "": "1", f"{minute % 60}d": "oops"})
+    assert backend.history("default", minute) == {minute: (0, 1, 0)}  # garbage fields are skipped
+
+
+def test_purge_refuses_a_broken_lane_whole_and_purges_the_rest(redis_url):
+    client = redis.Redis.from_url(redis_url)
+    backend = RedisBackend.from_url(redis_url)
+    backend.enqueue("default", [NewTask(body("tests.fleet_tasks:noop"), key="good"), NewTask(body("m:f"), key="bad")])
+    backend.enqueue("default", [NewTask(body("tests.fleet_tasks:noop"))])
+    client.delete(P + "kq:bad:0")
+    client.set(P + "kq:bad:0", "not a list")
+    with pytest.raises(BrokerError, match="purged 2 task.s. of 'default', but not those of 'bad': .*WRONGTYPE"):
+        backend.purge("default")
+    assert backend.counts("default").queued == 1  # the bad key's, in its kqueued count
+    client.delete(P + "kq:bad:0")
+    assert backend.purge("default") == 0

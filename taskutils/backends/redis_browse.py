@@ -22,6 +22,7 @@ from .records import (
     failed_task,
     split_id,
 )
+from ..errors import BrokerError
 from .redis_client import mapped
 from .redis_scripts import FLEET, consumer_tag, prefix
 
@@ -114,11 +115,19 @@ class RedisBrowse:
     def purge(self, queue: str) -> int:
         p, purged = prefix(queue), 0
         lanes = ["s", ""] + ["@" + key[len(p) + 3 :] for key in self._scan(p + "kp:*")]
+        broken: list[tuple[str, BrokerError]] = []
         for lane in lanes:
             removed = 1
-            while removed:
-                removed, dropped = self._run("purge", p, [lane], hot=False)
-                purged += dropped
+            try:
+                while removed:
+                    removed, dropped = self._run("purge", p, [lane], hot=False)
+                    purged += dropped
+            except BrokerError as exc:  # a damaged key: the other lanes are purged all the same
+                broken.append((lane, exc))
+        if broken:
+            names = ", ".join("the schedule" if lane == "s" else repr(lane[1:]) if lane else "the unkeyed lane"
+                              for lane, _ in broken)
+            raise BrokerError(f"purged {purged} task(s) of {queue!r}, but not those of {names}: {broken[0][1]}")
         return purged
 
     # -- reading --------------------------------------------------------------------------------
