@@ -71,7 +71,15 @@ def measure_taskutils_only(system: TaskutilsPeer, args) -> dict[str, float]:
         "overhead_2": system.overhead(args.tasks, processes=2),
         "drain_2": system.drain_with(args.tasks, processes=2),
         "drain_capped": system.drain_with(args.tasks, cap=8),
+        **dict(zip(("drain_plain", "drain_metrics"), metrics_pair(system, args.tasks))),
     }
+
+
+def metrics_pair(system: TaskutilsPeer, n: int) -> tuple[float, float]:
+    """Drain rates without and with --http (metrics counted), in a random order, back to back."""
+    first = random.choice([False, True])
+    rates = {on: system.drain_with(n, metrics=on) for on in (first, not first)}
+    return rates[False], rates[True]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -210,6 +218,9 @@ def render(results, extra, limits, curve, args, seconds: float) -> str:
             f"(×{median([e['drain_2'] for e in extra]) / medians['taskutils']['drain']:.2f} of one process)",
             f"- drain with `max_concurrency=8`: {median([e['drain_capped'] for e in extra]):,.0f} tasks/s "
             f"({median([e['drain_capped'] for e in extra]) / medians['taskutils']['drain']:.0%} of uncapped)",
+            f"- drain with Prometheus metrics on (`--http`): {median([e['drain_metrics'] for e in extra]):,.0f} tasks/s, "
+            f"{median([e['drain_metrics'] / e['drain_plain'] for e in extra]):.1%} of the same drain without, "
+            f"measured back to back in each round",
         ]
     if limits and "taskutils" in medians:
         lines += render_limits(medians["taskutils"], extra, limits)

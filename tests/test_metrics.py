@@ -54,15 +54,21 @@ def test_each_outcome_is_counted_with_its_queue_and_function(counted):
     assert observer.tally.take("q") == ((int(time.time() // 60), 1, 2, 1),)  # quarantined counts as failed
 
 
-def test_a_retry_has_no_queue_wait_and_a_running_task_is_counted_while_it_runs(counted):
+def test_a_retry_has_no_queue_wait_and_a_running_task_is_counted_at_each_exchange(counted):
     executor, observer, value = counted
     executor.run(claim(Task(jobs.add, (1, 2)), failures=1, enqueued_at=time.time()))
     assert value("taskutils_queue_wait_seconds_count", queue="q") == 0
 
     seen = []
-    jobs.hooks["m-look"] = lambda: seen.append((list(observer.running_since()), value("taskutils_tasks_running", queue="q")))
+
+    def look() -> None:
+        observer.count_running()  # as the exchanger does at each exchange
+        seen.append((list(observer.running_since()), value("taskutils_tasks_running", queue="q")))
+
+    jobs.hooks["m-look"] = look
     executor.run(Claim("q", "e-2", "t", Task(jobs.call_hook, ("m-look",)).encode(), 0, 0))
     assert seen == [(["e-2"], 1.0)]
+    observer.count_running()
     assert observer.running_since() == {} and value("taskutils_tasks_running", queue="q") == 0
 
 

@@ -13,6 +13,8 @@ import time
 from taskutils import Task, TaskHandler
 from taskutils.backends.records import Ending, Exchange, Settlement
 
+from tests.redis_server import free_port
+
 from .base import POLL, START_TIMEOUT, Peer, bin_path
 
 
@@ -51,9 +53,10 @@ class TaskutilsPeer(Peer):
             self.stop_worker()
             self.flush()
 
-    def drain_with(self, n: int, processes: int = 1, cap: int | None = None, keys: int = 0) -> float:
-        """Like drain(), with `--processes`, a fleet-wide cap, or the tasks spread over `keys`
-        distinct task keys (no limits: the cost of the fair turns alone)."""
+    def drain_with(self, n: int, processes: int = 1, cap: int | None = None, keys: int = 0, metrics: bool = False) -> float:
+        """Like drain(), with `--processes`, a fleet-wide cap, the tasks spread over `keys`
+        distinct task keys (no limits: the cost of the fair turns alone), or Prometheus metrics
+        counted and served (`--http`)."""
         self.flush()
         self.handler.backend.set_max_concurrency("default", cap)
         for start in range(0, n, 10_000):
@@ -61,7 +64,7 @@ class TaskutilsPeer(Peer):
                 Task(self.tasks.body, kwargs={"n": i}, key=f"k{i % keys}" if keys else None)
                 for i in range(start, min(start + 10_000, n))
             ])
-        self.start_worker("--processes", str(processes))
+        self.start_worker("--processes", str(processes), *(("--http", str(free_port())) if metrics else ()))
         try:
             return self.time_drain(n)
         finally:

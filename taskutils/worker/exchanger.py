@@ -166,6 +166,7 @@ class Exchanger:
 
     def _request(self, queue: str, settle: list[Settlement], want: int) -> Exchange:
         settings = self._settings
+        self._observer.count_running()
         return Exchange(
             queue, self._consumer, settle, want, settings.visibility_timeout, settings.sleep_seconds + IDLE_MARGIN,
             settings.result_ttl, self._observer.tally.take(queue),
