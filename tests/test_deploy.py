@@ -12,6 +12,7 @@ import sys
 import yaml
 
 from .fleet import ROOT, WorkerProcess
+from .redis_server import free_port
 
 
 def test_embedded_example_runs_without_a_server():
@@ -68,3 +69,29 @@ def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     command = next(line.strip() for line in readme.splitlines() if "pip install -e '.[test]'" in line)
     assert command in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_image_healthcheck_reads_livez_of_the_worker_it_runs_beside(redis_url):
+    """The HEALTHCHECK's command, run as Docker would run it inside the container."""
+    dockerfile = (ROOT / "worker" / "Dockerfile").read_text().replace("\\\n", " ")
+    check = re.search(r"^HEALTHCHECK .*? CMD (.+)$", dockerfile, re.M).group(1)
+    port = free_port()
+    env = dict(os.environ, TASKUTILS_HTTP=f"127.0.0.1:{port}")
+    worker = WorkerProcess(redis_url, "--import", "tests.fleet_tasks", env={"TASKUTILS_HTTP": f"127.0.0.1:{port}"})
+    try:
+        assert subprocess.run(check, shell=True, env=env, timeout=30).returncode == 0
+    finally:
+        worker.kill()
+    assert subprocess.run(check, shell=True, env=env, timeout=30, capture_output=True).returncode != 0
+
+
+def test_compose_monitoring_scrapes_the_ports_the_services_serve():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    prometheus = yaml.safe_load((ROOT / "examples" / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in prometheus["scrape_configs"]}
+    worker_port = services["worker"]["environment"]["TASKUTILS_HTTP"].rpartition(":")[2]
+    assert jobs["taskutils-workers"]["dns_sd_configs"][0] == {"names": ["worker"], "type": "A", "port": int(worker_port)}
+    exporter_bind = services["exporter"]["entrypoint"][-1]
+    assert jobs["taskutils-queues"]["static_configs"][0]["targets"] == ["exporter:" + exporter_bind.rpartition(":")[2]]
+    assert "./examples/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in services["prometheus"]["volumes"]
