@@ -36,6 +36,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     failed.add_argument("--all", action="store_true", help="requeue or purge every failed task of the queues")
     failed.add_argument("--traceback", action="store_true", help="list: print each full traceback")
     tasks_cli.add_commands(commands)
+    web = commands.add_parser("web", help="serve the web dashboard (needs taskutils[web])")
+    web.add_argument("--bind", default="127.0.0.1:8080", help="[HOST:]PORT to listen on (default 127.0.0.1:8080); "
+                     "an address other than loopback needs a token")
+    web.add_argument("--token", help="every request must carry this token (TASKUTILS_WEB_TOKEN; prefer the "
+                     "variable: a command line is visible to other users)")
+    web.add_argument("--read-only", action="store_true", help="show no action buttons and refuse every change")
     return parser.parse_args(argv)
 
 
@@ -46,6 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:  # InvalidRedisURL, or a bad TASKUTILS_* variable
         print(f"taskutils: {exc}", file=sys.stderr)
         return 2
+    if args.command == "web":
+        return serve_dashboard(settings, args)
     backend = RedisBackend.from_url(settings.redis_url or DEFAULT_REDIS_URL, settings.broker_timeout)
     try:
         if args.command == "status":
@@ -66,6 +74,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         backend.close()
+
+
+def serve_dashboard(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        from .web import serve
+    except ImportError as exc:
+        print(f"taskutils web needs the web extra: pip install 'taskutils[web]' ({exc})", file=sys.stderr)
+        return 2
+    return serve(settings, args.bind, args.token, args.read_only)
 
 
 def print_status(backend: RedisBackend, queues: list[str] | None) -> None:

@@ -81,7 +81,7 @@ def find_task(backend: Backend, task_id: str, queues: Sequence[str] | None = Non
         stored = backend.task(queue, task_id)
         if stored is not None:
             return _view(queue, stored, _starts(backend) if stored.state == RUNNING else {})
-        state, outcome = backend.status(queue, task_id)
+        _, outcome = backend.status(queue, task_id)
         if outcome is not None:
             kind, value, error = unpack(outcome) if outcome else (DONE, None, None)
             return TaskView(task_id, queue, kind if kind in (DONE, FAILED, CANCELLED) else DONE, result=value, error=error)
@@ -113,7 +113,7 @@ def oldest_queued(backend: Backend, queue: str, sample: int = 100) -> float | No
 def _starts(backend: Backend) -> dict[str, tuple[str, float]]:
     """task id -> (worker, start time) of the running tasks the live workers reported."""
     starts: dict[str, tuple[str, float]] = {}
-    for worker in backend.workers():
+    for worker in backend.workers(count_running=False):
         for task_id, started in _pairs(worker.get("started", "")):
             starts[task_id] = (worker["consumer"], started)
     return starts

@@ -127,3 +127,14 @@ def test_a_body_carries_its_enqueue_time_and_a_damaged_one_is_ignored():
     damaged = msgpack.packb(["tests.jobs:add", [1, 2], {}, 0, 0, 1, "yesterday"])
     assert TaskBody.decode(damaged).enqueued_at is None
     assert TaskBody.decode(msgpack.packb(["tests.jobs:add", [1, 2], {}, 0, 0, 1, float("nan")])).enqueued_at is None
+
+
+def test_a_worker_that_stops_sends_its_last_counts_and_the_cap_reads_back(make_handler, backend, key):
+    worker = make_handler(max_num_threads=2, allow=["tests.jobs"], queue=key)
+    refs = worker.enqueue_tasks([Task(jobs.add, (i, i)) for i in range(3)])
+    assert [ref.result(timeout=10) for ref in refs] == [0, 2, 4]
+    worker.close(timeout=10)
+    assert sum(minute.done for minute in browse.history(backend, key, 2)) == 3
+    assert backend.max_concurrency(key) is None
+    backend.set_max_concurrency(key, 4)
+    assert backend.max_concurrency(key) == 4

@@ -77,3 +77,21 @@ def test_without_metrics_only_the_history_is_counted():
     executor = TaskExecutor(Settings(), allow_all, "c", observer)
     executor.run(claim(Task(jobs.add, (1, 2))))
     assert observer.metrics is None and observer.tally.take("q")[0][1:] == (1, 0, 0)
+
+
+def test_a_task_that_was_told_it_is_cancelled_and_returned_counts_as_cancelled(counted):
+    from taskutils.backends import MemoryBackend
+    from taskutils.backends.records import Exchange, NewTask
+    from taskutils.context import TaskContext, running, running_token_reset
+
+    executor, _, value = counted
+    backend = MemoryBackend()
+    backend.enqueue("q", [NewTask(Task(jobs.until_cancelled, ("m-cancel",)).encode())])
+    (claimed,) = backend.exchange(Exchange("q", "c", want=1)).claims
+    assert not backend.cancel("q", claimed.task_id, b"", 60)  # running: only told
+    token = running(TaskContext(claimed.task_id, "q", None, 1, backend, lambda queue: None))
+    try:
+        executor.run(claimed)
+    finally:
+        running_token_reset(token)
+    assert value("taskutils_tasks_total", queue="q", function="tests.jobs:until_cancelled", outcome="cancelled") == 1

@@ -94,6 +94,10 @@ class Inspection(ABC):
         """Store the fleet-wide cap of running tasks for `queue` (None removes it)."""
 
     @abstractmethod
+    def max_concurrency(self, queue: str) -> int | None:
+        """The fleet-wide cap of running tasks of `queue`, or None."""
+
+    @abstractmethod
     def set_paused(self, queue: str, paused: bool) -> bool:
         """Pause `queue` across the fleet (its claims take nothing; running tasks finish), or
         resume it and wake its waiting consumers; True if that changed its state."""
@@ -111,8 +115,10 @@ class Inspection(ABC):
         """Forget a worker that stopped."""
 
     @abstractmethod
-    def workers(self) -> list[dict[str, str]]:
-        """The live workers' records, each with its "consumer" and "heartbeat" (backend time)."""
+    def workers(self, count_running: bool = True) -> list[dict[str, str]]:
+        """The live workers' records, each with its "consumer" and "heartbeat" (backend time),
+        and, if `count_running`, "running": its running tasks counted now from the leases (else
+        as of its last heartbeat)."""
 
     @abstractmethod
     def tasks(self, queue: str, state: str, limit: int) -> list[StoredTask]:

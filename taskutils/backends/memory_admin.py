@@ -84,6 +84,10 @@ class MemoryAdmin:
             self._queue(queue).max_concurrency = limit
             self._notify()
 
+    def max_concurrency(self, queue: str) -> int | None:
+        with self._changed:
+            return self._queue(queue).max_concurrency
+
     def set_paused(self, queue: str, paused: bool) -> bool:
         with self._changed:
             q = self._queue(queue)
@@ -104,12 +108,12 @@ class MemoryAdmin:
         with self._changed:
             self._workers.pop(consumer, None)
 
-    def workers(self) -> list[dict[str, str]]:
+    def workers(self, count_running: bool = True) -> list[dict[str, str]]:
         with self._changed:
             now = self.now()
             running = Counter(lease.consumer for q in self._queues.values() for lease in q.leases.values())
             return [
-                dict(info, consumer=consumer, running=str(running[consumer]))
+                dict(info, consumer=consumer, **({"running": str(running[consumer])} if count_running else {}))
                 for consumer, (expires, info) in sorted(self._workers.items())
                 if expires > now
             ]

@@ -74,6 +74,13 @@ class RedisInspection(Inspection):
         else:
             mapped(lambda: self.client.hset(key, "max_concurrency", limit))
 
+    def max_concurrency(self, queue: str) -> int | None:
+        try:
+            text = mapped(lambda: self.client.hget(prefix(queue) + "config", "max_concurrency"))
+        except BrokerError:  # a damaged config key: exchanges report it
+            return None
+        return int(text) if text and text.isdigit() else None
+
     def register_worker(self, consumer: str, info: Mapping[str, str], ttl: float) -> None:
         fields = [item for pair in info.items() for item in pair]
         self._run("register_worker", FLEET, [consumer, repr(ttl), *fields], hot=False)
@@ -84,7 +91,7 @@ class RedisInspection(Inspection):
         pipe.zrem(FLEET + "workers", consumer)
         mapped(pipe.execute)
 
-    def workers(self) -> list[dict[str, str]]:
+    def workers(self, count_running: bool = True) -> list[dict[str, str]]:
         consumers = [c.decode() for c in mapped(lambda: self.client.zrange(FLEET + "workers", 0, -1))]
         pipe = self.client.pipeline(transaction=False)
         for consumer in consumers:
@@ -97,8 +104,8 @@ class RedisInspection(Inspection):
                 gone.append(consumer)
         if gone:
             mapped(lambda: self.client.zrem(FLEET + "workers", *gone))
-        running = self._running_by_tag()
-        for worker in found:  # counted now, from the leases (the registration's count is as old as its heartbeat)
+        running = self._running_by_tag() if count_running and found else Counter()
+        for worker in found if count_running else ():  # counted now, from the leases (the registration's count is as old as its heartbeat)
             worker["running"] = str(running[consumer_tag(worker["consumer"])])
         return found
 

@@ -148,6 +148,10 @@ class Worker:
         self._exchanger.join(self.settings.sleep_seconds + self.settings.broker_timeout)
         self._heartbeat.stop(self.settings.broker_timeout)
         try:
+            for queue in self.settings.queues:  # the history's last counts, which no exchange carried
+                tally = self.observer.tally.take(queue, every=True)
+                if tally:
+                    self.backend.exchange(Exchange(queue, self.consumer, tally=tally))
             self.backend.unregister_worker(self.consumer)
         except (BackendUnavailable, BrokerError):
             pass  # the registration expires by itself

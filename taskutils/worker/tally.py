@@ -38,12 +38,13 @@ class Tally:
                 counts = by_minute[minute] = [0, 0, 0]
             counts[kind] += 1
 
-    def take(self, queue: str) -> tuple[tuple[int, int, int, int], ...]:
+    def take(self, queue: str, every: bool = False) -> tuple[tuple[int, int, int, int], ...]:
         """The counts of `queue` for the exchange being sent, if TALLY_SECONDS passed since the
-        last that carried some; else none (they wait for a later exchange)."""
+        last that carried some (or `every`: the worker is stopping); else none (they wait for a
+        later exchange)."""
         now = self._clock()
         with self._lock:
-            if queue not in self._counts or now - self._sent_at.get(queue, 0.0) < TALLY_SECONDS:
+            if queue not in self._counts or (not every and now - self._sent_at.get(queue, 0.0) < TALLY_SECONDS):
                 return ()
             self._sent_at[queue] = now
             return tuple((minute, *counts) for minute, counts in sorted(self._counts.pop(queue).items()))
