@@ -43,6 +43,8 @@ def test_each_outcome_is_counted_with_its_queue_and_function(counted):
     executor.run(claim(Task(jobs.add, (1, 2)), crashes=2))
     executor.run(claim(Task(jobs.throttle_for, (5,))))
     observer.handed_back(claim(Task(jobs.add, (1, 2))))
+    assert value("taskutils_tasks_total", queue="q", function="tests.jobs:add", outcome="done") == 0  # not folded yet
+    observer.fold()
     for outcome, function in [("done", "tests.jobs:add"), ("retried", "tests.jobs:fail_times"),
                               ("failed", "tests.jobs:fail_times"), ("quarantined", ""),
                               ("throttled", "tests.jobs:throttle_for"), ("handed_back", "")]:
@@ -51,24 +53,25 @@ def test_each_outcome_is_counted_with_its_queue_and_function(counted):
     assert value("taskutils_queue_wait_seconds_count", queue="q") == 1  # only the task with an enqueue time
     assert 1.5 < value("taskutils_queue_wait_seconds_sum", queue="q") < 60
     assert value("taskutils_tasks_running", queue="q") == 0
-    assert observer.tally.take("q") == ((int(time.time() // 60), 1, 2, 1),)  # quarantined counts as failed
+    assert observer.take_tally("q") == ((int(time.time() // 60), 1, 2, 1),)  # quarantined counts as failed
 
 
 def test_a_retry_has_no_queue_wait_and_a_running_task_is_counted_at_each_exchange(counted):
     executor, observer, value = counted
     executor.run(claim(Task(jobs.add, (1, 2)), failures=1, enqueued_at=time.time()))
+    observer.fold()
     assert value("taskutils_queue_wait_seconds_count", queue="q") == 0
 
     seen = []
 
     def look() -> None:
-        observer.count_running()  # as the exchanger does at each exchange
+        observer.fold()
         seen.append((list(observer.running_since()), value("taskutils_tasks_running", queue="q")))
 
     jobs.hooks["m-look"] = look
     executor.run(Claim("q", "e-2", "t", Task(jobs.call_hook, ("m-look",)).encode(), 0, 0))
     assert seen == [(["e-2"], 1.0)]
-    observer.count_running()
+    observer.fold()
     assert observer.running_since() == {} and value("taskutils_tasks_running", queue="q") == 0
 
 
@@ -76,7 +79,7 @@ def test_without_metrics_only_the_history_is_counted():
     observer = Observer()
     executor = TaskExecutor(Settings(), allow_all, "c", observer)
     executor.run(claim(Task(jobs.add, (1, 2))))
-    assert observer.metrics is None and observer.tally.take("q")[0][1:] == (1, 0, 0)
+    assert observer.metrics is None and observer.take_tally("q")[0][1:] == (1, 0, 0)
 
 
 def test_a_task_that_was_told_it_is_cancelled_and_returned_counts_as_cancelled(counted):
@@ -84,7 +87,7 @@ def test_a_task_that_was_told_it_is_cancelled_and_returned_counts_as_cancelled(c
     from taskutils.backends.records import Exchange, NewTask
     from taskutils.context import TaskContext, running, running_token_reset
 
-    executor, _, value = counted
+    executor, observer, value = counted
     backend = MemoryBackend()
     backend.enqueue("q", [NewTask(Task(jobs.until_cancelled, ("m-cancel",)).encode())])
     (claimed,) = backend.exchange(Exchange("q", "c", want=1)).claims
@@ -94,4 +97,5 @@ def test_a_task_that_was_told_it_is_cancelled_and_returned_counts_as_cancelled(c
         executor.run(claimed)
     finally:
         running_token_reset(token)
+    observer.fold()
     assert value("taskutils_tasks_total", queue="q", function="tests.jobs:until_cancelled", outcome="cancelled") == 1

@@ -166,10 +166,9 @@ class Exchanger:
 
     def _request(self, queue: str, settle: list[Settlement], want: int) -> Exchange:
         settings = self._settings
-        self._observer.count_running()
         return Exchange(
             queue, self._consumer, settle, want, settings.visibility_timeout, settings.sleep_seconds + IDLE_MARGIN,
-            settings.result_ttl, self._observer.tally.take(queue),
+            settings.result_ttl, self._observer.take_tally(queue),
         )
 
     def _sent(self, request: Exchange, send: Callable[[Exchange], T]) -> tuple[T | None, float]:

@@ -75,6 +75,7 @@ class Heartbeat:
                     "task %s: lease lost while it ran here (this worker stalled past the visibility timeout of "
                     "%.3gs); another worker may be running it too", task_name(claim), self._lease,
                 )
+        self._observer.fold()  # the running gauges, for a worker whose tasks all run long
         self.register()
         for queue in self._queues:
             self._backend.refill_cron(queue)

@@ -149,7 +149,7 @@ class Worker:
         self._heartbeat.stop(self.settings.broker_timeout)
         try:
             for queue in self.settings.queues:  # the history's last counts, which no exchange carried
-                tally = self.observer.tally.take(queue, every=True)
+                tally = self.observer.take_tally(queue, every=True)
                 if tally:
                     self.backend.exchange(Exchange(queue, self.consumer, tally=tally))
             self.backend.unregister_worker(self.consumer)

@@ -1,10 +1,20 @@
 """What a worker tells about its tasks besides settling them: the per-minute history (tally.py)
-and, when enabled, Prometheus metrics (metrics.py). One object the parts call; no broker calls."""
+and, when enabled, Prometheus metrics (metrics.py). One object the parts call; no broker calls.
+
+Runner threads only append an event to a deque (atomic in CPython, no lock): counting under
+locks from many threads at once cost a drain several percent, most of it waiting. `fold` turns
+the events into the history's counts and the metrics, in batches, one thread at a time: the
+exchanger before it sends a tally (at most once a second), the heartbeat, the /metrics route
+before it answers, and the worker as it stops. A supervisor, which reads its children's
+figures from their files, sees them a second old while they work, and their running gauges as
+of their last heartbeat while they only run long tasks.
+"""
 
 from __future__ import annotations
 
+import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from typing import Any
 
 from ..backends.records import Claim
@@ -18,49 +28,28 @@ class Observer:
     def __init__(self, metrics: WorkerMetrics | None = None, tally: Tally | None = None):
         self.metrics, self.tally = metrics, tally or Tally()
         self._started: dict[str, tuple[str, float]] = {}  # running task id -> its queue, its start (epoch seconds)
-        # the labelled series, looked up once each: labels() costs more than the count itself
-        self._series: dict[tuple[str, ...], Any] = {}
+        self._events: deque[tuple[Any, ...]] = deque()
+        self._folding = threading.Lock()
+        self._series: dict[tuple[str, ...], Any] = {}  # labelled series, looked up once each
         self._running_queues: set[str] = set()  # queues whose running gauge is above zero
 
-    def running_since(self) -> dict[str, float]:
-        """Task id -> start time (epoch seconds) of the tasks running here now."""
-        return {task_id: started for task_id, (_, started) in self._started.copy().items()}
-
-    def count_running(self) -> None:
-        """Set the running gauges from the tasks running now: the exchanger calls this once per
-        exchange, which costs less than counting at every start and end."""
-        if self.metrics is None:
-            return
-        running = Counter(queue for queue, _ in self._started.copy().values())
-        for queue in running.keys() | self._running_queues:
-            self._queue_series(queue)[0].set(running[queue])
-        self._running_queues = set(running)
+    # -- what the runners tell (no lock) -----------------------------------------------------
 
     def started(self, claim: Claim, enqueued_at: float | None) -> None:
         """A task starts: its wait since enqueue counts on its first attempt only."""
         now = time.time()
         self._started[claim.task_id] = (claim.queue, now)
         if self.metrics is not None and enqueued_at is not None and claim.failures == 0 and claim.crashes == 0:
-            self._queue_series(claim.queue)[1].observe(max(now - enqueued_at, 0.0))
+            self._events.append((claim.queue, None, "waited", max(now - enqueued_at, 0.0), now))
 
     def ended(self, claim: Claim, function: str, outcome: str, seconds: float | None) -> None:
         """A task ended with `outcome` after `seconds` of running (None: it never ran)."""
         self._started.pop(claim.task_id, None)
-        self.tally.count(claim.queue, "failed" if outcome == "quarantined" else outcome)
-        if self.metrics is None:
-            return
-        self._count(claim.queue, function, outcome)
-        if seconds is not None:
-            key = (claim.queue, function)
-            duration = self._series.get(key)
-            if duration is None:
-                duration = self._series[key] = self.metrics.duration.labels(claim.queue, function)
-            duration.observe(seconds)
+        self._events.append((claim.queue, function, outcome, seconds, time.time()))
 
     def handed_back(self, claim: Claim) -> None:
         """A claim went back to its queue unstarted (the worker stopped, or the queue paused)."""
-        if self.metrics is not None:
-            self._count(claim.queue, "", "handed_back")
+        self._events.append((claim.queue, "", "handed_back", None, time.time()))
 
     def lease_lost(self, count: int = 1) -> None:
         if self.metrics is not None:
@@ -70,19 +59,63 @@ class Observer:
         if self.metrics is not None:
             self.metrics.broker_errors.inc()
 
-    def _count(self, queue: str, function: str, outcome: str) -> None:
+    # -- what the other parts read -------------------------------------------------------------
+
+    def running_since(self) -> dict[str, float]:
+        """Task id -> start time (epoch seconds) of the tasks running here now."""
+        return {task_id: started for task_id, (_, started) in self._started.copy().items()}
+
+    def take_tally(self, queue: str, every: bool = False) -> tuple[tuple[int, int, int, int], ...]:
+        """The history's counts of `queue` for an exchange (Tally.take), events folded first."""
+        if every or self.tally.due(queue):
+            self.fold()
+        return self.tally.take(queue, every)
+
+    def fold(self) -> None:
+        """Turn the events so far into history counts and metrics; set the running gauges."""
+        with self._folding:
+            counted: Counter[tuple[str, str, str]] = Counter()
+            for _ in range(len(self._events)):
+                queue, function, outcome, seconds, at = self._events.popleft()
+                if outcome == "waited":
+                    self._queue_series(queue)[1].observe(seconds)
+                    continue
+                self.tally.count(queue, "failed" if outcome == "quarantined" else outcome, at)
+                if self.metrics is not None:
+                    counted[queue, function, outcome] += 1
+                    if seconds is not None:
+                        self._duration(queue, function).observe(seconds)
+            for (queue, function, outcome), count in counted.items():
+                self._counter(queue, function, outcome).inc(count)
+            if self.metrics is not None:
+                self._count_running()
+
+    def _count_running(self) -> None:
+        running = Counter(queue for queue, _ in self._started.copy().values())
+        for queue in running.keys() | self._running_queues:
+            self._queue_series(queue)[0].set(running[queue])
+        self._running_queues = set(running)
+
+    # -- the labelled series: labels() costs more than a count ---------------------------------
+
+    def _counter(self, queue: str, function: str, outcome: str) -> Any:
         key = (queue, function, outcome)
-        counter = self._series.get(key)
-        if counter is None:
+        if key not in self._series:
             assert self.metrics is not None
-            counter = self._series[key] = self.metrics.tasks.labels(queue, function, outcome)
-        counter.inc()
+            self._series[key] = self.metrics.tasks.labels(queue, function, outcome)
+        return self._series[key]
+
+    def _duration(self, queue: str, function: str) -> Any:
+        key = (queue, function)
+        if key not in self._series:
+            assert self.metrics is not None
+            self._series[key] = self.metrics.duration.labels(queue, function)
+        return self._series[key]
 
     def _queue_series(self, queue: str) -> tuple[Any, Any]:
         """The running gauge and the queue wait histogram of `queue`."""
         key = (queue,)
-        series = self._series.get(key)
-        if series is None:
+        if key not in self._series:
             assert self.metrics is not None
-            series = self._series[key] = (self.metrics.running.labels(queue), self.metrics.wait.labels(queue))
-        return series
+            self._series[key] = (self.metrics.running.labels(queue), self.metrics.wait.labels(queue))
+        return self._series[key]

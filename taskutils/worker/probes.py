@@ -22,7 +22,7 @@ def worker_routes(worker: Worker) -> dict[str, Route]:
         problem = worker.unready()
         return checked(problem is None, problem or "")
 
-    return {"/metrics": metrics_route(), "/livez": live, "/readyz": ready}
+    return {"/metrics": metrics_route(before=worker.observer.fold), "/livez": live, "/readyz": ready}
 
 
 def supervisor_routes(backend: Backend, folder: str, live: Callable[[], str | None],
@@ -40,9 +40,9 @@ def supervisor_routes(backend: Backend, folder: str, live: Callable[[], str | No
     return {"/metrics": metrics_route(folder), "/livez": liveness, "/readyz": readiness}
 
 
-def metrics_route(folder: str | None = None) -> Route:
-    """The Prometheus text of this process's registry, or of every process writing to `folder`;
-    501 with what to install when prometheus_client is not installed."""
+def metrics_route(folder: str | None = None, before: Callable[[], None] | None = None) -> Route:
+    """The Prometheus text of this process's registry (calling `before` first), or of every
+    process writing to `folder`; 501 with what to install when prometheus_client is not installed."""
     if prometheus_client is None:
         return lambda: (501, TEXT, (MISSING + "\n").encode())
     if folder is None:
@@ -54,6 +54,8 @@ def metrics_route(folder: str | None = None) -> Route:
         multiprocess.MultiProcessCollector(registry, path=folder)
 
     def route() -> tuple[int, str, bytes]:
+        if before is not None:
+            before()
         return 200, prometheus_client.CONTENT_TYPE_LATEST, prometheus_client.generate_latest(registry)
 
     return route

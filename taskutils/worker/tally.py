@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from typing import Callable
 
 TALLY_SECONDS = 1.0
 KINDS = {"done": 0, "failed": 1, "retried": 2}  # the outcomes the history counts
@@ -25,26 +25,24 @@ class Tally:
         self._counts: dict[str, dict[int, list[int]]] = {}
         self._sent_at: dict[str, float] = {}
 
-    def count(self, queue: str, outcome: str) -> None:
-        """A task of `queue` ended with `outcome` (only done, failed and retried are counted)."""
+    def count(self, queue: str, outcome: str, at: float) -> None:
+        """A task of `queue` ended with `outcome` at `at` (only done, failed and retried count)."""
         kind = KINDS.get(outcome)
         if kind is None:
             return
-        minute = int(self._clock() // 60)
         with self._lock:
             by_minute = self._counts.setdefault(queue, {})
-            counts = by_minute.get(minute)
-            if counts is None:
-                counts = by_minute[minute] = [0, 0, 0]
-            counts[kind] += 1
+            by_minute.setdefault(int(at // 60), [0, 0, 0])[kind] += 1
+
+    def due(self, queue: str) -> bool:
+        """Whether TALLY_SECONDS passed since an exchange of `queue` last carried counts."""
+        return self._clock() - self._sent_at.get(queue, 0.0) >= TALLY_SECONDS
 
     def take(self, queue: str, every: bool = False) -> tuple[tuple[int, int, int, int], ...]:
-        """The counts of `queue` for the exchange being sent, if TALLY_SECONDS passed since the
-        last that carried some (or `every`: the worker is stopping); else none (they wait for a
-        later exchange)."""
-        now = self._clock()
+        """The counts of `queue` for the exchange being sent, if due (or `every`: the worker is
+        stopping); else none (they wait for a later exchange)."""
         with self._lock:
-            if queue not in self._counts or (not every and now - self._sent_at.get(queue, 0.0) < TALLY_SECONDS):
+            if queue not in self._counts or not (every or self.due(queue)):
                 return ()
-            self._sent_at[queue] = now
+            self._sent_at[queue] = self._clock()
             return tuple((minute, *counts) for minute, counts in sorted(self._counts.pop(queue).items()))
