@@ -119,13 +119,13 @@ def run_cancel(backend: RedisBackend, queue: str | None, ids: list[str], result_
     code = 0
     for task_id in ids:
         found = find_task(backend, task_id, [queue] if queue else None)
-        queue = found.queue if found is not None else queue or "default"
-        if cancel(backend, queue, task_id, result_ttl):
+        where = found.queue if found is not None else queue or "default"
+        if cancel(backend, where, task_id, result_ttl):
             print(f"{task_id}: cancelled")
-        elif backend.status(queue, task_id)[0] == "running":
+        elif backend.status(where, task_id)[0] == "running":
             print(f"{task_id}: running; told to stop (current_task().cancelled), its outcome will be recorded")
         else:
-            print(f"{task_id}: not cancelled: not scheduled or queued on {queue!r} (finished, or unknown)")
+            print(f"{task_id}: not cancelled: not scheduled or queued on {where!r} (finished, or unknown)")
             code = 1
     return code
 

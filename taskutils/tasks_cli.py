@@ -12,6 +12,7 @@ from .browse import STATES, TaskView, find_task, list_tasks
 from .exporter import QueueCollector
 from .http_endpoints import serve
 from .metrics import MISSING, available
+from .worker.probes import metrics_route
 
 PREVIEW = 60  # characters of arguments a task list shows
 
@@ -110,11 +111,8 @@ def run_exporter(backend: Backend, bind: str) -> int:
 
     registry = prometheus_client.CollectorRegistry()
     registry.register(QueueCollector(backend))
-    def metrics() -> tuple[int, str, bytes]:
-        return 200, prometheus_client.CONTENT_TYPE_LATEST, prometheus_client.generate_latest(registry)
-
     try:
-        serve(bind, {"/metrics": metrics})
+        serve(bind, {"/metrics": metrics_route(registry=registry)})
     except (OSError, ValueError) as exc:
         print(f"taskutils exporter: cannot listen on {bind}: {exc}", file=sys.stderr)
         return 1

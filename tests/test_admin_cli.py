@@ -160,3 +160,12 @@ def test_tasks_task_purge_and_cancel_from_the_command_line(redis_url, workers, c
     assert crawl.backend.counts("crawl").pending == 1
     assert taskutils(redis_url, "purge", "nothing-here", "--yes").returncode == 1
     crawl.close()
+
+
+def test_cancel_finds_each_ids_own_queue(redis_url):
+    with TaskHandler(redis_url, max_num_threads=0, queue="one") as one, \
+            TaskHandler(redis_url, max_num_threads=0, queue="two") as two:
+        first, second = one.enqueue_task(Task(fleet_tasks.noop)), two.enqueue_task(Task(fleet_tasks.noop))
+        done = taskutils(redis_url, "cancel", first.id, second.id)
+        assert done.returncode == 0 and done.stdout.count("cancelled") == 2
+        assert (first.status(), second.status()) == ("cancelled", "cancelled")

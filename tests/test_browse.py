@@ -138,3 +138,18 @@ def test_a_worker_that_stops_sends_its_last_counts_and_the_cap_reads_back(make_h
     assert backend.max_concurrency(key) is None
     backend.set_max_concurrency(key, 4)
     assert backend.max_concurrency(key) == 4
+
+
+def test_keys_at_their_limit_still_show_their_backlog_and_queue_names_are_literal(make_handler, backend, key):
+    from taskutils import Limit
+
+    producer = make_handler(max_num_threads=0, queue=key + "*")
+    other = make_handler(max_num_threads=0, queue=key + "x")
+    producer.limits["busy"] = Limit(concurrency=1)
+    producer.enqueue_tasks([Task(jobs.add, (1, 1), key="busy")] * 3 + [Task(jobs.add, (1, 1), key="free")])
+    other.enqueue_task(Task(jobs.add, (1, 1), key="elsewhere"))
+    (claimed,) = backend.exchange(Exchange(key + "*", "c", want=1)).claims  # "busy" is now at its limit
+    assert claimed.key == "busy"
+    assert browse.key_backlog(backend, key + "*") == [("busy", 2), ("free", 1)]
+    assert {t.key for t in browse.list_tasks(backend, key + "*", "queued")} == {"busy", "free"}
+    assert backend.purge(key + "*") == 3 and backend.counts(key + "x").queued == 1  # "a*" is not a pattern

@@ -99,3 +99,15 @@ def test_a_task_that_was_told_it_is_cancelled_and_returned_counts_as_cancelled(c
         running_token_reset(token)
     observer.fold()
     assert value("taskutils_tasks_total", queue="q", function="tests.jobs:until_cancelled", outcome="cancelled") == 1
+
+
+def test_a_failure_to_count_is_logged_and_never_reaches_the_exchanger(counted, caplog):
+    executor, observer, value = counted
+    executor.run(claim(Task(jobs.add, (1, 2))))
+    broken = observer.metrics.tasks
+    observer.metrics.tasks = None  # counting now raises (AttributeError), as a full disk would in multiprocess mode
+    observer.fold()
+    observer.fold()
+    assert caplog.text.count("counting task ends for the history and metrics failed") == 1  # once a minute
+    observer.metrics.tasks = broken
+    assert observer.take_tally("q", every=True) == ((int(time.time() // 60), 1, 0, 0),)  # history counted before

@@ -8,9 +8,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 
 from .memory_queue import Entry, QueueState
-from .records import FAILED, QUEUED, RUNNING, SCHEDULED, StoredTask, failed_task
+from .records import FAILED, QUEUED, RUNNING, SCHEDULED, TOP_PRIORITY, StoredTask, failed_task
 
-TOP_PRIORITY = 2**31  # how a recurrent run's level (above every priority) is shown
 
 
 class MemoryBrowse:
@@ -22,7 +21,7 @@ class MemoryBrowse:
 
     def tasks(self, queue: str, state: str, limit: int) -> list[StoredTask]:
         with self._changed:
-            found = _all(self._queue(queue), state)
+            found = _all(self._queue(queue), state, max(limit, 0))
             return [task for _, task in zip(range(max(limit, 0)), found)]
 
     def task(self, queue: str, task_id: str) -> StoredTask | None:
@@ -61,7 +60,8 @@ def _stored(state: str, level: float, entry: Entry, **more: object) -> StoredTas
     return StoredTask(entry.task_id, state, entry.body, priority, entry.key, entry.failures, entry.crashes, **more)
 
 
-def _all(q: QueueState, state: str) -> Iterator[StoredTask]:
+def _all(q: QueueState, state: str, limit: int | None = None) -> Iterator[StoredTask]:
+    """Tasks of `q` in `state`, in the order Redis lists them (scheduled: the `limit` first due)."""
     if state == RUNNING:
         for lease in q.leases.values():
             yield _stored(RUNNING, lease.level, lease.entry, worker=lease.consumer)
@@ -69,7 +69,7 @@ def _all(q: QueueState, state: str) -> Iterator[StoredTask]:
         for level, entry, record in q.failed.values():
             yield failed_task(_stored(FAILED, level, entry), record)
     elif state == SCHEDULED:
-        for due, _, level, entry in heapq.nsmallest(len(q.scheduled), q.scheduled):
+        for due, _, level, entry in heapq.nsmallest(len(q.scheduled) if limit is None else limit, q.scheduled):
             yield _stored(SCHEDULED, level, entry, due=due)
     elif state == QUEUED:
         for lane in q.lanes.lanes.values():

@@ -144,6 +144,9 @@ def _hex(text: str) -> bool:
     return len(text) <= 16 and all(char in "0123456789abcdef" for char in text)
 
 
+TOP_PRIORITY = 2**31  # how a recurrent run's level ("max": before every priority) is shown
+
+
 class StoredTask(NamedTuple):
     """A task as inspection reads it from its queue: its state (scheduled, queued, running or
     failed), encoded body, priority, key, counts; `due` for a scheduled task, `worker` (the

@@ -53,6 +53,7 @@ called as redis_scripts.py says).
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, Callable, Mapping, Sequence
 
@@ -89,6 +90,7 @@ class RedisBackend(RedisInspection, RedisBrowse, RedisSchedules, Backend):
         self._functions = functions
         self._load_after = 0.0  # a refused library load is tried again only after this (monotonic)
         self._probe: redis.Redis | None = None  # for ping
+        self._probe_made = threading.Lock()
 
     @classmethod
     def from_url(cls, url: str, broker_timeout: float = 10.0) -> "RedisBackend":
@@ -103,10 +105,11 @@ class RedisBackend(RedisInspection, RedisBrowse, RedisSchedules, Backend):
 
     def ping(self, timeout: float) -> bool:
         pool = self.client.connection_pool
-        if self._probe is None:  # its own connection: a probe never waits behind the retries of others
-            options = dict(pool.connection_kwargs, socket_timeout=timeout, socket_connect_timeout=timeout, retry=None)
-            self._probe = redis.Redis(connection_pool=redis.ConnectionPool(
-                connection_class=pool.connection_class, max_connections=4, **options))
+        with self._probe_made:  # its own connections: a probe never waits behind the retries of others
+            if self._probe is None:
+                options = dict(pool.connection_kwargs, socket_timeout=timeout, socket_connect_timeout=timeout, retry=None)
+                self._probe = redis.Redis(connection_pool=redis.ConnectionPool(
+                    connection_class=pool.connection_class, max_connections=4, **options))
         try:
             return bool(self._probe.ping())
         except (redis.exceptions.RedisError, OSError):

@@ -3,7 +3,11 @@ its per-minute history. Plain reads (key layout: redis.py); none of them changes
 
 Listing reads at most what it shows. Finding one queued or scheduled task by id scans its
 lists, at most SCAN_LIMIT entries: a task further back than that is reported as queued (or
-scheduled) without its body.
+scheduled) without its body. The keyed lanes with ready tasks are found where dispatch keeps
+them (turns, later) and, for keys at their concurrency limit, from the keys of running tasks: no
+SCAN of the keyspace, which would walk every key of the database. Only purge SCANs, to miss
+nothing. Tasks cancelled while they wait stay in their lists until a claim meets them: they
+count in key_backlog until then.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from .records import (
     QUEUED,
     RUNNING,
     SCHEDULED,
+    TOP_PRIORITY,
     StoredTask,
     failed_task,
     split_id,
@@ -29,7 +34,6 @@ from .redis_scripts import FLEET, consumer_tag, prefix
 SCAN_LIMIT = 100_000  # entries a search for one task reads at most
 KEY_SCAN_LIMIT = 10_000  # task keys key_backlog looks at at most
 CHUNK = 500
-TALLY_KEY_SECONDS = 25 * 3600  # an hour's history key lives this long after its last write
 
 
 class RedisBrowse:
@@ -66,6 +70,8 @@ class RedisBrowse:
             value = mapped(lambda: self.client.hget(p + "inflight", seq))
             return _running(epoch, value, self._consumers_by_tag()) if value else None
         if state is None:
+            if epoch != self._epoch(queue):  # an id of a queue Redis lost and that was made again
+                return None
             value = mapped(lambda: self.client.hget(p + "failed", seq))
             return _failed(epoch, value, self._failure(p, value, seq)) if value else None
         found = self._scheduled(p) if state == SCHEDULED else self._queued(p)
@@ -76,18 +82,17 @@ class RedisBrowse:
 
     def key_backlog(self, queue: str, limit: int) -> list[tuple[str, int]]:
         p = prefix(queue)
-        keys = [key for _, key in zip(range(KEY_SCAN_LIMIT), self._scan(p + "kp:*"))]
+        names = self._keyed_lanes(p)
         backlog: list[tuple[str, int]] = []
-        for start in range(0, len(keys), CHUNK):
-            batch = keys[start : start + CHUNK]
+        for start in range(0, len(names), CHUNK):
+            batch = names[start : start + CHUNK]
             pipe = self.client.pipeline(transaction=False)
-            for key in batch:
-                pipe.zrange(key, 0, -1)
+            for name in batch:
+                pipe.zrange(p + "kp:" + name, 0, -1)
             levels = mapped(lambda: pipe.execute(raise_on_error=False))
             pipe = self.client.pipeline(transaction=False)
             counted = []
-            for key, found in zip(batch, levels):
-                name = key[len(p) + 3 :]
+            for name, found in zip(batch, levels):
                 for level in found if isinstance(found, list) else []:
                     pipe.llen(p + "kq:" + name + ":" + level.decode())
                     counted.append(name)
@@ -114,7 +119,7 @@ class RedisBrowse:
 
     def purge(self, queue: str) -> int:
         p, purged = prefix(queue), 0
-        lanes = ["s", ""] + ["@" + key[len(p) + 3 :] for key in self._scan(p + "kp:*")]
+        lanes = ["s", ""] + ["@" + key[len(p) + 3 :] for key in self._scan(glob_escaped(p) + "kp:*")]
         broken: list[tuple[str, BrokerError]] = []
         for lane in lanes:
             removed = 1
@@ -169,9 +174,8 @@ class RedisBrowse:
         for level in mapped(lambda: self.client.zrange(p + "prios", 0, -1)):
             for envelope in self._list(p + "ready:" + level.decode()):
                 yield _stored(QUEUED, level, envelope)
-        for lane in self._scan(p + "kp:*"):
-            name = lane[len(p) + 3 :]
-            for level in mapped(lambda: self.client.zrange(lane, 0, -1)):
+        for name in self._keyed_lanes(p):
+            for level in mapped(lambda: self.client.zrange(p + "kp:" + name, 0, -1)):
                 for envelope in self._list(p + "kq:" + name + ":" + level.decode()):
                     yield _stored(QUEUED, level, envelope)
 
@@ -184,6 +188,25 @@ class RedisBrowse:
             if len(page) < CHUNK:
                 return
 
+    def _keyed_lanes(self, p: str) -> list[str]:
+        """Up to KEY_SCAN_LIMIT keys that may have ready tasks, in dispatch order: those in the
+        turns, then in `later`, then those of running tasks (a key at its concurrency limit is in
+        neither, and has tasks running)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zrange(p + "turns", 0, KEY_SCAN_LIMIT - 1)
+        pipe.zrange(p + "later", 0, KEY_SCAN_LIMIT - 1)
+        turns, later = (found if isinstance(found, list) else [] for found in mapped(lambda: pipe.execute(raise_on_error=False)))
+        names = dict.fromkeys(name.decode(errors="replace") for name in [*turns, *later])
+        try:
+            for _, value in zip(range(KEY_SCAN_LIMIT), self._hash_values(p + "inflight")):
+                key = _running("", value, {}).key
+                if key:
+                    names.setdefault(key, None)
+        except BrokerError:  # a damaged inflight key: exchanges report it
+            pass
+        names.pop("", None)  # the unkeyed lane
+        return list(names)[:KEY_SCAN_LIMIT]
+
     def _failure(self, p: str, value: bytes, seq: str | None = None) -> bytes:
         seq = seq or _envelope_seq(value.partition(b"|")[2])
         return mapped(lambda: self.client.hget(p + "failed_info", seq)) or b""
@@ -191,6 +214,11 @@ class RedisBrowse:
     def _consumers_by_tag(self) -> dict[str, str]:
         consumers = mapped(lambda: self.client.zrange(FLEET + "workers", 0, -1))
         return {consumer_tag(c.decode()): c.decode() for c in consumers}
+
+
+def glob_escaped(text: str) -> str:
+    """`text` as a literal in a SCAN MATCH pattern (a queue named "a*" matches only itself)."""
+    return "".join("\\" + char if char in "\\*?[]" else char for char in text)
 
 
 def _envelope_seq(envelope: bytes) -> str:
@@ -207,7 +235,7 @@ def _stored(state: str, level: bytes, envelope: bytes) -> StoredTask:
     if body[:1] == b"@" and b"|" in body:
         name, body = body[1:].split(b"|", 1)
         key = name.decode(errors="replace")
-    priority = 2**31 if level == b"max" else int(level) if level.lstrip(b"-").isdigit() else 0
+    priority = TOP_PRIORITY if level == b"max" else int(level) if level.lstrip(b"-").isdigit() else 0
     return StoredTask(seq.decode(), state, body, priority, key, int(failures), int(crashes))
 
 

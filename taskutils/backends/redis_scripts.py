@@ -7,7 +7,7 @@ import functools
 import hashlib
 import os
 from importlib import resources
-from typing import Any
+from typing import Any, Sequence
 
 from .records import Claim, Ending, Exchange, ExchangeReply
 

@@ -146,7 +146,8 @@ class GuardMiddleware:
         assert self.guard.token is not None
         if scope["method"] in SAFE_METHODS and hmac.compare_digest(given.encode(), self.guard.token.encode()):
             rest = url.remove_query_params("token")
-            response = RedirectResponse(rest.path + (f"?{rest.query}" if rest.query else ""), 303)
+            path = "/" + rest.path.lstrip("/")  # "//host" would send the browser elsewhere
+            response = RedirectResponse(path + (f"?{rest.query}" if rest.query else ""), 303)
             response.set_cookie(COOKIE, self.guard.session(), httponly=True, samesite="strict", path="/",
                                 secure=url.scheme == "https")
             return response

@@ -76,7 +76,7 @@ class TaskExecutor:
         except Rejected as exc:
             settlement = self._fail(claim, str(exc), ref=exc.ref)
             outcome = "quarantined" if claim.crashes >= self.settings.max_crashes else "failed"
-            self.observer.ended(claim, exc.ref or "", outcome, None)
+            self.observer.ended(claim, "", outcome, None)  # its ref may be anything: not a label value
             return settlement
         debug = log.isEnabledFor(logging.DEBUG)
         if debug:

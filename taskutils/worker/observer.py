@@ -4,14 +4,16 @@ and, when enabled, Prometheus metrics (metrics.py). One object the parts call; n
 Runner threads only append an event to a deque (atomic in CPython, no lock): counting under
 locks from many threads at once cost a drain several percent, most of it waiting. `fold` turns
 the events into the history's counts and the metrics, in batches, one thread at a time: the
-exchanger before it sends a tally (at most once a second), the heartbeat, the /metrics route
-before it answers, and the worker as it stops. A supervisor, which reads its children's
+exchanger before it sends a tally (at most once a second a queue), the heartbeat, the /metrics
+route before it answers, and the worker as it stops. A failure to count is logged and costs
+counts, never a settlement. A supervisor, which reads its children's
 figures from their files, sees them a second old while they work, and their running gauges as
 of their last heartbeat while they only run long tasks.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import Counter, deque
@@ -20,6 +22,9 @@ from typing import Any
 from ..backends.records import Claim
 from ..metrics import WorkerMetrics
 from .tally import Tally
+
+log = logging.getLogger("taskutils.worker")
+FAILURE_LOG_SECONDS = 60.0
 
 
 class Observer:
@@ -32,6 +37,7 @@ class Observer:
         self._folding = threading.Lock()
         self._series: dict[tuple[str, ...], Any] = {}  # labelled series, looked up once each
         self._running_queues: set[str] = set()  # queues whose running gauge is above zero
+        self._failure_logged = -FAILURE_LOG_SECONDS
 
     # -- what the runners tell (no lock) -----------------------------------------------------
 
@@ -72,7 +78,18 @@ class Observer:
         return self.tally.take(queue, every)
 
     def fold(self) -> None:
-        """Turn the events so far into history counts and metrics; set the running gauges."""
+        """Turn the events so far into history counts and metrics; set the running gauges. Never
+        raises: it runs on the exchanger, the heartbeat and a worker that stops, which must go
+        on whatever counting does (a failure is logged at most once a minute)."""
+        try:
+            self._fold()
+        except Exception:
+            now = time.monotonic()
+            if now - self._failure_logged >= FAILURE_LOG_SECONDS:
+                self._failure_logged = now
+                log.exception("counting task ends for the history and metrics failed; going on")
+
+    def _fold(self) -> None:
         with self._folding:
             counted: Counter[tuple[str, str, str]] = Counter()
             for _ in range(len(self._events)):

@@ -4,6 +4,7 @@ or for the supervisor of `--processes N` (which serves every child's metrics).""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from ..backends.base import Backend
 from ..http_endpoints import TEXT, Route, checked
@@ -40,13 +41,14 @@ def supervisor_routes(backend: Backend, folder: str, live: Callable[[], str | No
     return {"/metrics": metrics_route(folder), "/livez": liveness, "/readyz": readiness}
 
 
-def metrics_route(folder: str | None = None, before: Callable[[], None] | None = None) -> Route:
-    """The Prometheus text of this process's registry (calling `before` first), or of every
-    process writing to `folder`; 501 with what to install when prometheus_client is not installed."""
+def metrics_route(folder: str | None = None, before: Callable[[], None] | None = None, registry: Any = None) -> Route:
+    """The Prometheus text of `registry` (default: this process's, calling `before` first), or of
+    every process writing to `folder`; 501 with what to install when prometheus_client is not
+    installed."""
     if prometheus_client is None:
         return lambda: (501, TEXT, (MISSING + "\n").encode())
     if folder is None:
-        registry = prometheus_client.REGISTRY
+        registry = registry or prometheus_client.REGISTRY
     else:
         from prometheus_client import multiprocess
 

@@ -71,20 +71,23 @@ class Supervisor:
 
     def run(self) -> int:
         """Until stopped: returns 0 if every child drained and exited 0, else non-zero."""
-        if self._settings.http:
-            self._metrics_folder = tempfile.mkdtemp(prefix="taskutils-metrics-")
-            self._environment["PROMETHEUS_MULTIPROC_DIR"] = self._metrics_folder
-            backend = RedisBackend.from_url(self._settings.redis_url or DEFAULT_REDIS_URL, self._settings.broker_timeout)
-            try:
-                serve(self._settings.http, supervisor_routes(backend, self._metrics_folder, self._stalled, self._unready))
-            except OSError as exc:
-                log.error("--http %s: cannot listen there: %s", self._settings.http, exc)
-                return 1
+        backend = None
         try:
+            if self._settings.http:
+                self._metrics_folder = tempfile.mkdtemp(prefix="taskutils-metrics-")
+                self._environment["PROMETHEUS_MULTIPROC_DIR"] = self._metrics_folder
+                backend = RedisBackend.from_url(self._settings.redis_url or DEFAULT_REDIS_URL, self._settings.broker_timeout)
+                try:
+                    serve(self._settings.http, supervisor_routes(backend, self._metrics_folder, self._stalled, self._unready))
+                except OSError as exc:
+                    log.error("--http %s: cannot listen there: %s", self._settings.http, exc)
+                    return 1
             return self._supervise()
         finally:
             if self._metrics_folder:
                 shutil.rmtree(self._metrics_folder, ignore_errors=True)
+            if backend is not None:
+                backend.close()
 
     def _stalled(self) -> str | None:
         silent = time.monotonic() - self._turned_at

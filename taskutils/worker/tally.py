@@ -35,14 +35,16 @@ class Tally:
             by_minute.setdefault(int(at // 60), [0, 0, 0])[kind] += 1
 
     def due(self, queue: str) -> bool:
-        """Whether TALLY_SECONDS passed since an exchange of `queue` last carried counts."""
+        """Whether TALLY_SECONDS passed since `queue`'s counts were last taken (carried or none)."""
         return self._clock() - self._sent_at.get(queue, 0.0) >= TALLY_SECONDS
 
     def take(self, queue: str, every: bool = False) -> tuple[tuple[int, int, int, int], ...]:
         """The counts of `queue` for the exchange being sent, if due (or `every`: the worker is
         stopping); else none (they wait for a later exchange)."""
         with self._lock:
-            if queue not in self._counts or not (every or self.due(queue)):
+            if not (every or self.due(queue)):
                 return ()
             self._sent_at[queue] = self._clock()
+            if queue not in self._counts:
+                return ()
             return tuple((minute, *counts) for minute, counts in sorted(self._counts.pop(queue).items()))

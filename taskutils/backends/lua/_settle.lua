@@ -117,10 +117,11 @@ end
 
 -- The workers' per-minute counts of tasks done, failed and retried (Exchange.tally), kept for the
 -- charts a day: P..'hist:<hour>' HASH "<minute of the hour>d" / "f" / "r" -> count, one key an
--- hour (epoch seconds // 3600), expiring TALLY_SECONDS after its last write. `text` is groups
+-- hour (epoch seconds // 3600), expiring HISTORY_KEY_SECONDS (25 h) after its last write, so that
+-- a day of minutes is always there (memory_queue.py HISTORY_MINUTES keeps the same). `text` is groups
 -- "<minute> <done> <failed> <retried>" joined by ";". Best effort: a history key of the wrong
 -- type loses these counts, never the exchange that carries them (call it with pcall).
-local TALLY_SECONDS = '90000'
+local HISTORY_KEY_SECONDS = '90000'
 local TALLY_KINDS = {'d', 'f', 'r'}
 local function add_tally(text)
   for minute, done, failed, retried in string.gmatch(text, '(%d+) (%d+) (%d+) (%d+)') do
@@ -129,6 +130,6 @@ local function add_tally(text)
     for k, count in ipairs({done, failed, retried}) do
       if count ~= '0' then redis.call('HINCRBY', key, field .. TALLY_KINDS[k], count) end
     end
-    redis.call('EXPIRE', key, TALLY_SECONDS)
+    redis.call('EXPIRE', key, HISTORY_KEY_SECONDS)
   end
 end
