@@ -71,3 +71,12 @@ def test_wrong_password_fails_at_once_and_says_so_without_the_secret():
         assert "wrong-secret" not in str(failure.value)
     finally:
         server.kill()
+
+
+def test_a_unix_socket_with_a_password(tmp_path):
+    socket_path = tmp_path / "redis.sock"
+    server = RedisServer("--unixsocket", str(socket_path), "--unixsocketperm", "700", password="socket-secret").start()
+    try:
+        run_one_task(server, f"unix://:socket-secret@{socket_path}?db=0", "socket-secret")
+    finally:
+        server.kill()

@@ -97,9 +97,10 @@ class RedisBackend(RedisInspection, RedisBrowse, RedisSchedules, Backend):
         """A backend for `url`: through an outage each call retries with backoff for about
         `broker_timeout` seconds, then raises BackendUnavailable."""
         retry = outage_retry(broker_timeout)
+        tcp = {} if checked_url(url).startswith("unix:") else {"socket_keepalive": True}  # a socket file has no keepalive
         client = redis.Redis.from_url(
-            checked_url(url), socket_timeout=min(5.0, broker_timeout), socket_connect_timeout=min(2.0, broker_timeout),
-            socket_keepalive=True, health_check_interval=30, retry=retry,
+            url, socket_timeout=min(5.0, broker_timeout), socket_connect_timeout=min(2.0, broker_timeout),
+            health_check_interval=30, retry=retry, **tcp,
         )
         return cls(client, retry)
 
