@@ -220,3 +220,12 @@ def test_one_bulk_enqueue_keeps_priority_fifo_and_delays(backend):
     by_priority = sorted(ready, key=lambda task_id: -tasks[ids.index(task_id)].priority)  # stable: FIFO
     assert [c.task_id for c in claim(backend, "q", "c2", 10)] == by_priority
     assert backend.status("q", ids[2])[0] == "scheduled" and backend.counts("q").running == 7
+
+
+def test_a_claim_short_of_what_it_asked_tells_when_work_comes_apart_from_lease_deadlines(backend, key):
+    backend.enqueue(key, [NewTask(b"x")])
+    reply = backend.exchange(Exchange(key, "c", want=2, lease=30.0))
+    assert len(reply.claims) == 1 and 29 < reply.next_due <= 30 and reply.work_due is None  # only its own lease
+    backend.enqueue(key, [NewTask(b"y", delay=5.0)])
+    reply = backend.exchange(Exchange(key, "c", want=2, lease=30.0))
+    assert reply.claims == [] and 4 < reply.next_due <= 5 and 4 < reply.work_due <= 5

@@ -93,8 +93,9 @@ class MemoryBackend(MemoryAdmin, MemoryBrowse, Backend):
                 self._seen.setdefault(request.consumer, self._generation)
             else:
                 self._seen.pop(request.consumer, None)
-            next_due = self._next_due(q, now) if len(claims) < request.want else None
-            return ExchangeReply(applied, claims, next_due, q.capped)
+            if len(claims) >= request.want:
+                return ExchangeReply(applied, claims, None, q.capped)
+            return ExchangeReply(applied, claims, self._next_due(q, now), q.capped, False, self._next_due(q, now, False))
 
     def _take(self, q: QueueState, queue: str, limit: int, now: float, consumer: str) -> list[Claim]:
         """Lease up to `limit` ready tasks, lane by lane in turns (memory_lanes.py)."""
@@ -132,10 +133,10 @@ class MemoryBackend(MemoryAdmin, MemoryBrowse, Backend):
                 q.lanes.released(held.entry.key or "", now)
 
     @staticmethod
-    def _next_due(q: QueueState, now: float) -> float | None:
+    def _next_due(q: QueueState, now: float, leases: bool = True) -> float | None:
         times = [q.scheduled[0][0]] if q.scheduled else []
         times += [record.next_run for record in q.recurrent.values()]
-        times += [held.deadline for held in q.leases.values()]
+        times += [held.deadline for held in q.leases.values()] if leases else []
         later = q.lanes.next_time()
         times += [later] if later is not None else []
         return max(min(times) - now, 0.0) if times else None

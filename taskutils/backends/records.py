@@ -86,13 +86,16 @@ class ExchangeReply(NamedTuple):
     it); the new claims; when they are fewer than asked for (the consumer now waits for new
     work), seconds until the queue's next due time (None if nothing is due); whether the queue
     has a concurrency cap or key limits (then a worker holds no claim it cannot start at once);
-    whether the queue is paused fleet-wide (known only when the exchange asked for claims)."""
+    whether the queue is paused fleet-wide (known only when the exchange asked for claims); and,
+    like next_due, seconds until work becomes startable (delayed tasks, recurrent runs, keys
+    waiting for their rates: lease deadlines left out)."""
 
     applied: list[bool | None]
     claims: list[Claim]
     next_due: float | None = None
     capped: bool = False
     paused: bool = False
+    work_due: float | None = None
 
 
 @dataclass(frozen=True)

@@ -123,8 +123,9 @@ def exchange_reply(request: Exchange, reply: list[Any]) -> ExchangeReply:
         claims.append(
             Claim(queue, f"{epoch}-{seq.decode()}", reply[i].decode(), body, int(failures), int(crashes), key)
         )
-    next_due = float(reply[3])
-    return ExchangeReply(applied, claims, None if next_due < 0 else next_due, reply[2] == 1, reply[4] == 1)
+    next_due, work_due = (float(due) for due in (reply[3].split() + [b"-1"])[:2])
+    return ExchangeReply(applied, claims, None if next_due < 0 else next_due, reply[2] == 1, reply[4] == 1,
+                         None if work_due < 0 else work_due)
 
 
 def unknown_outcomes(reply: ExchangeReply) -> ExchangeReply:

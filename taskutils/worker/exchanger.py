@@ -148,7 +148,7 @@ class Exchanger:
             return True
         if self._in_flight is not None:
             self._read(self._take_in_flight())
-        due: float | None = None
+        due: tuple[float | None, float | None] = (None, None)  # the earliest next_due and work_due so far
         for number, name in enumerate(queues):
             settling, ask = by_queue.get(name, []), want
             if not settling and ask <= 0:
@@ -160,8 +160,7 @@ class Exchanger:
                 raise
             if reply is not None:
                 want -= len(reply.claims)
-                if reply.next_due is not None:
-                    due = reply.next_due if due is None else min(due, reply.next_due)
+                due = (reply.next_due, reply.work_due)
         return True
 
     def _request(self, queue: str, settle: list[Settlement], want: int) -> Exchange:
@@ -197,12 +196,12 @@ class Exchanger:
         if not self._ledger.work_ahead():
             self._read(self._take_in_flight())
 
-    def _exchange_now(self, request: Exchange, due: float | None) -> ExchangeReply | None:
+    def _exchange_now(self, request: Exchange, due: tuple[float | None, float | None]) -> ExchangeReply | None:
+        """One exchange, its reply's due times merged with `due`, those of the queues sent before."""
         reply, sent_at = self._sent(request, self._broker.exchange)
         if reply is None:
             return None
-        if due is not None:
-            reply = reply._replace(next_due=due if reply.next_due is None else min(due, reply.next_due))
+        reply = reply._replace(next_due=earliest(due[0], reply.next_due), work_due=earliest(due[1], reply.work_due))
         self._record(request, reply, sent_at)
         return reply
 
@@ -227,7 +226,7 @@ class Exchanger:
         self._refused.served(request.queue)
         replied = self._ledger.replied(
             request.queue, request.settlements, reply.applied, request.want, reply.claims, sent_at, reply.next_due,
-            reply.capped, reply.paused,
+            reply.capped, reply.paused, reply.work_due,
         )
         for settlement, applied in replied.refused:
             if applied is None:
@@ -290,3 +289,8 @@ class Exchanger:
         """After a failure: wait `seconds` unless notified afresh (an old notice must not make a hot loop)."""
         self._changed.clear()
         self._clock.wait(self._changed, seconds)
+
+
+def earliest(first: float | None, second: float | None) -> float | None:
+    """The earlier of two due times, None standing for none."""
+    return second if first is None else first if second is None else min(first, second)

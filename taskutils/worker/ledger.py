@@ -43,6 +43,7 @@ class ClaimLedger(LeaseBook):
         self._capped: dict[str, bool] = {}  # per queue, from its last reply (a queue not heard from counts as capped)
         self._starved = False  # the last ask got nothing: wait for new work before asking again
         self._due_at: float | None = None  # from that reply: when (clock time) the queue's next due time comes
+        self._work_at: float | None = None  # and when work next becomes startable (lease deadlines left out)
         self._paused = False
         self._paused_queues: set[str] = set()  # paused across the fleet, from their last replies
         self._stopping = False
@@ -60,7 +61,7 @@ class ClaimLedger(LeaseBook):
         for company up to GATHER_SECONDS, or for that time, and rides with the claim made then."""
         now = self.clock.now()
         with self._lock:
-            due_later = self._starved and self._due_at is not None and self._due_at > now
+            due_later = self._starved and self._work_at is not None and self._work_at > now
             low = self._waiting <= self.threads // 2
             want = self._room()
             gathered = now - self._unsent_since if self._unsent else 0.0
@@ -77,7 +78,7 @@ class ClaimLedger(LeaseBook):
                 return Plan(settle, want)
             if self._unsent:
                 wait = GATHER_SECONDS - gathered
-                return Plan([], 0, min(wait, self._due_at - now) if due_later else wait)
+                return Plan([], 0, min(wait, self._work_at - now) if due_later else wait)
             if want > 0 and self._starved:  # the queues had nothing more to give: wait for new work
                 due = self.sleep_seconds if self._due_at is None else min(max(self._due_at - now, 0.0), self.sleep_seconds)
                 return Plan([], 0, due, block=True)
@@ -100,6 +101,7 @@ class ClaimLedger(LeaseBook):
     def replied(
         self, queue: str, settled: Sequence[Settlement], applied: Sequence[bool | None], want: int,
         claims: Sequence[Claim], sent_at: float, next_due: float | None, capped: bool, paused: bool = False,
+        work_due: float | None = None,
     ) -> Replied:
         """Record an exchange's reply. Claims that arrive once the worker pauses or stops go
         back unstarted; the others are for the runners. A queue the reply says is paused across
@@ -119,6 +121,7 @@ class ClaimLedger(LeaseBook):
                 (self._paused_queues.add if paused else self._paused_queues.discard)(queue)
                 self._starved = len(claims) < want
                 self._due_at = None if next_due is None else self.clock.now() + next_due
+                self._work_at = None if work_due is None else self.clock.now() + work_due
                 self._capped[queue] = capped
         refused = [(settlement, done) for settlement, done in zip(settled, applied) if not done]
         return Replied(refused, list(claims))

@@ -220,19 +220,22 @@ local function take_ready(limit, deadline, nonce, out, now)
   return count, emptied
 end
 
--- seconds until the first delayed task, recurrent run, lease deadline or lane's time, or "-1" if
--- none: how long a consumer that got nothing may wait. `leased_until`: the deadline of the leases
--- this claim made, if any (the first lease read before may have been later).
+-- "<seconds> <work seconds>": until the first delayed task, recurrent run, lease deadline or
+-- lane's time (how long a consumer that got nothing may wait), and until the first of those that
+-- makes work startable, leases left out (a lease's deadline brings work only if its worker died);
+-- "-1" for none. `leased_until`: the deadline of the leases this claim made, if any (the first
+-- lease read before may have been later).
 local function seconds_to_next_due(now, leased_until)
-  local next_due = leased_until
-  for _, key in ipairs({'scheduled', 'rec', 'leases', 'later'}) do
+  local next_due, work_due = leased_until, nil
+  for _, key in ipairs({'scheduled', 'rec', 'later', 'leases'}) do
     local first = first_score(key)
     if first and (key == 'leases' or key == 'later') then first = first / 1000 end
     if first == math.huge then first = nil end -- a cron schedule waiting for more times
+    if first and key ~= 'leases' and (work_due == nil or first < work_due) then work_due = first end
     if first and (next_due == nil or first < next_due) then next_due = first end
   end
-  if next_due then return tostring(math.max(next_due - now, 0)) end
-  return '-1'
+  local function text(due) return due and tostring(math.max(due - now, 0)) or '-1' end
+  return text(next_due) .. ' ' .. text(work_due)
 end
 
 -- promote due work, then claim up to `want` ready tasks for `consumer` within the cap.
