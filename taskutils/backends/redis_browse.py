@@ -51,7 +51,10 @@ class RedisBrowse:
             workers = self._consumers_by_tag()
             return [_running(epoch, value, workers) for _, value in zip(range(limit), self._hash_values(p + "inflight"))]
         if state == FAILED:
-            return [_failed(epoch, value, self._failure(p, value)) for _, value in zip(range(limit), self._hash_values(p + "failed"))]
+            values = [value for _, value in zip(range(limit), self._hash_values(p + "failed"))]
+            seqs = [_envelope_seq(value.partition(b"|")[2]) for value in values]
+            records = mapped(lambda: self.client.hmget(p + "failed_info", seqs)) if seqs else []  # one round trip
+            return [_failed(epoch, value, record or b"") for value, record in zip(values, records)]
         cancelled = self._members(p + ("cancel_s" if state == SCHEDULED else "cancel_q"))
         found = self._scheduled(p) if state == SCHEDULED else self._queued(p)
         tasks: list[StoredTask] = []
