@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import contextvars
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterable
 
-from .errors import NoCurrentTask
+from .errors import InvalidTask, NoCurrentTask
 
 if TYPE_CHECKING:
     from .backends.base import Backend
+    from .backends.records import NewTask
     from .handler import TaskHandler
+    from .task import Task
 
 # The backend of the handler or worker running the current task (LockWrapper uses it).
 current_backend: contextvars.ContextVar[Backend | None] = contextvars.ContextVar("taskutils_backend", default=None)
@@ -26,6 +28,7 @@ class TaskContext:
         self.id, self.queue, self.key, self.attempt = task_id, queue, key, attempt
         self._backend, self._producer = backend, producer
         self.cancel_seen = False  # the task asked `cancelled` and was told True
+        self.follow_ups: list[NewTask] = []  # enqueue_on_success
 
     def __repr__(self) -> str:
         return f"TaskContext({self.id!r}, queue={self.queue!r}, key={self.key!r}, attempt={self.attempt})"
@@ -42,6 +45,21 @@ class TaskContext:
         """A producer (no threads of its own) on this task's broker and queue, sharing the
         worker's connections: enqueue follow-up tasks with it."""
         return self._producer(self.queue)
+
+    def enqueue_on_success(self, tasks: Iterable[Task]) -> None:
+        """Enqueue `tasks` on this task's queue when this task ends done, in the same atomic step
+        that records its outcome (and its round trip: no call to the broker now). If the task
+        raises, is throttled or retried, or its worker dies, none of them is enqueued; a retried
+        attempt makes its own. Each is checked and encoded now: a bad task raises here."""
+        tasks = list(tasks)
+        for task in tasks:
+            queue = getattr(task, "queue", None)
+            if queue is not None and queue != self.queue:
+                raise InvalidTask(
+                    f"enqueue_on_success enqueues on this task's queue {self.queue!r}, not {queue!r}: "
+                    "use current_task().handler.enqueue_tasks for other queues"
+                )
+        self.follow_ups += self.handler.new_tasks(tasks)
 
 
 _current: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar("taskutils_task", default=None)

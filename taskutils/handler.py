@@ -190,6 +190,11 @@ class TaskHandler:
                 refs[index] = TaskRef(self.backend, name, task_id, self.settings.result_ttl)
         return refs  # type: ignore[return-value]
 
+    def new_tasks(self, tasks: Sequence[Task]) -> list[NewTask]:
+        """Tasks checked and encoded for the backend, as enqueue_tasks stores them (InvalidTask,
+        PayloadError for a bad one); used by current_task().enqueue_on_success."""
+        return [self._new_task(index, task) for index, task in enumerate(tasks)]
+
     def _new_task(self, index: int, task: Task) -> NewTask:
         """A task checked and encoded for the backend; its module may now run on this handler's threads."""
         if not isinstance(task, Task):

@@ -117,3 +117,13 @@ def slow_first_run(key):
     if _client().incr(key + ":runs") == 1:
         time.sleep(60)
     _client().rpush(key, "rerun")
+
+
+def follow_up_then_die_once(key, items):
+    """Ask for a `mark` task per item on success, then kill the worker on the first run: that
+    run's follow-ups must never be enqueued, the next run's once."""
+    from taskutils import Task, current_task
+
+    current_task().enqueue_on_success(Task(mark, (key, item)) for item in items)
+    if _client().incr(key + ":runs") == 1:
+        os._exit(1)

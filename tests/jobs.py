@@ -125,3 +125,34 @@ def throttle_for(seconds):
     from taskutils import Throttled
 
     raise Throttled(retry_after=seconds)
+
+
+def follow_up(name, values, fail_first=False, throttle_first=False, fail_always=False, unique=None, **options):
+    """Record this run (in calls[name + ":runs"]), then ask for a `record` task per value, enqueued
+    when this task succeeds, with unique value f"{unique}{value}" if `unique` is given (other Task
+    options apply to each); the first run may fail or be throttled after asking, or every run fail."""
+    from taskutils import Task, Throttled, current_task
+
+    task = current_task()
+    record(name + ":runs", task.attempt)
+    runs = len(calls[name + ":runs"])
+    task.enqueue_on_success(
+        Task(record, (name, value), unique=None if unique is None else f"{unique}{value}", **options) for value in values
+    )
+    if fail_always or (fail_first and task.attempt == 1):
+        raise RuntimeError("this attempt fails after asking for follow-ups")
+    if throttle_first and runs == 1:
+        raise Throttled(retry_after=0.1)
+    return len(values)
+
+
+def follow_up_refused(task_options, blob_size=0):
+    """What enqueue_on_success says of a task made with `task_options` (a dict), and an argument
+    of `blob_size` characters."""
+    from taskutils import Task, current_task
+
+    try:
+        current_task().enqueue_on_success([Task(record, ("never", "x" * blob_size), **task_options)])
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return "accepted"

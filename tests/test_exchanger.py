@@ -14,6 +14,8 @@ from taskutils.backends.base import Broker
 from taskutils.backends.records import Claim, Ending, Exchange, ExchangeReply, NewTask, Settlement
 from taskutils.config import Settings
 from taskutils.errors import BackendUnavailable, BrokerError
+from taskutils.task import allow_all
+from taskutils.worker.execution import TaskExecutor
 from taskutils.worker.exchanger import BROKER_TIMER_SLACK, Exchanger
 from taskutils.worker.ledger import ClaimLedger
 from taskutils.worker.ledger_records import Start
@@ -95,7 +97,8 @@ class Rig:
         self.ledger = ClaimLedger(threads, lease=30.0, sleep_seconds=2.0, queues=queues, clock=self.clock)
         self.inbox: list[Claim] = []
         settings = Settings.build({}, threads=threads, queues=queues, sleep_seconds=2.0)
-        self.exchanger = Exchanger(self.broker, self.ledger, settings, "me", self.inbox.extend, self.clock)
+        refused = TaskExecutor(settings, allow_all, "me").follow_ups_refused
+        self.exchanger = Exchanger(self.broker, self.ledger, settings, "me", self.inbox.extend, refused, self.clock)
 
     def run_next(self, seconds: float = 0.001) -> Claim:
         """A runner takes the next claim and finishes it."""

@@ -35,6 +35,7 @@ def fetch(url: str) -> int:
     host = urlsplit(url).netloc
     links = [urljoin(url, href) for href in LINK.findall(body)]
     same_host = [link for link in links if urlsplit(link).netloc == host]
-    if same_host:
-        current_task().handler.enqueue_tasks(page_task(link) for link in same_host)
+    # enqueued with this task's outcome, in the same round trip: if the fetch fails or its worker
+    # dies, no link of this run is enqueued (the next run finds them again)
+    current_task().enqueue_on_success(page_task(link) for link in same_host)
     return len(same_host)

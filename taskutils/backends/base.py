@@ -23,7 +23,8 @@ class Broker(ABC):
 
     @abstractmethod
     def exchange(self, request: Exchange) -> ExchangeReply:
-        """Settle finished claims, then claim more: by priority, FIFO within one, within the
+        """Settle finished claims (enqueueing the follow-up tasks of those done, or refusing
+        both: ExchangeReply.unsettled), then claim more: by priority, FIFO within one, within the
         queue's concurrency cap. Claiming first makes due delayed tasks and recurrent runs ready
         and puts back the tasks of expired leases."""
 

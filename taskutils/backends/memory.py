@@ -52,20 +52,24 @@ class MemoryBackend(MemoryAdmin, MemoryBrowse, Backend):
 
     def enqueue(self, queue: str, tasks: Sequence[NewTask]) -> list[str]:
         with self._changed:
-            q, now = self._queue(queue), self.now()
-            ids = []
-            for task in tasks:
-                holder = q.unique.holder(task.unique, now) if task.unique else None
-                if holder is not None:
-                    ids.append(holder)
-                    continue
-                entry = self._new_entry(task.body, task.key)
-                if task.unique:
-                    q.unique.hold(task.unique, task.unique_for, entry.task_id)
-                q.put(task.priority, entry, now + task.delay if task.delay > 0 else None, next(self._counter), now)
-                ids.append(entry.task_id)
+            ids = self._put_new(self._queue(queue), tasks, self.now())
             self._notify()
             return ids
+
+    def _put_new(self, q: QueueState, tasks: Sequence[NewTask], now: float) -> list[str]:
+        """Store new tasks (each whose unique value is held gets the holder's id instead)."""
+        ids = []
+        for task in tasks:
+            holder = q.unique.holder(task.unique, now) if task.unique else None
+            if holder is not None:
+                ids.append(holder)
+                continue
+            entry = self._new_entry(task.body, task.key)
+            if task.unique:
+                q.unique.hold(task.unique, task.unique_for, entry.task_id)
+            q.put(task.priority, entry, now + task.delay if task.delay > 0 else None, next(self._counter), now)
+            ids.append(entry.task_id)
+        return ids
 
     def exchange(self, request: Exchange) -> ExchangeReply:
         with self._changed:
@@ -146,6 +150,8 @@ class MemoryBackend(MemoryAdmin, MemoryBrowse, Backend):
         held = q.lease_of(claim.task_id, claim.token)
         if held is None:
             return False
+        if settlement.ending is Ending.DONE and settlement.follow_ups:  # while it holds its unique value, as on Redis
+            self._put_new(q, settlement.follow_ups, now)
         del q.leases[claim.task_id]
         q.state.pop(claim.task_id, None)
         q.cancel_run.discard(claim.task_id)

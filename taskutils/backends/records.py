@@ -54,13 +54,16 @@ class Ending(enum.Enum):
 
 class Settlement(NamedTuple):
     """The end of a claim: `outcome` for DONE and FAILED, `record` for FAILED, `delay` for RETRY
-    and THROTTLE."""
+    and THROTTLE. `follow_ups` (DONE only): tasks for the claim's queue, enqueued in the same
+    atomic step that records the outcome, or not at all; if they cannot be enqueued (a key of the
+    wrong type), the settlement is not applied either (ExchangeReply.unsettled)."""
 
     claim: Claim
     ending: Ending
     outcome: bytes = b""
     record: bytes = b""
     delay: float = 0.0
+    follow_ups: tuple[NewTask, ...] = ()
 
 
 class Exchange(NamedTuple):
@@ -88,7 +91,9 @@ class ExchangeReply(NamedTuple):
     has a concurrency cap or key limits (then a worker holds no claim it cannot start at once);
     whether the queue is paused fleet-wide (known only when the exchange asked for claims); and,
     like next_due, seconds until work becomes startable (delayed tasks, recurrent runs, keys
-    waiting for their rates: lease deadlines left out)."""
+    waiting for their rates: lease deadlines left out). `unsettled`: the settlements (indexes)
+    not applied because their follow-up tasks were refused, for `unsettled_reason`; the claim
+    is still held (their `applied` is False)."""
 
     applied: list[bool | None]
     claims: list[Claim]
@@ -96,6 +101,8 @@ class ExchangeReply(NamedTuple):
     capped: bool = False
     paused: bool = False
     work_due: float | None = None
+    unsettled: tuple[int, ...] = ()
+    unsettled_reason: str = ""
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,7 @@ from .redis_browse import RedisBrowse
 from .redis_inspection import RedisInspection
 from .redis_schedules import RedisSchedules
 from .redis_url import checked_url
-from .redis_scripts import Scripts, exchange_args, exchange_reply, prefix, unique_digest, unknown_outcomes
+from .redis_scripts import Scripts, exchange_args, exchange_reply, prefix, task_args, unknown_outcomes
 
 LIBRARY_RETRY = 30.0  # seconds before a library load the server refused (it was full) is tried again
 WAIT_READ_MARGIN = 2.0  # a blocking wait's reply is awaited this much past its timeout: a vanished
@@ -172,12 +172,7 @@ class RedisBackend(RedisInspection, RedisBrowse, RedisSchedules, Backend):
     # -- the hot path ----------------------------------------------------------------------------
 
     def enqueue(self, queue: str, tasks: Sequence[NewTask]) -> list[str]:
-        args: list[Any] = []
-        for task in tasks:
-            args += [
-                str(task.priority), repr(float(task.delay)), task.key or "", unique_digest(task.unique),
-                repr(float(task.unique_for)), task.body,
-            ]
+        args: list[Any] = [arg for task in tasks for arg in task_args(task)]
         if not args:
             return []
         epoch, first, *held = self._run("enqueue", prefix(queue), args)

@@ -9,7 +9,7 @@ import os
 from importlib import resources
 from typing import Any, Sequence
 
-from .records import Claim, Ending, Exchange, ExchangeReply
+from .records import Claim, Ending, Exchange, ExchangeReply, NewTask
 
 FLEET = "tu:"  # keys outside the queues
 DELAYED = (Ending.RETRY, Ending.THROTTLE)  # endings whose data is a delay in seconds
@@ -22,8 +22,8 @@ def prefix(queue: str) -> str:
 
 # Each script: the helper files it needs, in order; its own file comes last.
 SCRIPTS = {
-    "enqueue": ("_prelude", "_store", "_unique", "_lanes", "_queue"),
-    "exchange": ("_prelude", "_store", "_unique", "_lanes", "_queue", "_leases", "_settle", "_recurrent", "_claim"),
+    "enqueue": ("_prelude", "_store", "_unique", "_lanes", "_queue", "_enqueue"),
+    "exchange": ("_prelude", "_store", "_unique", "_lanes", "_queue", "_enqueue", "_leases", "_settle", "_recurrent", "_claim"),
     "cancel": ("_prelude", "_store", "_unique"),
     "renew": ("_prelude", "_store"),
     "rest": ("_prelude", "_store", "_lanes", "_queue"),
@@ -96,11 +96,22 @@ def exchange_args(request: Exchange) -> list[Any]:
         request.consumer, request.want, repr(request.lease), repr(request.idle_for), repr(request.result_ttl),
         consumer_tag(request.consumer) + os.urandom(3).hex(), tally_text(request.tally),
     ]
+    args.append(len(request.settlements))
     for settled in request.settlements:
         claim = settled.claim
         data = repr(settled.delay) if settled.ending in DELAYED else settled.outcome
-        args += [settled.ending.value, claim.task_id.rpartition("-")[2], claim.token, data, settled.record]
+        args += [settled.ending.value, claim.task_id.rpartition("-")[2], claim.token, data, settled.record,
+                 len(settled.follow_ups)]
+    for settled in request.settlements:
+        for task in settled.follow_ups:
+            args += task_args(task)
     return args
+
+
+def task_args(task: NewTask) -> list[Any]:
+    """A task's group of ARGV in enqueue.lua and exchange.lua (lua/_enqueue.lua)."""
+    return [str(task.priority), repr(float(task.delay)), task.key or "", unique_digest(task.unique),
+            repr(float(task.unique_for)), task.body]
 
 
 def tally_text(tally: Sequence[tuple[int, int, int, int]]) -> str:
@@ -110,9 +121,12 @@ def tally_text(tally: Sequence[tuple[int, int, int, int]]) -> str:
 
 def exchange_reply(request: Exchange, reply: list[Any]) -> ExchangeReply:
     """What exchange.lua returned, as records."""
-    applied: list[bool | None] = [flag == ord("1") for flag in reply[0]]
+    flags, _, reason = reply[0].partition(b"\n")
+    applied: list[bool | None] = [flag == ord("1") for flag in flags]
+    unsettled = tuple(k for k, flag in enumerate(flags) if flag == ord("e"))
+    refused = {"unsettled": unsettled, "unsettled_reason": reason.decode(errors="replace")} if unsettled else {}
     if request.want <= 0:
-        return ExchangeReply(applied, [])
+        return ExchangeReply(applied, [], **refused)
     epoch, queue, claims = reply[1].decode(), request.queue, []
     for i in range(5, len(reply), 2):
         seq, failures, crashes, body = reply[i + 1].split(b"|", 3)
@@ -125,7 +139,7 @@ def exchange_reply(request: Exchange, reply: list[Any]) -> ExchangeReply:
         )
     next_due, work_due = (float(due) for due in (reply[3].split() + [b"-1"])[:2])
     return ExchangeReply(applied, claims, None if next_due < 0 else next_due, reply[2] == 1, reply[4] == 1,
-                         None if work_due < 0 else work_due)
+                         None if work_due < 0 else work_due, **refused)
 
 
 def unknown_outcomes(reply: ExchangeReply) -> ExchangeReply:

@@ -50,10 +50,14 @@ class Exchanger:
 
     def __init__(
         self, broker: Broker, ledger: ClaimLedger, settings: Settings, consumer: str,
-        hand_out: Callable[[Iterable[Claim]], None], clock: Clock | None = None, observer: Observer | None = None,
+        hand_out: Callable[[Iterable[Claim]], None], follow_ups_refused: Callable[[Settlement, str], Settlement],
+        clock: Clock | None = None, observer: Observer | None = None,
     ):
+        """`follow_ups_refused`: how a settlement ends instead when the broker refused its
+        follow-up tasks (TaskExecutor.follow_ups_refused)."""
         self._broker, self._ledger, self._settings, self._consumer = broker, ledger, settings, consumer
         self._hand_out, self._clock = hand_out, clock or Clock()
+        self._follow_ups_refused = follow_ups_refused
         self._observer = observer or Observer()
         self.turned_at = time.monotonic()  # when its loop last began a turn (the worker's liveness)
         self._queues = settings.queues
@@ -224,8 +228,14 @@ class Exchanger:
 
     def _record(self, request: Exchange, reply: ExchangeReply, sent_at: float) -> None:
         self._refused.served(request.queue)
+        settled, applied = request.settlements, reply.applied
+        if reply.unsettled:  # their follow-up tasks were refused: each claim is still held, and ends otherwise
+            again = [self._follow_ups_refused(settled[k], reply.unsettled_reason) for k in reply.unsettled]
+            kept = [k for k in range(len(settled)) if k not in reply.unsettled]
+            settled, applied = [settled[k] for k in kept], [applied[k] for k in kept]
+            self._ledger.settle_again(again)
         replied = self._ledger.replied(
-            request.queue, request.settlements, reply.applied, request.want, reply.claims, sent_at, reply.next_due,
+            request.queue, settled, applied, request.want, reply.claims, sent_at, reply.next_due,
             reply.capped, reply.paused, reply.work_due,
         )
         for settlement, applied in replied.refused:

@@ -70,6 +70,16 @@ class TaskExecutor:
             reason = f"taskutils could not decide the outcome: {type(exc).__name__}: {exc}"
             return Settlement(claim, Ending.FAILED, outcome_failed(reason), pack({"id": claim.task_id, "error": reason}))
 
+    def follow_ups_refused(self, settlement: Settlement, reason: str) -> Settlement:
+        """How a task ends whose follow-up tasks (enqueue_on_success) the broker refused, and so
+        its done outcome with them: as a failed attempt, retried as its policy says."""
+        claim, error = settlement.claim, f"its follow-up tasks could not be enqueued: {reason}"
+        try:
+            body = TaskBody.decode(claim.body)
+        except ValueError:  # it ran, so it decoded: only a bug lands here
+            return self._fail(claim, error, ref=None)
+        return self._failed_attempt(claim, body, error)
+
     def _run(self, claim: Claim) -> Settlement:
         try:
             body, func = self._prepare(claim)

@@ -134,6 +134,16 @@ class ClaimLedger(LeaseBook):
                 self._unsent_since = self.clock.now()
             self._unsent = [*settled, *self._unsent]
 
+    def settle_again(self, settlements: Sequence[Settlement]) -> None:
+        """Claims whose settlement the broker did not apply (their follow-up tasks were refused),
+        still held, to be settled as `settlements` say instead."""
+        with self._lock:
+            for settlement in settlements:
+                held = self._held.get(key_of(settlement.claim))
+                if held is not None:
+                    held.settling = False
+                self._add_unsent(settlement)
+
     def set_aside(self, settled: Sequence[Settlement], want: int) -> None:
         """The broker refused an exchange: its settlements wait apart (the exchanger gives them
         back with `unsent_again` when it tries that queue again); their leases are still renewed."""

@@ -49,8 +49,10 @@ class Worker:
         self._ledger = ClaimLedger(
             settings.threads, settings.visibility_timeout, settings.sleep_seconds, settings.queues, clock
         )
-        self._exchanger = Exchanger(backend, self._ledger, settings, self.consumer, self._hand_out, clock, observer)
         executor = TaskExecutor(settings, allowed, self.consumer, observer)
+        self._exchanger = Exchanger(
+            backend, self._ledger, settings, self.consumer, self._hand_out, executor.follow_ups_refused, clock, observer
+        )
         self._runners = RunnerPool(
             settings.threads, self._ledger, executor.run, self._exchanger.notify, backend, Producers(backend, settings),
             clock, observer,

@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from ..backends.base import Backend
-from ..backends.records import Claim, Settlement
+from ..backends.records import Claim, Ending, Settlement
 from ..context import TaskContext, current_backend, running, running_token_reset
 from .clock import Clock
 from .ledger import ClaimLedger
@@ -98,6 +98,8 @@ class RunnerPool:
                 settlement = self._run(claim)
             finally:
                 running_token_reset(token)
+            if context.follow_ups and settlement.ending is Ending.DONE:
+                settlement = settlement._replace(follow_ups=tuple(context.follow_ups))
             if self._ledger.finished(settlement, self._clock.now() - began):
                 self._notify()
         elif start is not Start.DROP:  # handed back or to confirm: the exchanger sends it

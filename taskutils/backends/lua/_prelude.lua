@@ -112,3 +112,9 @@ local function token_of(lease)
   local bar = string.find(lease, '|', 1, true)
   return bar and string.sub(lease, 1, bar - 1) or ''
 end
+
+-- the text of an error caught by pcall: a refused redis.call gives a table {err = text}
+local function error_text(caught)
+  if type(caught) == 'table' and caught.err then return caught.err end
+  return tostring(caught)
+end

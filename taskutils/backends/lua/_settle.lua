@@ -5,8 +5,9 @@
 -- failed for good), P..'failed_info' (HASH seq -> failure record), the state and outcome buckets,
 -- and those of _queue.lua for retries and hand-backs.
 --
--- Settlements are ARGV groups of 5 from index `from`: kind, seq, token, data, failure record.
--- kind "d" done (data: outcome), "f" failed for good (data: outcome; record), "r" retry (data:
+-- Settlements are ARGV groups of 6 from index `from`: kind, seq, token, data, failure record, the
+-- number of follow-up tasks (_enqueue.lua groups after every settlement, in settlement order:
+-- exchange.lua enqueues them when the settlement applies). kind "d" done (data: outcome), "f" failed for good (data: outcome; record), "r" retry (data:
 -- delay seconds), "b" hand back unfinished, to the front of its level (data unused), "t" throttled
 -- (data: seconds): no attempt counted; a keyed task goes back to the front of its lane and its
 -- key takes no task for that long, an unkeyed one waits that long alone.
@@ -30,13 +31,19 @@ local function retry(level, envelope, delay, now)
   requeue(level, envelope_of(seq, failures + 1, crashes, body), delay, now, false)
 end
 
--- the settlements whose token holds the lease: {seq, kind, index in ARGV, level, envelope, k, lane},
--- with the keys they will write checked (outcomes only if kept: `ttl` > 0)
-local function holding(from, seqs, leases, ttl)
+-- whether the settlement at ARGV index i holds the lease `lease` (its inflight entry, or false)
+local function holds_lease(i, lease)
+  return lease and token_of(lease) == ARGV[i + 2]
+end
+
+-- the settlements whose token holds the lease (`leases`: the inflight entry of each), but those of
+-- `skip`: {seq, kind, index in ARGV, level, envelope, k, lane}, with the keys they will write
+-- checked (outcomes only if kept: `ttl` > 0)
+local function holding(from, seqs, leases, skip, ttl)
   local settling, seen = {}, {}
   for k, seq in ipairs(seqs) do
-    local i = from + (k - 1) * 5
-    if leases[k] and not seen[seq] and token_of(leases[k]) == ARGV[i + 2] then
+    local i = from + (k - 1) * 6
+    if not seen[seq] and not skip[k] and holds_lease(i, leases[k]) then
       seen[seq] = true
       local _, level, rest = lease_fields(leases[k])
       local lane = is_envelope(rest) and lane_of(rest) or ''
@@ -72,18 +79,45 @@ local function throttle(level, envelope, lane, seconds, now)
   end
 end
 
--- returns one "1" (applied) or "0" (the lease had moved on) per settlement, as one string
-local function settle(from, now, ttl)
+-- the seqs of the `count` settlements from `from`, and their inflight entries (false where none:
+-- the read checks inflight)
+local function settling_leases(from, count)
   local seqs = {}
-  for i = from, #ARGV, 5 do seqs[#seqs + 1] = ARGV[i + 1] end
+  for k = 1, count do seqs[k] = ARGV[from + (k - 1) * 6 + 1] end
+  if count == 0 then return seqs, {} end
+  return seqs, read('HMGET', P .. 'inflight', unpack(seqs))
+end
+
+-- the follow-up tasks of the done settlements that hold their lease: each task's first ARGV index,
+-- and those settlements ({k = true}); the tasks follow the `count` settlements from `from`
+local function follow_ups(from, count, leases)
+  local starts, owners, seen, at = {}, {}, {}, from + count * 6
+  for k = 1, count do
+    local i = from + (k - 1) * 6
+    local tasks = tonumber(ARGV[i + 5]) or 0
+    if not seen[ARGV[i + 1]] and holds_lease(i, leases[k]) then
+      seen[ARGV[i + 1]] = true
+      if ARGV[i] == 'd' and tasks > 0 then
+        owners[k] = true
+        for j = 0, tasks - 1 do starts[#starts + 1] = at + j * 6 end
+      end
+    end
+    at = at + tasks * 6
+  end
+  return starts, owners
+end
+
+-- returns one "1" (applied), "0" (the lease had moved on) or "e" (in `skip`: not applied, its
+-- follow-up tasks were refused) per settlement, as one string
+local function settle(from, seqs, leases, skip, now, ttl)
   if #seqs == 0 then return '' end
-  local settling = holding(from, seqs, read('HMGET', P .. 'inflight', unpack(seqs)), ttl)
+  local settling = holding(from, seqs, leases, skip, ttl)
   if #settling > 0 then
     first_score('leases') -- the read checks the key (and the claim after this needs it)
     expect_keys('cancel_run')
   end
   local applied, ended, lanes, finished, kept, outcomes = {}, {}, {}, {}, {}, {}
-  for k = 1, #seqs do applied[k] = '0' end
+  for k = 1, #seqs do applied[k] = skip[k] and 'e' or '0' end
   for _, entry in ipairs(settling) do
     local seq, kind, i, level, envelope, lane = entry[1], entry[2], entry[3], entry[4], entry[5], entry[7]
     applied[entry[6]] = '1'

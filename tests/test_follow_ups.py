@@ -1,0 +1,103 @@
+"""current_task().enqueue_on_success: follow-up tasks enqueued with their task's outcome, in one
+atomic step, on every backend; refused follow-ups and a killed worker on Redis."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import redis
+
+from taskutils import Task
+from taskutils.backends.redis import prefix
+
+from . import fleet_tasks, jobs
+from .conftest import wait_for
+
+
+def test_follow_ups_are_enqueued_when_the_task_succeeds(make_handler, key):
+    handler = make_handler()
+    ref = handler.enqueue_task(Task(jobs.follow_up, (key, [1, 2, 3])))
+    assert ref.result(timeout=10) == 3
+    assert handler.join(timeout=10)
+    assert sorted(jobs.calls[key]) == [1, 2, 3]
+
+
+def test_a_failed_attempt_enqueues_none_and_its_retry_enqueues_its_own(make_handler, key):
+    handler = make_handler()
+    ref = handler.enqueue_task(Task(jobs.follow_up, (key, ["a", "b"]), {"fail_first": True}, repeats_on_failure=1))
+    assert ref.result(timeout=10) == 2
+    assert handler.join(timeout=10)
+    assert jobs.calls[key + ":runs"] == [1, 2]
+    assert sorted(jobs.calls[key]) == ["a", "b"]
+
+
+def test_a_task_failed_for_good_or_throttled_enqueues_none(make_handler, key):
+    handler = make_handler()
+    failed = handler.enqueue_task(Task(jobs.follow_up, (key, ["lost"]), {"fail_always": True}))
+    throttled = handler.enqueue_task(Task(jobs.follow_up, (key, ["kept"]), {"throttle_first": True}))
+    assert throttled.result(timeout=10) == 1
+    assert handler.join(timeout=10)
+    assert failed.status() == "failed"
+    assert jobs.calls[key] == ["kept"]  # the throttled run asked for it too: only the run that succeeded counts
+
+
+def test_keyed_delayed_and_unique_follow_ups(make_handler, key):
+    """Follow-ups take the options of any task: a key, a delay, a unique value. A value held by a
+    pending task, by the task that asks (it still runs), or by an earlier follow-up of the same
+    run is enqueued once."""
+    handler = make_handler()
+    held = handler.enqueue_task(Task(jobs.record, (key, "held"), unique="u:held", delay=0.3))
+    asking = Task(jobs.follow_up, (key, ["self", "held", "new", "new"]), {"unique": "u:", "key": "site"}, unique="u:self")
+    assert handler.enqueue_task(asking).result(timeout=10) == 4
+    delayed = handler.enqueue_task(Task(jobs.follow_up, (key, ["later"]), {"delay": 0.2}))
+    assert delayed.result(timeout=10) == 1
+    assert handler.join(timeout=10)
+    assert held.status() == "done"
+    assert sorted(jobs.calls[key]) == ["held", "later", "new"]
+
+
+def test_bad_follow_ups_are_refused_in_the_task_that_asks(make_handler, key):
+    handler = make_handler(max_payload=10_000)
+    other = handler.enqueue_task(Task(jobs.follow_up_refused, ({"queue": "elsewhere"},)))
+    huge = handler.enqueue_task(Task(jobs.follow_up_refused, ({}, 20_000)))
+    assert other.result(timeout=10).startswith("InvalidTask: enqueue_on_success enqueues on this task's queue")
+    assert huge.result(timeout=10).startswith("PayloadError: task 0 (tests.jobs:record) encodes to")
+    assert handler.join(timeout=10)
+    assert jobs.calls["never"] == []
+
+
+@pytest.mark.parametrize("connect", ["fakeredis", "redis", "redis-evalsha"], indirect=True)
+def test_follow_ups_refused_by_the_broker_leave_the_outcome_unrecorded_and_the_task_retried(
+    make_handler, backend, key, caplog,
+):
+    """A lane key overwritten with the wrong type refuses the follow-ups: the done outcome is not
+    recorded either (nothing half done), the run counts as a failed attempt with the reason,
+    and once the key is mended the retry enqueues them. (The embedded backend has no keys an
+    operator could overwrite.)"""
+    bad = prefix("default") + "kq:site:0"
+    backend.client.set(bad, "not a list")
+    handler = make_handler()
+    ref = handler.enqueue_task(
+        Task(jobs.follow_up, (key, ["x"]), {"key": "site"}, repeats_on_failure=1, retry_delay=0.5)
+    )
+    with caplog.at_level(logging.WARNING, logger="taskutils.worker"):
+        wait_for(lambda: jobs.calls[key + ":runs"] and ref.status() == "scheduled", what="the retry to wait")
+    assert any("could not be enqueued" in r.getMessage() and "WRONGTYPE" in r.getMessage() for r in caplog.records)
+    backend.client.delete(bad)
+    assert ref.result(timeout=10) == 1
+    assert handler.join(timeout=10)
+    assert jobs.calls[key + ":runs"] == [1, 2]
+    assert jobs.calls[key] == ["x"]
+
+
+def test_a_worker_killed_before_settling_enqueues_no_follow_ups(redis_url, producer, workers, client, key):
+    """Real workers: the first run kills its worker after asking for follow-ups; they are never
+    enqueued, and the run on the live worker after the lease expires enqueues its own, once."""
+    workers("--threads", "1", "--visibility-timeout", "2", count=2)
+    producer.enqueue_task(Task(fleet_tasks.follow_up_then_die_once, (key, ["a", "b", "c"])))
+    wait_for(lambda: client.hlen(key) == 3, timeout=30, what="the follow-ups of the second run")
+    assert producer.join(timeout=30)
+    assert client.get(key + ":runs") == b"2"
+    assert client.hgetall(key) == {b"a": b"1", b"b": b"1", b"c": b"1"}
+    assert isinstance(client, redis.Redis)
