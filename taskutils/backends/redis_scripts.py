@@ -56,13 +56,13 @@ class Scripts:
         text = {part: (folder / f"{part}.lua").read_text() for part in (*helpers, *SCRIPTS)}
         self._sources = {
             name: "\n".join(["local call_keys, call_args = KEYS, ARGV", *(text[part] for part in parts),
-                             "begin_call(call_keys, call_args, false)", text[name]])
+                             "begin_call(call_keys, call_args, false)", _ended(text[name])])
             for name, parts in SCRIPTS.items()
         }
         self._shas = {name: hashlib.sha1(source.encode()).hexdigest() for name, source in self._sources.items()}
         functions = [
             "redis.register_function{function_name = 'tu_VERSION_" + name + "', callback = function(call_keys, call_args)\n"
-            + "begin_call(call_keys, call_args, true)\n" + text[name] + "\nend, flags = {" + ("'no-writes'" if name in READ_ONLY else "") + "}}"
+            + "begin_call(call_keys, call_args, true)\n" + _ended(text[name]) + "\nend, flags = {" + ("'no-writes'" if name in READ_ONLY else "") + "}}"
             for name in SCRIPTS
         ]
         body = "\n".join([*(text[part] for part in helpers), *functions])
@@ -82,6 +82,11 @@ class Scripts:
     def function(self, name: str) -> str:
         """The name of a script's function in the library (FCALL)."""
         return f"tu_{self._version}_{name}"
+
+
+def _ended(script: str) -> str:
+    """A script's own text, run so that end_call (lua/_prelude.lua) follows whatever it returns."""
+    return "local call_result = (function()\n" + script + "\nend)()\nend_call()\nreturn call_result"
 
 
 @functools.lru_cache(maxsize=64)  # once per consumer, not at every exchange

@@ -15,7 +15,7 @@ local function plan_enqueue(starts, now)
   local count = #starts
   local plan = {starts = starts, holders = {}, holds = {}, now = now}
   plan.first = tonumber(read('GET', P .. 'seq')) or 0
-  plan.epoch = read('GET', P .. 'epoch')
+  plan.epoch = stored_epoch()
   -- the unique values are looked up first (the reads check their hashes): a task whose value is
   -- held gets the holder's id and is not looked at again; another takes the value, and the keys
   -- it will write are checked

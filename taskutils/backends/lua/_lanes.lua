@@ -102,13 +102,19 @@ local function limit_of(lane)
   return limit_cache[lane]
 end
 
--- `change` more keyed tasks are ready. kqueued holds only a count, which nothing but counts.lua
--- reads: anything else found there (written by hand) is dropped, and counting starts again
+-- `change` more keyed tasks are ready: added up over the call, and written once at its end.
+-- kqueued holds only a count, which nothing but counts.lua reads: anything else found there
+-- (written by hand) is dropped, and counting starts again
+local keyed_change = 0
+on_call(function() keyed_change = 0 end)
 local function count_keyed(change)
-  if pcall(redis.call, 'INCRBY', P .. 'kqueued', change) then return end
-  redis.call('DEL', P .. 'kqueued')
-  redis.call('INCRBY', P .. 'kqueued', change)
+  keyed_change = keyed_change + change
 end
+at_call_end(function()
+  if keyed_change == 0 or pcall(redis.call, 'INCRBY', P .. 'kqueued', keyed_change) then return end
+  redis.call('DEL', P .. 'kqueued')
+  redis.call('INCRBY', P .. 'kqueued', keyed_change)
+end)
 
 -- the keys a task of keyed `lane` may write when it ends (lane_released), checked (see expect)
 local function expect_lane_end(lane)

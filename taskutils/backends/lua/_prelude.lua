@@ -13,7 +13,8 @@
 --
 -- The same helpers serve scripts run by EVALSHA and the Redis Functions of one library (Redis 7+,
 -- redis_scripts.py), where they are made once and serve every call: each call starts with
--- begin_call, which sets P and ARGV and resets whatever a helper keeps for one call (on_call).
+-- begin_call, which sets P and ARGV and resets whatever a helper keeps for one call (on_call),
+-- and ends with end_call (at_call_end).
 -- `as_function`: whether this call is a Function's (Redis then refuses it whole when over
 -- maxmemory, before it runs: see refuse_when_full in _store.lua)
 local P, ARGV, as_function = nil, nil, false
@@ -24,6 +25,15 @@ end
 local function begin_call(keys, args, function_call)
   P, ARGV, as_function = keys[1], args, function_call
   for _, reset in ipairs(call_resets) do reset() end
+end
+-- what a helper writes once at the end of a call that returns (not one that raised: a call raises
+-- before its first write), for what it gathered during the call
+local call_ends = {}
+local function at_call_end(finish)
+  call_ends[#call_ends + 1] = finish
+end
+local function end_call()
+  for _, finish in ipairs(call_ends) do finish() end
 end
 
 -- task states and outcomes live in small hashes of STATE_BUCKET tasks each (see _store.lua)

@@ -138,13 +138,21 @@ end
 
 -- the queue's epoch, made with the queue from the server's clock: ids and results of a queue
 -- that Redis lost and that was made again (same sequence numbers) never pass for each other
+-- (stored_epoch reads it once a call, checking the key; epoch makes it if there is none)
+local epoch_read = nil -- false: read, and there was none
+on_call(function() epoch_read = nil end)
+local function stored_epoch()
+  if epoch_read == nil then epoch_read = read('GET', P .. 'epoch') or false end
+  return epoch_read or nil
+end
+
 local function epoch()
-  local known = read('GET', P .. 'epoch')
+  local known = stored_epoch()
   if known then return known end
   local t = redis.call('TIME')
-  local made = string.format('%x', (tonumber(t[1]) * 1000000 + tonumber(t[2])) % 4294967296)
-  redis.call('SET', P .. 'epoch', made)
-  return made
+  epoch_read = string.format('%x', (tonumber(t[1]) * 1000000 + tonumber(t[2])) % 4294967296)
+  redis.call('SET', P .. 'epoch', epoch_read)
+  return epoch_read
 end
 
 -- `count` new sequence numbers; returns the number before the first
