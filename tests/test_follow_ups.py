@@ -9,10 +9,13 @@ import pytest
 import redis
 
 from taskutils import Task
+from taskutils.backends.records import Ending, Exchange, NewTask, Settlement
 from taskutils.backends.redis import prefix
 
 from . import fleet_tasks, jobs
 from .conftest import wait_for
+
+BODY = Task(jobs.add, (1, 2)).encode()
 
 
 def test_follow_ups_are_enqueued_when_the_task_succeeds(make_handler, key):
@@ -67,24 +70,32 @@ def test_bad_follow_ups_are_refused_in_the_task_that_asks(make_handler, key):
     assert jobs.calls["never"] == []
 
 
+BREAKAGES = {  # a key the follow-ups write, how it is broken, how an operator mends it
+    "a lane of the wrong type": ("kq:site:0", lambda client, key: client.set(key, "not a list"), lambda client, key: client.delete(key)),
+    "garbage where the sequence number is": ("seq", lambda client, key: client.set(key, "garbage"), lambda client, key: client.set(key, 1000)),
+}
+
+
+@pytest.mark.parametrize("breakage", sorted(BREAKAGES))
 @pytest.mark.parametrize("connect", ["fakeredis", "redis", "redis-evalsha"], indirect=True)
 def test_follow_ups_refused_by_the_broker_leave_the_outcome_unrecorded_and_the_task_retried(
-    make_handler, backend, key, caplog,
+    make_handler, backend, key, caplog, breakage,
 ):
-    """A lane key overwritten with the wrong type refuses the follow-ups: the done outcome is not
-    recorded either (nothing half done), the run counts as a failed attempt with the reason,
-    and once the key is mended the retry enqueues them. (The embedded backend has no keys an
-    operator could overwrite.)"""
-    bad = prefix("default") + "kq:site:0"
-    backend.client.set(bad, "not a list")
+    """A key the follow-ups write, broken by hand, refuses them: the done outcome is not recorded
+    either (nothing half done), the run counts as a failed attempt with the reason, naming the
+    key, and once the key is mended the retry enqueues them. (The embedded backend has no keys
+    an operator could overwrite.)"""
     handler = make_handler()
     ref = handler.enqueue_task(
         Task(jobs.follow_up, (key, ["x"]), {"key": "site"}, repeats_on_failure=1, retry_delay=0.5)
     )
+    suffix, breaks, mend = BREAKAGES[breakage]
+    bad = prefix("default") + suffix
+    breaks(backend.client, bad)
     with caplog.at_level(logging.WARNING, logger="taskutils.worker"):
         wait_for(lambda: jobs.calls[key + ":runs"] and ref.status() == "scheduled", what="the retry to wait")
-    assert any("could not be enqueued" in r.getMessage() and "WRONGTYPE" in r.getMessage() for r in caplog.records)
-    backend.client.delete(bad)
+    assert any("could not be enqueued" in r.getMessage() and bad in r.getMessage() for r in caplog.records)
+    mend(backend.client, bad)
     assert ref.result(timeout=10) == 1
     assert handler.join(timeout=10)
     assert jobs.calls[key + ":runs"] == [1, 2]
@@ -101,3 +112,19 @@ def test_a_worker_killed_before_settling_enqueues_no_follow_ups(redis_url, produ
     assert client.get(key + ":runs") == b"2"
     assert client.hgetall(key) == {b"a": b"1", b"b": b"1", b"c": b"1"}
     assert isinstance(client, redis.Redis)
+
+
+def test_a_settlement_that_does_not_apply_enqueues_no_follow_ups(backend):
+    """A lease that moved on (a stale token), or the same claim settled twice in one exchange:
+    only a settlement that applies enqueues its follow-ups, once."""
+    backend.enqueue("q", [NewTask(BODY)])
+    (claim,) = backend.exchange(Exchange("q", "c", (), 1)).claims
+    follow_up = NewTask(BODY, key="k")
+    stale = Settlement(claim._replace(token=claim.token + "0"), Ending.DONE, follow_ups=(follow_up,))
+    assert backend.exchange(Exchange("q", "c", (stale,))).applied == [False]
+    assert backend.counts("q").queued == 0
+    done = Settlement(claim, Ending.DONE, follow_ups=(follow_up, NewTask(BODY, unique="u")))
+    reply = backend.exchange(Exchange("q", "c", (done, done._replace(follow_ups=(NewTask(BODY, delay=60),)))))
+    assert reply.applied == [True, False]
+    counts = backend.counts("q")
+    assert (counts.queued, counts.scheduled, counts.running) == (2, 0, 0)

@@ -130,15 +130,17 @@ def test_a_full_server_refuses_each_writing_script_whole(functions):
         backend.enqueue("q", [NewTask(BODY, key="k", unique="u2")])
         before = {key: client.dump(key) for key in client.keys("*")}
         client.config_set("maxmemory", 1)  # over the limit at once
+        done = Settlement(held, Ending.DONE, follow_ups=(NewTask(BODY, key="k2", unique="u4"),))
         for step in (lambda: backend.enqueue("q", [NewTask(BODY, key="k", unique="u3")]),
-                     lambda: backend.exchange(Exchange("q", "c", (Settlement(held, Ending.DONE),), 1))):
+                     lambda: backend.exchange(Exchange("q", "c", (done,), 1))):
             with pytest.raises(BrokerError, match="maxmemory"):
                 step()
         assert {key: client.dump(key) for key in client.keys("*")} == before
         client.config_set("maxmemory", 0)
-        reply = backend.exchange(Exchange("q", "c", (Settlement(held, Ending.DONE),), 1))
+        reply = backend.exchange(Exchange("q", "c", (done,), 1))
         assert reply.applied == [True] and len(reply.claims) == 1
         assert backend.status("q", first)[0] is None and backend.counts("q").running == 1
+        assert backend.counts("q").queued == 1  # of u2 and the follow-up u4, one claimed
         backend.close()
     finally:
         client.close()

@@ -37,9 +37,11 @@ class Scene:
         self.held: list[Claim] = backend.exchange(Exchange("default", "c", (), 2)).claims
         backend.cancel("default", self.ids[1], b"\xc0", 60.0)
 
-    def settle(self, ending: Ending, delay: float = 0.0) -> None:
-        settlement = Settlement(self.held[0], ending, b"\xc0", b"record", delay)
-        self.backend.exchange(Exchange("default", "c", (settlement,), 0, result_ttl=60.0))
+    def settle(self, ending: Ending, delay: float = 0.0, follow_ups: tuple[NewTask, ...] = ()) -> None:
+        settlement = Settlement(self.held[0], ending, b"\xc0", b"record", delay, follow_ups)
+        reply = self.backend.exchange(Exchange("default", "c", (settlement,), 0, result_ttl=60.0))
+        if reply.unsettled:  # follow-ups refused: the settlement is not applied either, as a refused step
+            raise BrokerError(reply.unsettled_reason)
 
 
 STEPS: dict[str, Callable[[Scene], object]] = {
@@ -49,6 +51,10 @@ STEPS: dict[str, Callable[[Scene], object]] = {
     ]),
     "enqueue one": lambda s: s.backend.enqueue("default", [NewTask(TASK, 0, 0, "d", "u7", 60.0)]),
     "done": lambda s: s.settle(Ending.DONE),
+    "done with follow-ups": lambda s: s.settle(Ending.DONE, follow_ups=(
+        NewTask(TASK, 0, 0, "a", "u1", 60.0), NewTask(TASK, 0, 0, "a", "u9", 60.0), NewTask(TASK, 0, 0, "c", "u8"),
+        NewTask(TASK, 3), NewTask(TASK, 0, 50.0, "b"),
+    )),
     "failed": lambda s: s.settle(Ending.FAILED),
     "retry now": lambda s: s.settle(Ending.RETRY),
     "retry later": lambda s: s.settle(Ending.RETRY, 5.0),

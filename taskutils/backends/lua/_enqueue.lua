@@ -10,35 +10,41 @@
 -- A task is 6 ARGV entries from its start index: level, delay seconds, key ("" for none), the
 -- digest of the unique value ("" for none), unique_for seconds, msgpack body.
 
--- `starts`: each task's first ARGV index; `now` may be nil (the clock is read if needed)
+-- `starts`: each task's first ARGV index; `now` may be nil (the clock is read if needed). Nothing
+-- is written: the tasks' sequence numbers are taken by apply_enqueue (where a step of the same
+-- call between the two took one, as a damaged lease does, they come after it)
 local function plan_enqueue(starts, now)
   local count = #starts
-  local plan = {starts = starts, holders = {}, holds = {}, now = now}
-  plan.first = tonumber(read('GET', P .. 'seq')) or 0
+  local plan = {starts = starts, holders = {}, holds = {}, now = now, fresh = 0}
+  local seq_text = read('GET', P .. 'seq')
+  if seq_text and not string.find(seq_text, '^%d+$') then -- INCRBY would fail after other writes
+    error({err = 'ERR ' .. P .. 'seq holds ' .. string.sub(seq_text, 1, 40) .. ' where taskutils keeps the last ' ..
+      'sequence number: set it to a number above every id of the queue to serve it again'})
+  end
+  plan.first = tonumber(seq_text) or 0
   plan.epoch = stored_epoch()
   -- the unique values are looked up first (the reads check their hashes): a task whose value is
-  -- held gets the holder's id and is not looked at again; another takes the value, and the keys
-  -- it will write are checked
-  local taking, fresh = {}, 0
+  -- held gets the holder's seq (or, held by an earlier task of this call, its index k) and is not
+  -- looked at again; another takes the value, and the keys it will write are checked
+  local taking = {}
   for k, i in ipairs(starts) do
     local unique = ARGV[i + 3]
     if unique ~= '' then
       plan.now = plan.now or clock()
       plan.holders[k] = taking[unique] or unique_holder(unique, plan.now)
       if not plan.holders[k] then
-        taking[unique] = hex(plan.first + k)
-        plan.holds[#plan.holds + 1] = {unique, ARGV[i + 4], hex(plan.first + k)}
+        taking[unique] = k
+        plan.holds[#plan.holds + 1] = {unique, ARGV[i + 4], k}
       end
     end
     if not plan.holders[k] then
-      fresh = fresh + 1
+      plan.fresh = plan.fresh + 1
       if tonumber(ARGV[i + 1]) > 0 then expect_keys('scheduled') else expect_lane(ARGV[i + 2], ARGV[i]) end
     end
   end
-  if fresh > 0 then -- else every task's value is held (a crawler's links seen before): nothing is written
+  if plan.fresh > 0 then -- else every task's value is held (a crawler's links seen before): nothing is written
     for seq = plan.first + 1, plan.first + count, STATE_BUCKET do expect_buckets({hex(seq)}) end
     expect_buckets({hex(plan.first + count)})
-    new_seqs(count) -- the seqs read above; a seq key holding no count fails here, before any write
   end
   return plan
 end
@@ -46,9 +52,10 @@ end
 -- task k's envelope (a keyed task's body starts with "@<key>|"), or nil when its unique value is
 -- held: then its id is the holder's, given in `out` as a pair k, seq
 local function new_envelope(plan, k, out)
-  if plan.holders[k] then
+  local holder = plan.holders[k]
+  if holder then
     out[#out + 1] = k
-    out[#out + 1] = plan.holders[k]
+    out[#out + 1] = type(holder) == 'number' and hex(plan.first + holder) or holder
     return nil
   end
   local i = plan.starts[k]
@@ -57,12 +64,27 @@ local function new_envelope(plan, k, out)
   return envelope_of(hex(plan.first + k), 0, 0, body)
 end
 
+-- the sequence numbers of a plan's tasks, taken now; if a step since the plan took one, the state
+-- buckets of the numbers now taken are checked again (a read that fails here, on a bucket of the
+-- wrong type, after that step wrote: only a damaged lease and a broken bucket together)
+local function take_seqs(plan)
+  if plan.fresh == 0 then return end
+  local first = new_seqs(#plan.starts)
+  if first == plan.first then return end
+  plan.first = first
+  expect_buckets({hex(first + 1)})
+  expect_buckets({hex(first + #plan.starts)})
+end
+
 -- write what plan_enqueue checked; waiting consumers are woken if `waking` (else the caller wakes
 -- them). Returns {the queue's epoch, the sequence number before the first task's, then pairs k,
 -- seq}: task k's id is <epoch>-<first + k in hex>, or <epoch>-<seq> when a pair names it
 local function apply_enqueue(plan, waking)
+  take_seqs(plan)
   local out = {plan.epoch or epoch(), plan.first}
-  hold_unique(plan.holds)
+  local holds = {}
+  for n, hold in ipairs(plan.holds) do holds[n] = {hold[1], hold[2], hex(plan.first + hold[3])} end
+  hold_unique(holds)
   local now = plan.now
   if #plan.starts == 1 then -- one task (one-by-one enqueue, the common case): no tables to build
     local i, envelope = plan.starts[1], new_envelope(plan, 1, out)
