@@ -136,7 +136,9 @@ def held(args: argparse.Namespace, report: dict[str, object]) -> list[str]:
         if site["max_in_flight"] > args.concurrency:
             problems.append(f"{name}: {site['max_in_flight']} requests in flight, limit {args.concurrency}")
         if site["max_per_window"] > args.rate:
-            problems.append(f"{name}: {site['max_per_window']} requests in a 1 s window, limit {args.rate:g}")
+            starts = site["max_started_per_window"]
+            why = f" (their tasks: {starts} started in any 1 s window)" if starts else ""
+            problems.append(f"{name}: {site['max_per_window']} requests in a 1 s window, limit {args.rate:g}{why}")
         if site["inside_retry_after"]:
             problems.append(f"{name}: {site['inside_retry_after']} requests inside a Retry-After window")
         if site["duplicates"]:

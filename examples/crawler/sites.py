@@ -8,6 +8,7 @@ can answer slowly, and can answer 429 with a Retry-After header to a share of th
 
 from __future__ import annotations
 
+import bisect
 import random
 import threading
 import time
@@ -15,6 +16,11 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ALREADY_SENT = 0.05  # without a start time: a request arriving this soon after a 429 began was on its way
+
+
+def most_in_a_window(times: list[float], per: float) -> int:
+    """The most of the sorted `times` in any window of `per` seconds."""
+    return max((bisect.bisect_left(times, start + per, lo=i) - i for i, start in enumerate(times)), default=0)
 
 
 def sent_before(request: "Request", moment: float) -> bool:
@@ -143,7 +149,7 @@ class Site:
             requests = sorted(self.requests, key=lambda r: r.arrived)
         fetched = [r.path for r in requests if r.status == 200]
         arrivals = [r.arrived for r in requests]
-        window = max((sum(1 for t in arrivals[i:] if t < start + per) for i, start in enumerate(arrivals)), default=0)
+        starts = sorted(r.started for r in requests if r.started)  # clients that send X-Task-Started
         throttles = [r for r in requests if r.status == 429]
         inside, on_the_way = [], 0
         for throttle in throttles:
@@ -161,7 +167,8 @@ class Site:
             "requests": len(requests),
             "throttled": len(throttles),
             "max_in_flight": self.peak_in_flight,
-            "max_per_window": window,
+            "max_per_window": most_in_a_window(arrivals, per),
+            "max_started_per_window": most_in_a_window(starts, per),  # of the tasks, by their headers
             "min_gap": min(gaps, default=0.0),
             "inside_retry_after": len(inside),
             "inside_after_seconds": inside,  # [arrived, task started] after the 429, per such request
