@@ -128,3 +128,49 @@ def test_a_settlement_that_does_not_apply_enqueues_no_follow_ups(backend):
     assert reply.applied == [True, False]
     counts = backend.counts("q")
     assert (counts.queued, counts.scheduled, counts.running) == (2, 0, 0)
+
+
+def test_follow_ups_are_looked_up_before_any_settlement_of_the_batch_lets_its_value_go(backend):
+    """A batch settling B (holding unique value U, kept for no time after) and A (whose follow-up
+    has value U): U is still B's when the follow-ups are looked up, so none is enqueued, on
+    every backend, whatever the order of the batch."""
+    for order in (0, 1):
+        queue = f"q{order}"
+        backend.enqueue(queue, [NewTask(BODY, unique="U"), NewTask(BODY)])
+        holder, asker = backend.exchange(Exchange(queue, "c", (), 2)).claims
+        batch = [Settlement(holder, Ending.DONE), Settlement(asker, Ending.DONE, follow_ups=(NewTask(BODY, unique="U"),))]
+        reply = backend.exchange(Exchange(queue, "c", tuple(batch[::-1] if order else batch)))
+        assert reply.applied == [True, True]
+        assert backend.counts(queue).queued == 0, order
+
+
+REDIS_BACKENDS = ["fakeredis", "redis", "redis-evalsha"]
+
+
+@pytest.mark.parametrize("connect", REDIS_BACKENDS, indirect=True)
+def test_a_claim_settled_twice_whose_follow_ups_are_refused_stays_held(backend):
+    """The first settlement of a claim in a batch is the one: refused with its follow-ups, a
+    second settlement of the same claim in that batch does not apply either."""
+    backend.enqueue("default", [NewTask(BODY)])
+    (claim,) = backend.exchange(Exchange("default", "c", (), 1)).claims
+    backend.client.set(prefix("default") + "kq:site:0", "not a list")
+    done = Settlement(claim, Ending.DONE, follow_ups=(NewTask(BODY, key="site"),))
+    reply = backend.exchange(Exchange("default", "c", (done, done._replace(follow_ups=()))))
+    assert reply.unsettled == (0,) and reply.applied == [False, False]
+    assert "kq:site:0" in reply.unsettled_reason
+    assert backend.counts("default").running == 1 and backend.status("default", claim.task_id)[1] is None
+
+
+@pytest.mark.parametrize("connect", REDIS_BACKENDS, indirect=True)
+def test_a_follow_up_that_must_wait_for_its_key_wakes_a_waiting_consumer(backend):
+    """A follow-up whose key waits for its rate puts its lane first in line for a time: a
+    waiting consumer is woken to wait for that time instead of its own."""
+    backend.limit_set("default", "k", "|1.0|10.0|1|0")  # one start per 10 s
+    backend.enqueue("default", [NewTask(BODY, key="k")])
+    (claim,) = backend.exchange(Exchange("default", "a", (), 1, idle_for=10.0)).claims
+    assert backend.exchange(Exchange("default", "b", (), 1, idle_for=10.0)).claims == []  # b waits
+    wake = prefix("default") + "wake"
+    backend.client.delete(wake)
+    done = Settlement(claim, Ending.DONE, follow_ups=(NewTask(BODY, key="k"),))
+    assert backend.exchange(Exchange("default", "a", (done,))).applied == [True]
+    assert backend.client.llen(wake) >= 1

@@ -74,6 +74,7 @@ class MemoryBackend(MemoryAdmin, MemoryBrowse, Backend):
     def exchange(self, request: Exchange) -> ExchangeReply:
         with self._changed:
             q, now = self._queue(request.queue), self.now()
+            self._put_follow_ups(q, request.settlements, now)
             applied: list[bool | None] = [
                 self._settle(q, settlement, request.result_ttl, now) for settlement in request.settlements
             ]
@@ -100,6 +101,19 @@ class MemoryBackend(MemoryAdmin, MemoryBrowse, Backend):
             if len(claims) >= request.want:
                 return ExchangeReply(applied, claims, None, q.capped)
             return ExchangeReply(applied, claims, self._next_due(q, now), q.capped, False, self._next_due(q, now, False))
+
+    def _put_follow_ups(self, q: QueueState, settlements: Sequence[Settlement], now: float) -> None:
+        """The follow-ups of the done settlements that will apply (the first of each claim that
+        holds its lease), stored before any of them settles, as on Redis: while every settling
+        task still holds its unique value."""
+        seen = set()
+        for settlement in settlements:
+            claim = settlement.claim
+            if claim.task_id in seen or q.lease_of(claim.task_id, claim.token) is None:
+                continue
+            seen.add(claim.task_id)
+            if settlement.ending is Ending.DONE and settlement.follow_ups:
+                self._put_new(q, settlement.follow_ups, now)
 
     def _take(self, q: QueueState, queue: str, limit: int, now: float, consumer: str) -> list[Claim]:
         """Lease up to `limit` ready tasks, lane by lane in turns (memory_lanes.py)."""
@@ -150,8 +164,6 @@ class MemoryBackend(MemoryAdmin, MemoryBrowse, Backend):
         held = q.lease_of(claim.task_id, claim.token)
         if held is None:
             return False
-        if settlement.ending is Ending.DONE and settlement.follow_ups:  # while it holds its unique value, as on Redis
-            self._put_new(q, settlement.follow_ups, now)
         del q.leases[claim.task_id]
         q.state.pop(claim.task_id, None)
         q.cancel_run.discard(claim.task_id)

@@ -85,8 +85,10 @@ class Scripts:
 
 
 def _ended(script: str) -> str:
-    """A script's own text, run so that end_call (lua/_prelude.lua) follows whatever it returns."""
-    return "local call_result = (function()\n" + script + "\nend)()\nend_call()\nreturn call_result"
+    """A script's own text, run so that end_call (lua/_prelude.lua) follows it, whether it returns
+    or raises (a step may raise after earlier steps of the call wrote)."""
+    return ("local call_done, call_result = pcall(function()\n" + script + "\nend)\nend_call()\n"
+            "if not call_done then error(call_result, 0) end\nreturn call_result")
 
 
 @functools.lru_cache(maxsize=64)  # once per consumer, not at every exchange

@@ -168,9 +168,15 @@ class Worker:
         returned = 0
         for queue, settlements in by_queue.items():
             try:
-                applied = self.backend.exchange(
+                reply = self.backend.exchange(
                     Exchange(queue, self.consumer, settlements, result_ttl=self.settings.result_ttl)
-                ).applied
+                )
+                applied = reply.applied
+                if reply.unsettled:  # done, but its follow-ups were refused: it runs again later
+                    log.warning("%d task(s) done, but their follow-up tasks were refused (%s): handed back to run again",
+                                len(reply.unsettled), reply.unsettled_reason)
+                    again = [Settlement(settlements[k].claim, Ending.HAND_BACK) for k in reply.unsettled]
+                    self.backend.exchange(Exchange(queue, self.consumer, again))
             except (BackendUnavailable, BrokerError) as exc:
                 log.warning("could not hand %d task(s) back (%s); their leases will expire", len(settlements), exc)
                 continue

@@ -77,7 +77,7 @@ local function take_seqs(plan)
 end
 
 -- write what plan_enqueue checked; waiting consumers are woken if `waking` (else the caller wakes
--- them). Returns {the queue's epoch, the sequence number before the first task's, then pairs k,
+-- them: plan.later_first says a lane of these tasks is now the first to wait in `later`). Returns {the queue's epoch, the sequence number before the first task's, then pairs k,
 -- seq}: task k's id is <epoch>-<first + k in hex>, or <epoch>-<seq> when a pair names it
 local function apply_enqueue(plan, waking)
   take_seqs(plan)
@@ -93,8 +93,9 @@ local function apply_enqueue(plan, waking)
     if delay > 0 then
       now = now or clock()
       schedule(ARGV[i], envelope, now + delay, now)
-    elseif push_ready(ARGV[i], envelope, false, now) and waking then
-      pcall(wake, 1)
+    elseif push_ready(ARGV[i], envelope, false, now) then
+      if waking then pcall(wake, 1) end
+      if places[ARGV[i + 2]] == 'later' then plan.later_first = true end
     end
     return out
   end
@@ -118,6 +119,7 @@ local function apply_enqueue(plan, waking)
     local lane, level, envelopes = group[1], group[2], by_group[group[3]]
     if push_ready_many(lane, level, envelopes, now) then
       ready = ready + (lane == '' and #envelopes or 1)
+      if places[lane] == 'later' then plan.later_first = true end -- the first lane to wait for a time now
     end
   end
   if waking and ready > 0 then pcall(wake, ready, now) end

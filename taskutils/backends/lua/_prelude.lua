@@ -26,8 +26,8 @@ local function begin_call(keys, args, function_call)
   P, ARGV, as_function = keys[1], args, function_call
   for _, reset in ipairs(call_resets) do reset() end
 end
--- what a helper writes once at the end of a call that returns (not one that raised: a call raises
--- before its first write), for what it gathered during the call
+-- what a helper writes once at the end of a call, for what it gathered during the call (also
+-- after a step that raised: the steps before it wrote)
 local call_ends = {}
 local function at_call_end(finish)
   call_ends[#call_ends + 1] = finish

@@ -43,8 +43,9 @@ local function holding(from, seqs, leases, skip, ttl)
   local settling, seen = {}, {}
   for k, seq in ipairs(seqs) do
     local i = from + (k - 1) * 6
-    if not seen[seq] and not skip[k] and holds_lease(i, leases[k]) then
-      seen[seq] = true
+    local first = not seen[seq] and holds_lease(i, leases[k])
+    if first then seen[seq] = true end -- the first that holds the lease is the one, applied or skipped
+    if first and not skip[k] then
       local _, level, rest = lease_fields(leases[k])
       local lane = is_envelope(rest) and lane_of(rest) or ''
       local entry = {seq, ARGV[i], i, level, false, k, lane}

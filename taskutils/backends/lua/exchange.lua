@@ -47,5 +47,8 @@ end
 -- for the slots it freed and the work it made ready but did not take (none if the claim left no
 -- lane in the turns)
 if not nothing_startable then pcall(wake_for_ready, now) end
+-- a follow-up's lane now waits for the earliest time: a waiting consumer must wait for that time
+-- instead, unless this consumer will (it got fewer claims than it asked for: its reply says when)
+if plan and plan.later_first and (want == 0 or (#out - 5) / 2 >= want) then pcall(wake, 1, now) end
 if ARGV[7] ~= '' then pcall(add_tally, ARGV[7]) end
 return out
