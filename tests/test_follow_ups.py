@@ -174,3 +174,28 @@ def test_a_follow_up_that_must_wait_for_its_key_wakes_a_waiting_consumer(backend
     done = Settlement(claim, Ending.DONE, follow_ups=(NewTask(BODY, key="k"),))
     assert backend.exchange(Exchange("default", "a", (done,))).applied == [True]
     assert backend.client.llen(wake) >= 1
+
+
+@pytest.mark.parametrize("connect", REDIS_BACKENDS, indirect=True)
+def test_a_stopping_worker_hands_back_a_done_task_whose_follow_ups_are_refused(backend, caplog):
+    """At exit a worker sends the outcomes it has not sent yet: one refused with its follow-ups
+    goes back to the queue unfinished (no attempt counted), to run again, and the log says why."""
+    from taskutils.config import Settings
+    from taskutils.task import allow_all
+    from taskutils.worker.lifecycle import Worker
+
+    backend.enqueue("default", [NewTask(BODY)])
+    worker = Worker(backend, Settings.build({}, threads=1), allow_all)  # not started: driven by hand
+    ledger = worker._ledger
+    ledger.asked(1)
+    (claim,) = backend.exchange(Exchange("default", worker.consumer, (), 1)).claims
+    ledger.replied("default", [], [], 1, [claim], 0.0, None, False)
+    ledger.take(claim)
+    ledger.finished(Settlement(claim, Ending.DONE, follow_ups=(NewTask(BODY, key="site"),)), 0.01)
+    backend.client.set(prefix("default") + "kq:site:0", "not a list")
+    with caplog.at_level(logging.WARNING, logger="taskutils.worker"):
+        worker.hand_back()
+    assert any("follow-up tasks were refused" in r.getMessage() and "kq:site:0" in r.getMessage() for r in caplog.records)
+    counts = backend.counts("default")
+    assert (counts.queued, counts.running) == (1, 0)
+    assert backend.status("default", claim.task_id)[1] is None  # no outcome: it runs again
