@@ -100,7 +100,8 @@ class MemoryBackend(MemoryAdmin, MemoryBrowse, Backend):
                 self._seen.pop(request.consumer, None)
             if len(claims) >= request.want:
                 return ExchangeReply(applied, claims, None, q.capped)
-            return ExchangeReply(applied, claims, self._next_due(q, now), q.capped, False, self._next_due(q, now, False))
+            next_due, work_due = self._next_due(q, now)
+            return ExchangeReply(applied, claims, next_due, q.capped, False, work_due)
 
     def _put_follow_ups(self, q: QueueState, settlements: Sequence[Settlement], now: float) -> None:
         """The follow-ups of the done settlements that will apply (the first of each claim that
@@ -151,13 +152,16 @@ class MemoryBackend(MemoryAdmin, MemoryBrowse, Backend):
                 q.lanes.released(held.entry.key or "", now)
 
     @staticmethod
-    def _next_due(q: QueueState, now: float, leases: bool = True) -> float | None:
+    def _next_due(q: QueueState, now: float) -> tuple[float | None, float | None]:
+        """Seconds until the next due time, and until work next becomes startable (lease
+        deadlines left out); None for none."""
         times = [q.scheduled[0][0]] if q.scheduled else []
         times += [record.next_run for record in q.recurrent.values()]
-        times += [held.deadline for held in q.leases.values()] if leases else []
         later = q.lanes.next_time()
         times += [later] if later is not None else []
-        return max(min(times) - now, 0.0) if times else None
+        first = min(times + [held.deadline for held in q.leases.values()], default=None)
+        work = min(times, default=None)
+        return (None if first is None else max(first - now, 0.0)), (None if work is None else max(work - now, 0.0))
 
     def _settle(self, q: QueueState, settlement: Settlement, result_ttl: float, now: float) -> bool:
         claim = settlement.claim

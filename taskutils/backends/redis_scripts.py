@@ -130,7 +130,7 @@ def exchange_reply(request: Exchange, reply: list[Any]) -> ExchangeReply:
     """What exchange.lua returned, as records."""
     flags, _, reason = reply[0].partition(b"\n")
     applied: list[bool | None] = [flag == ord("1") for flag in flags]
-    unsettled = tuple(k for k, flag in enumerate(flags) if flag == ord("e"))
+    unsettled = tuple(k for k, flag in enumerate(flags) if flag == ord("e")) if b"e" in flags else ()
     refused = {"unsettled": unsettled, "unsettled_reason": reason.decode(errors="replace")} if unsettled else {}
     if request.want <= 0:
         return ExchangeReply(applied, [], **refused)

@@ -31,21 +31,14 @@ local function retry(level, envelope, delay, now)
   requeue(level, envelope_of(seq, failures + 1, crashes, body), delay, now, false)
 end
 
--- whether the settlement at ARGV index i holds the lease `lease` (its inflight entry, or false)
-local function holds_lease(i, lease)
-  return lease and token_of(lease) == ARGV[i + 2]
-end
-
--- the settlements whose token holds the lease (`leases`: the inflight entry of each), but those of
--- `skip`: {seq, kind, index in ARGV, level, envelope, k, lane}, with the keys they will write
--- checked (outcomes only if kept: `ttl` > 0)
+-- the settlements that hold their lease (`leases`, from settling_leases), but those of `skip`:
+-- {seq, kind, index in ARGV, level, envelope, k, lane}, with the keys they will write checked
+-- (outcomes only if kept: `ttl` > 0)
 local function holding(from, seqs, leases, skip, ttl)
-  local settling, seen = {}, {}
+  local settling = {}
   for k, seq in ipairs(seqs) do
     local i = from + (k - 1) * 6
-    local first = not seen[seq] and holds_lease(i, leases[k])
-    if first then seen[seq] = true end -- the first that holds the lease is the one, applied or skipped
-    if first and not skip[k] then
+    if leases[k] and not skip[k] then
       local _, level, rest = lease_fields(leases[k])
       local lane = is_envelope(rest) and lane_of(rest) or ''
       local entry = {seq, ARGV[i], i, level, false, k, lane}
@@ -80,28 +73,34 @@ local function throttle(level, envelope, lane, seconds, now)
   end
 end
 
--- the seqs of the `count` settlements from `from`, and their inflight entries (false where none:
--- the read checks inflight)
+-- the seqs of the `count` settlements from `from`, and the lease (inflight entry) of each that
+-- holds it: the first settlement of a seq whose token holds the lease; false for every other (the
+-- read checks inflight)
 local function settling_leases(from, count)
   local seqs = {}
   for k = 1, count do seqs[k] = ARGV[from + (k - 1) * 6 + 1] end
   if count == 0 then return seqs, {} end
-  return seqs, read('HMGET', P .. 'inflight', unpack(seqs))
+  local leases, seen = read('HMGET', P .. 'inflight', unpack(seqs)), {}
+  for k, seq in ipairs(seqs) do
+    if seen[seq] or not (leases[k] and token_of(leases[k]) == ARGV[from + (k - 1) * 6 + 2]) then
+      leases[k] = false
+    else
+      seen[seq] = true
+    end
+  end
+  return seqs, leases
 end
 
 -- the follow-up tasks of the done settlements that hold their lease: each task's first ARGV index,
 -- and those settlements ({k = true}); the tasks follow the `count` settlements from `from`
 local function follow_ups(from, count, leases)
-  local starts, owners, seen, at = {}, {}, {}, from + count * 6
+  local starts, owners, at = {}, {}, from + count * 6
   for k = 1, count do
     local i = from + (k - 1) * 6
     local tasks = tonumber(ARGV[i + 5]) or 0
-    if not seen[ARGV[i + 1]] and holds_lease(i, leases[k]) then
-      seen[ARGV[i + 1]] = true
-      if ARGV[i] == 'd' and tasks > 0 then
-        owners[k] = true
-        for j = 0, tasks - 1 do starts[#starts + 1] = at + j * 6 end
-      end
+    if leases[k] and ARGV[i] == 'd' and tasks > 0 then
+      owners[k] = true
+      for j = 0, tasks - 1 do starts[#starts + 1] = at + j * 6 end
     end
     at = at + tasks * 6
   end
