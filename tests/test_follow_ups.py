@@ -6,11 +6,11 @@ from __future__ import annotations
 import logging
 
 import pytest
-import redis
 
 from taskutils import Task
 from taskutils.backends.records import Ending, Exchange, NewTask, Settlement
 from taskutils.backends.redis import prefix
+from taskutils.worker.leaving import settle_at_exit
 
 from . import fleet_tasks, jobs
 from .conftest import wait_for
@@ -111,7 +111,6 @@ def test_a_worker_killed_before_settling_enqueues_no_follow_ups(redis_url, produ
     assert producer.join(timeout=30)
     assert client.get(key + ":runs") == b"2"
     assert client.hgetall(key) == {b"a": b"1", b"b": b"1", b"c": b"1"}
-    assert isinstance(client, redis.Redis)
 
 
 def test_a_settlement_that_does_not_apply_enqueues_no_follow_ups(backend):
@@ -178,23 +177,15 @@ def test_a_follow_up_that_must_wait_for_its_key_wakes_a_waiting_consumer(backend
 
 @pytest.mark.parametrize("connect", REDIS_BACKENDS, indirect=True)
 def test_a_stopping_worker_hands_back_a_done_task_whose_follow_ups_are_refused(backend, caplog):
-    """At exit a worker sends the outcomes it has not sent yet: one refused with its follow-ups
-    goes back to the queue unfinished (no attempt counted), to run again, and the log says why."""
-    from taskutils.config import Settings
-    from taskutils.task import allow_all
-    from taskutils.worker.lifecycle import Worker
-
+    """At exit a worker sends the outcomes it has not sent yet (settle_at_exit): one refused with
+    its follow-ups goes back to the queue unfinished (no attempt counted), to run again, and the
+    log says why."""
     backend.enqueue("default", [NewTask(BODY)])
-    worker = Worker(backend, Settings.build({}, threads=1), allow_all)  # not started: driven by hand
-    ledger = worker._ledger
-    ledger.asked(1)
-    (claim,) = backend.exchange(Exchange("default", worker.consumer, (), 1)).claims
-    ledger.replied("default", [], [], 1, [claim], 0.0, None, False)
-    ledger.take(claim)
-    ledger.finished(Settlement(claim, Ending.DONE, follow_ups=(NewTask(BODY, key="site"),)), 0.01)
+    (claim,) = backend.exchange(Exchange("default", "leaving", (), 1)).claims
     backend.client.set(prefix("default") + "kq:site:0", "not a list")
+    done = Settlement(claim, Ending.DONE, follow_ups=(NewTask(BODY, key="site"),))
     with caplog.at_level(logging.WARNING, logger="taskutils.worker"):
-        worker.hand_back()
+        settle_at_exit(backend, "leaving", [done], result_ttl=60.0)
     assert any("follow-up tasks were refused" in r.getMessage() and "kq:site:0" in r.getMessage() for r in caplog.records)
     counts = backend.counts("default")
     assert (counts.queued, counts.running) == (1, 0)

@@ -22,13 +22,13 @@ from ..backends.base import Broker
 from ..backends.records import Claim, Exchange, ExchangeReply, Settlement
 from ..config import Settings
 from ..errors import BackendUnavailable, BrokerError
-from ..logs import task_name
 from .clock import Clock
 from .doorbell import Doorbell
 from .ledger import ClaimLedger
 from .confirmation import confirm_stale
 from .observer import Observer
 from .refusals import BROKEN_LOG_SECONDS, RefusedQueues
+from .replies import record_reply
 
 T = TypeVar("T")
 log = logging.getLogger("taskutils.worker")
@@ -228,26 +228,9 @@ class Exchanger:
 
     def _record(self, request: Exchange, reply: ExchangeReply, sent_at: float) -> None:
         self._refused.served(request.queue)
-        settled, applied = request.settlements, reply.applied
-        if reply.unsettled:  # their follow-up tasks were refused: each claim is still held, and ends otherwise
-            again = [self._follow_ups_refused(settled[k], reply.unsettled_reason) for k in reply.unsettled]
-            kept = [k for k in range(len(settled)) if k not in reply.unsettled]
-            settled, applied = [settled[k] for k in kept], [applied[k] for k in kept]
-            self._ledger.settle_again(again)
-        replied = self._ledger.replied(
-            request.queue, settled, applied, request.want, reply.claims, sent_at, reply.next_due,
-            reply.capped, reply.paused, reply.work_due,
-        )
-        for settlement, applied in replied.refused:
-            if applied is None:
-                log.info("task %s: its outcome was sent again after the reply was lost, and refused: most likely "
-                         "the first attempt settled it", task_name(settlement.claim))
-            else:
-                log.warning("task %s: its lease had moved on (handed back at shutdown, or this worker stalled past "
-                            "the visibility timeout); its outcome here is dropped and the task's current owner "
-                            "decides", task_name(settlement.claim))
-        if replied.claims:
-            self._hand_out(replied.claims)
+        claims = record_reply(self._ledger, request, reply, sent_at, self._follow_ups_refused)
+        if claims:
+            self._hand_out(claims)
 
     # -- waiting -------------------------------------------------------------------------------
 

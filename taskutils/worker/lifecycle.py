@@ -17,13 +17,14 @@ import uuid
 from typing import Callable
 
 from ..backends.base import Backend
-from ..backends.records import Ending, Exchange, Settlement
+from ..backends.records import Exchange
 from ..config import Settings
 from ..errors import BackendUnavailable, BrokerError
 from .clock import Clock
 from .exchanger import Exchanger
 from .execution import TaskExecutor
 from .heartbeat import Heartbeat
+from .leaving import settle_at_exit
 from .ledger import ClaimLedger
 from .producers import Producers
 from .observer import Observer
@@ -162,25 +163,4 @@ class Worker:
         """Give every claim held here back to its queue now (the process is about to end, and
         the tasks still running with it), with the outcomes of those that finished; returns how
         many went back unfinished."""
-        by_queue: dict[str, list[Settlement]] = {}
-        for settlement in self._ledger.abandon():
-            by_queue.setdefault(settlement.claim.queue, []).append(settlement)
-        returned = 0
-        for queue, settlements in by_queue.items():
-            try:
-                reply = self.backend.exchange(
-                    Exchange(queue, self.consumer, settlements, result_ttl=self.settings.result_ttl)
-                )
-                applied = reply.applied
-                if reply.unsettled:  # done, but its follow-ups were refused: it runs again later
-                    log.warning("%d task(s) done, but their follow-up tasks were refused (%s): handed back to run again",
-                                len(reply.unsettled), reply.unsettled_reason)
-                    again = [Settlement(settlements[k].claim, Ending.HAND_BACK) for k in reply.unsettled]
-                    self.backend.exchange(Exchange(queue, self.consumer, again))
-            except (BackendUnavailable, BrokerError) as exc:
-                log.warning("could not hand %d task(s) back (%s); their leases will expire", len(settlements), exc)
-                continue
-            returned += sum(bool(done) and s.ending is Ending.HAND_BACK for s, done in zip(settlements, applied))
-        if returned:
-            log.warning("handed %d running task(s) back to the queue", returned)
-        return returned
+        return settle_at_exit(self.backend, self.consumer, self._ledger.abandon(), self.settings.result_ttl)
